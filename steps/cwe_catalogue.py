@@ -1,0 +1,115 @@
+"""MITRE's CWE catalogue XML turned into one document per weakness.
+
+The default corpus is the catalogue shipped in the `cwe2` package, so the demo
+needs no download. The file is streamed with `iterparse`: each weakness is
+turned into text and then freed, whatever the size of the catalogue.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.etree.ElementTree as ET
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO
+
+_WS = re.compile(r"\s+")
+
+
+def bundled_catalogue_path() -> Path:
+    """The CWE XML inside the installed `cwe2` package."""
+    import cwe2
+
+    matches = sorted(Path(cwe2.__file__).parent.glob("database_*/cwec_v*.xml"))
+    if not matches:
+        raise FileNotFoundError("the cwe2 package has no cwec_v*.xml; reinstall it with `pip install cwe2`")
+    return matches[-1]
+
+
+def _local(tag: str) -> str:
+    return tag.rsplit("}", 1)[-1]
+
+
+def _text(element: ET.Element | None) -> str:
+    """All text below an element (XHTML paragraphs and lists included), whitespace folded."""
+    if element is None:
+        return ""
+    return _WS.sub(" ", " ".join(element.itertext())).strip()
+
+
+def _child(element: ET.Element, name: str) -> ET.Element | None:
+    for child in element:
+        if _local(child.tag) == name:
+            return child
+    return None
+
+
+def _children(element: ET.Element | None, name: str) -> list[ET.Element]:
+    if element is None:
+        return []
+    return [child for child in element if _local(child.tag) == name]
+
+
+def _consequences(weakness: ET.Element) -> list[str]:
+    lines = []
+    for consequence in _children(_child(weakness, "Common_Consequences"), "Consequence"):
+        scopes = ", ".join(_text(s) for s in _children(consequence, "Scope"))
+        impacts = ", ".join(_text(i) for i in _children(consequence, "Impact"))
+        note = _text(_child(consequence, "Note"))
+        line = f"Scope: {scopes}. Impact: {impacts}."
+        lines.append(f"{line} {note}".strip())
+    return lines
+
+
+def _mitigations(weakness: ET.Element) -> list[str]:
+    lines = []
+    for mitigation in _children(_child(weakness, "Potential_Mitigations"), "Mitigation"):
+        phases = ", ".join(_text(p) for p in _children(mitigation, "Phase"))
+        description = _text(_child(mitigation, "Description"))
+        lines.append(f"{phases}: {description}" if phases else description)
+    return lines
+
+
+def _examples(weakness: ET.Element) -> list[str]:
+    lines = []
+    for example in _children(_child(weakness, "Observed_Examples"), "Observed_Example"):
+        reference = _text(_child(example, "Reference"))
+        lines.append(f"{reference}: {_text(_child(example, 'Description'))}")
+    for example in _children(_child(weakness, "Demonstrative_Examples"), "Demonstrative_Example"):
+        intro = _text(_child(example, "Intro_Text"))
+        if intro:
+            lines.append(intro)
+    return lines
+
+
+def weakness_to_text(weakness: ET.Element) -> str:
+    """One weakness as a readable document: name, description, consequences, mitigations, examples."""
+    cwe_id = weakness.get("ID")
+    parts = [f"CWE-{cwe_id}: {weakness.get('Name')}"]
+    parts.append(f"Abstraction: {weakness.get('Abstraction')}. Status: {weakness.get('Status')}.")
+    parts.append(f"Description: {_text(_child(weakness, 'Description'))}")
+    extended = _text(_child(weakness, "Extended_Description"))
+    if extended:
+        parts.append(f"Extended description: {extended}")
+    for title, lines in (
+        ("Common consequences", _consequences(weakness)),
+        ("Potential mitigations", _mitigations(weakness)),
+        ("Examples", _examples(weakness)),
+    ):
+        if lines:
+            parts.append(f"{title}:\n" + "\n".join(f"- {line}" for line in lines))
+    return "\n".join(parts)
+
+
+def read_cwe_catalogue(source: str | Path | IO[bytes]) -> Iterator[tuple[str, str]]:
+    """Yield (`CWE-<id>`, text) for each weakness of a CWE catalogue XML."""
+    for _, element in ET.iterparse(source, events=("end",)):
+        if _local(element.tag) != "Weakness":
+            continue
+        yield f"CWE-{element.get('ID')}", weakness_to_text(element)
+        element.clear()
+
+
+def looks_like_cwe_catalogue(head: bytes) -> bool:
+    """Whether the first bytes of an XML file belong to a CWE catalogue."""
+    return b"Weakness_Catalog" in head

@@ -1,0 +1,75 @@
+"""Distributed initialisation for the torchrun entrypoints, and the CPU workarounds, in one place."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+
+ON_GPU = torch.cuda.is_available()
+if not ON_GPU:
+    # DeepSpeed picks its accelerator when first imported; without a GPU it must be told.
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+
+import deepspeed  # noqa: E402  (after DS_ACCELERATOR)
+import torch.distributed as dist  # noqa: E402
+
+
+@dataclass(frozen=True)
+class DistContext:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed() -> DistContext:
+    """Join the process group torchrun set up: NCCL on GPUs, gloo on CPU."""
+    if not ON_GPU:
+        # DeepSpeed's CPU shared-memory all-reduce (inference_all_reduce, used by
+        # DeepSpeed-Inference tensor parallelism) sets up its buffers only when
+        # LOCAL_SIZE equals the world size; torchrun sets LOCAL_WORLD_SIZE instead,
+        # and the unset buffers segfault. Mirroring the value keeps the fast path.
+        if "LOCAL_WORLD_SIZE" in os.environ:
+            os.environ.setdefault("LOCAL_SIZE", os.environ["LOCAL_WORLD_SIZE"])
+    if not dist.is_initialized():
+        deepspeed.init_distributed(dist_backend="nccl" if ON_GPU else "gloo")
+    rank, world = dist.get_rank(), dist.get_world_size()
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if ON_GPU:
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    return DistContext(rank, world, local_rank, device)
+
+
+def barrier() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def all_reduce_sum(values: list[float], device: torch.device) -> list[float]:
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized():
+        dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
+def all_gather_objects(obj: object) -> list:
+    if not dist.is_initialized():
+        return [obj]
+    gathered: list = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.barrier()
+        dist.destroy_process_group()

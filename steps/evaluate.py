@@ -1,0 +1,179 @@
+"""evaluate: batch generation with each engine and held-out perplexity; runs under torchrun.
+
+    python -m torch.distributed.run --nproc_per_node 2 -m steps.evaluate \
+        --config run.json --model DIR --dataset DIR --train-summary FILE --out DIR [--base-model DIR]
+
+Writes `<out>/generations.parquet` (one row per prompt and engine) and
+`<out>/eval_summary.json` (perplexity of the tuned and the untuned model,
+throughput per engine, and whether the engines agreed token for token).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+from steps.distributed import DistContext, all_gather_objects, all_reduce_sum, barrier, init_distributed, shutdown  # noqa: I001
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from steps.config import TuneConfig, load_config
+from steps.domain_tokenizer import load_tokenizer
+from steps.inference_engines import InferenceEngine, build_engine
+from steps.model import initial_model, load_pretrained, state_dict_sha256
+from steps.packing import load_blocks
+
+
+def shard_indices(count: int, world_size: int, rank: int) -> list[int]:
+    """Rank `rank`'s prompts: every world_size-th one, so shares differ by at most one."""
+    return list(range(rank, count, world_size))
+
+
+def batches_per_rank(count: int, world_size: int, batch_size: int) -> int:
+    """Generate calls every rank makes, so that synced engines step together even on uneven shares."""
+    return math.ceil(math.ceil(count / world_size) / batch_size) if count else 0
+
+
+def _left_pad(rows: list[list[int]], pad_id: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, row in enumerate(rows):
+        ids[i, width - len(row) :] = torch.tensor(row)
+        mask[i, width - len(row) :] = 1
+    return ids.to(device), mask.to(device)
+
+
+def _trim(tokens: list[int], eos_id: int) -> list[int]:
+    return tokens[: tokens.index(eos_id) + 1] if eos_id in tokens else tokens
+
+
+def run_engine(engine: InferenceEngine, prompts: list[dict], config: TuneConfig, tokenizer, ctx: DistContext) -> list[dict]:
+    """Generations for every prompt, in input order, identical on every rank."""
+    batch_size = config.evaluate.batch_size
+    if engine.shards_prompts:
+        mine = shard_indices(len(prompts), ctx.world_size, ctx.rank)
+        calls = batches_per_rank(len(prompts), ctx.world_size, batch_size)
+    else:
+        mine = list(range(len(prompts)))
+        calls = math.ceil(len(prompts) / batch_size)
+    results = []
+    for call in range(calls):
+        chunk = mine[call * batch_size : (call + 1) * batch_size]
+        # A rank with nothing left still steps with a stand-in prompt, so synced ranks never hang.
+        rows = [prompts[i]["prompt_ids"] for i in chunk] or [prompts[0]["prompt_ids"]]
+        ids, mask = _left_pad(rows, tokenizer.pad_token_id, ctx.device)
+        started = time.perf_counter()
+        new = engine.generate(ids, mask, config.evaluate.max_new_tokens).tolist()
+        latency = time.perf_counter() - started
+        for index, tokens in zip(chunk, new, strict=False):
+            tokens = _trim(tokens, tokenizer.eos_token_id)
+            results.append({"index": index, "tokens": tokens, "latency_s": latency / len(rows)})
+    if engine.shards_prompts:
+        results = [r for part in all_gather_objects(results) for r in part]
+    results.sort(key=lambda r: r["index"])
+    if [r["index"] for r in results] != list(range(len(prompts))):
+        raise RuntimeError(f"engine {engine.name} returned prompts {[r['index'] for r in results]}, expected each once")
+    return results
+
+
+def perplexity(model: torch.nn.Module, blocks, ctx: DistContext) -> float:
+    """exp of the mean next-token loss over held-out blocks, shared across ranks."""
+    model.eval()
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for i in shard_indices(len(blocks), ctx.world_size, ctx.rank):
+            ids = torch.as_tensor(blocks[i : i + 1], dtype=torch.long, device=ctx.device)
+            loss = model(input_ids=ids, labels=ids).loss
+            tokens = ids.shape[1] - 1
+            nll += loss.item() * tokens
+            count += tokens
+    total_nll, total_count = all_reduce_sum([nll, count], ctx.device)
+    return math.exp(total_nll / total_count)
+
+
+def run_evaluation(config: TuneConfig, model_dir: Path, dataset_dir: Path, train_summary: dict, out_dir: Path,
+                   base_model: Path | None) -> dict[str, Any]:
+    ctx = init_distributed()
+    tokenizer = load_tokenizer(model_dir)
+    prompts = [json.loads(line) for line in (dataset_dir / "prompts.jsonl").read_text().splitlines()]
+    blocks = load_blocks(dataset_dir / "validation")[: config.evaluate.perplexity_blocks]
+
+    tuned = load_pretrained(model_dir).to(ctx.device)
+    ppl_tuned = perplexity(tuned, blocks, ctx)
+    del tuned
+    untuned = initial_model(config.model, base_model, tokenizer)
+    if state_dict_sha256(untuned) != train_summary["init_sha256"]:
+        raise RuntimeError("the rebuilt untuned model differs from the one training started from; "
+                           "model.init_seed or the base model changed between train and evaluate")
+    ppl_untuned = perplexity(untuned.to(ctx.device), blocks, ctx)
+    del untuned
+
+    rows, throughput, tokens_by_engine = [], {}, {}
+    for name in config.evaluate.engines:
+        engine = build_engine(name, model_dir, ctx)
+        barrier()
+        started = time.perf_counter()
+        results = run_engine(engine, prompts, config, tokenizer, ctx)
+        elapsed = time.perf_counter() - started
+        del engine
+        generated = sum(len(r["tokens"]) for r in results)
+        throughput[name] = {"tokens": generated, "seconds": elapsed, "tokens_per_s": generated / elapsed}
+        tokens_by_engine[name] = [r["tokens"] for r in results]
+        for prompt, result in zip(prompts, results, strict=True):
+            rows.append({
+                "index": result["index"],
+                "doc_id": prompt["doc_id"],
+                "engine": name,
+                "prompt": prompt["prompt"],
+                "reference": prompt["reference"],
+                "generation": tokenizer.decode(result["tokens"], skip_special_tokens=True),
+                "new_tokens": len(result["tokens"]),
+                "latency_s": result["latency_s"],
+            })
+
+    first = config.evaluate.engines[0]
+    agreement = {
+        name: sum(a == b for a, b in zip(tokens, tokens_by_engine[first], strict=True)) / len(prompts)
+        for name, tokens in tokens_by_engine.items()
+    }
+    summary = {
+        "prompts": len(prompts),
+        "engines": config.evaluate.engines,
+        "perplexity": {"tuned": ppl_tuned, "untuned": ppl_untuned, "ratio": ppl_tuned / ppl_untuned},
+        "perplexity_blocks": len(blocks),
+        "throughput": throughput,
+        "agreement_with_" + first: agreement,
+        "engines_agree": all(rate == 1.0 for rate in agreement.values()),
+        "world_size": ctx.world_size,
+        "device": str(ctx.device),
+    }
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.Table.from_pylist(rows), out_dir / "generations.parquet")
+        (out_dir / "eval_summary.json").write_text(json.dumps(summary, indent=1))
+    shutdown()
+    return summary
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--config", required=True, type=Path)
+    parser.add_argument("--model", required=True, type=Path)
+    parser.add_argument("--dataset", required=True, type=Path)
+    parser.add_argument("--train-summary", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--base-model", type=Path, default=None)
+    args = parser.parse_args(argv)
+    summary = json.loads(args.train_summary.read_text())
+    run_evaluation(load_config(args.config), args.model, args.dataset, summary, args.out, args.base_model)
+
+
+if __name__ == "__main__":
+    main()
