@@ -8,31 +8,47 @@ from metaflow.cards import Markdown, Table, VegaChart
 
 
 def _line_chart(records: list[dict], field: str, title: str) -> VegaChart:
-    return VegaChart({
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "title": title, "width": 480, "height": 220,
-        "data": {"values": [{"step": r["step"], field: r[field]} for r in records]},
-        "mark": {"type": "line", "point": True},
-        "encoding": {"x": {"field": "step", "type": "quantitative"},
-                     "y": {"field": field, "type": "quantitative", "scale": {"zero": False}}},
-    })
+    return VegaChart(
+        {
+            "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+            "title": title,
+            "width": 480,
+            "height": 220,
+            "data": {"values": [{"step": r["step"], field: r[field]} for r in records]},
+            "mark": {"type": "line", "point": True},
+            "encoding": {
+                "x": {"field": "step", "type": "quantitative"},
+                "y": {"field": field, "type": "quantitative", "scale": {"zero": False}},
+            },
+        }
+    )
 
 
 def _histogram_chart(histogram: dict[str, list[float]], title: str, unit: str) -> VegaChart:
     edges, counts = histogram["edges"], histogram["counts"]
     values = [{"from": edges[i], "to": edges[i + 1], "documents": c} for i, c in enumerate(counts)]
-    return VegaChart({
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "title": title, "width": 480, "height": 200, "data": {"values": values},
-        "mark": "bar",
-        "encoding": {"x": {"field": "from", "bin": {"binned": True}, "title": unit}, "x2": {"field": "to"},
-                     "y": {"field": "documents", "type": "quantitative"}},
-    })
+    return VegaChart(
+        {
+            "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+            "title": title,
+            "width": 480,
+            "height": 200,
+            "data": {"values": values},
+            "mark": "bar",
+            "encoding": {
+                "x": {"field": "from", "bin": {"binned": True}, "title": unit},
+                "x2": {"field": "to"},
+                "y": {"field": "documents", "type": "quantitative"},
+            },
+        }
+    )
 
 
 def _ref_rows(refs: dict[str, dict]) -> list[list[str]]:
-    return [[name, ref["uri"], ref["sha256"][:16], str(ref["files"]), f"{ref['bytes'] / 1e6:.1f} MB"]
-            for name, ref in refs.items()]
+    return [
+        [name, ref["uri"], ref["sha256"][:16], str(ref["files"]), f"{ref['bytes'] / 1e6:.1f} MB"]
+        for name, ref in refs.items()
+    ]
 
 
 def refs_table(refs: dict[str, dict]) -> Table:
@@ -46,58 +62,114 @@ def prepare_card(result: dict[str, Any]) -> list:
     rows += [[f"dropped: {reason}", count] for reason, count in report["dropped"].items()]
     rows += [[f"files ({fmt})", count] for fmt, count in report["files_by_format"].items()]
     for split in ("train", "validation"):
-        rows.append([f"{split}: documents / tokens / blocks",
-                     f"{s['documents'][split]} / {s['tokens'][split]} / {s['blocks'][split]}"])
+        rows.append(
+            [
+                f"{split}: documents / tokens / blocks",
+                f"{s['documents'][split]} / {s['tokens'][split]} / {s['blocks'][split]}",
+            ]
+        )
     rows += [["block size", s["block_size"]], ["vocabulary", s["vocab_size"]], ["evaluation prompts", s["prompts"]]]
-    parts = [Markdown(f"# prepare\nCorpus: `{s['corpus']}`"), Table(rows, headers=["", "value"]),
-             _histogram_chart(s["doc_chars_histogram"], "Document length", "characters"),
-             _histogram_chart(s["doc_tokens_histogram"], "Document length", "tokens"),
-             Markdown("## Sample blocks (decoded)")]
+    parts = [
+        Markdown(f"# prepare\nCorpus: `{s['corpus']}`"),
+        Table(rows, headers=["", "value"]),
+        _histogram_chart(s["doc_chars_histogram"], "Document length", "characters"),
+        _histogram_chart(s["doc_tokens_histogram"], "Document length", "tokens"),
+        Markdown("## Sample blocks (decoded)"),
+    ]
     parts += [Markdown(f"```\n{block}\n```") for block in s["sample_blocks"]]
     if report["skipped_files"]:
-        parts.append(Table([[f["path"], f["reason"]] for f in report["skipped_files"]], headers=["skipped file", "why"]))
+        parts.append(
+            Table([[f["path"], f["reason"]] for f in report["skipped_files"]], headers=["skipped file", "why"])
+        )
     parts.append(refs_table({"dataset": result["dataset"], "tokenizer": result["tokenizer"]}))
     return parts
 
 
 def train_card(result: dict[str, Any]) -> list:
     s, metrics = result["summary"], result["metrics"]
-    rows = [[k, s[k]] for k in ("steps", "resumed_from_step", "final_loss", "tokens_seen", "world_size",
-                                 "zero_stage", "parameters", "elapsed_s")]
-    return [Markdown("# train"), Table(rows, headers=["", "value"]),
-            _line_chart(metrics, "loss", "Training loss"), _line_chart(metrics, "lr", "Learning rate"),
-            _line_chart(metrics, "tokens_per_s", "Throughput (tokens/s)"),
-            refs_table({"checkpoint": result["checkpoint"]})]
+    rows = [
+        [k, s[k]]
+        for k in (
+            "steps",
+            "resumed_from_step",
+            "final_loss",
+            "tokens_seen",
+            "world_size",
+            "zero_stage",
+            "parameters",
+            "elapsed_s",
+        )
+    ]
+    return [
+        Markdown("# train"),
+        Table(rows, headers=["", "value"]),
+        _line_chart(metrics, "loss", "Training loss"),
+        _line_chart(metrics, "lr", "Learning rate"),
+        _line_chart(metrics, "tokens_per_s", "Throughput (tokens/s)"),
+        refs_table({"checkpoint": result["checkpoint"]}),
+    ]
 
 
 def convert_card(result: dict[str, Any]) -> list:
     v = result["verification"]
-    rows = [[k, str(v[k])] for k in ("checkpoint", "step", "trained_world_size", "tensors", "parameters",
-                                      "max_logit_difference", "tolerance", "logits_match")]
-    return [Markdown("# convert"), Table(rows, headers=["verification", "value"]),
-            refs_table({"model": result["model"]})]
+    rows = [
+        [k, str(v[k])]
+        for k in (
+            "checkpoint",
+            "step",
+            "trained_world_size",
+            "tensors",
+            "parameters",
+            "max_logit_difference",
+            "tolerance",
+            "logits_match",
+        )
+    ]
+    return [
+        Markdown("# convert"),
+        Table(rows, headers=["verification", "value"]),
+        refs_table({"model": result["model"]}),
+    ]
 
 
 def evaluate_card(result: dict[str, Any]) -> list:
     s = result["summary"]
     ppl = s["perplexity"]
     agreement_key = next(k for k in s if k.startswith("agreement_with_"))
-    metrics = [["held-out perplexity, tuned", f"{ppl['tuned']:.2f}"],
-               ["held-out perplexity, untuned", f"{ppl['untuned']:.2f}"],
-               ["ratio tuned / untuned", f"{ppl['ratio']:.3f}"],
-               ["engines agree token for token", str(s["engines_agree"])]]
+    metrics = [
+        ["held-out perplexity, tuned", f"{ppl['tuned']:.2f}"],
+        ["held-out perplexity, untuned", f"{ppl['untuned']:.2f}"],
+        ["ratio tuned / untuned", f"{ppl['ratio']:.3f}"],
+        ["engines agree token for token", str(s["engines_agree"])],
+    ]
     metrics += [[f"{agreement_key.replace('_', ' ')}: {e}", f"{r:.2f}"] for e, r in s[agreement_key].items()]
     speed = [{"engine": e, "tokens_per_s": t["tokens_per_s"]} for e, t in s["throughput"].items()]
-    chart = VegaChart({
-        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-        "title": "Generation throughput", "width": 360, "height": 180, "data": {"values": speed},
-        "mark": "bar", "encoding": {"x": {"field": "engine", "type": "nominal"},
-                                    "y": {"field": "tokens_per_s", "type": "quantitative"}},
-    })
-    table = Table([[r["index"], r["engine"], r["prompt"], r["reference"], r["generation"]] for r in result["table"]],
-                  headers=["#", "engine", "prompt", "reference", "generation"])
-    return [Markdown("# evaluate"), Table(metrics, headers=["metric", "value"]), chart,
-            Markdown("## Generations"), table, refs_table({"evaluation": result["evaluation"]})]
+    chart = VegaChart(
+        {
+            "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+            "title": "Generation throughput",
+            "width": 360,
+            "height": 180,
+            "data": {"values": speed},
+            "mark": "bar",
+            "encoding": {
+                "x": {"field": "engine", "type": "nominal"},
+                "y": {"field": "tokens_per_s", "type": "quantitative"},
+            },
+        }
+    )
+    table = Table(
+        [[r["index"], r["engine"], r["prompt"], r["reference"], r["generation"]] for r in result["table"]],
+        headers=["#", "engine", "prompt", "reference", "generation"],
+    )
+    return [
+        Markdown("# evaluate"),
+        Table(metrics, headers=["metric", "value"]),
+        chart,
+        Markdown("## Generations"),
+        table,
+        refs_table({"evaluation": result["evaluation"]}),
+    ]
 
 
 def end_card(refs: dict[str, dict], evaluation: dict, verification: dict, train_summary: dict) -> list:

@@ -8,6 +8,7 @@ result on a card. Large files stay in the run's storage; artifacts hold their
 references (URI and content hash) and small summaries.
 """
 
+import os
 import sys
 from pathlib import Path
 
@@ -15,9 +16,14 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 
+# Metaflow refuses to run without a user name and does not accept "root"; fresh
+# machines, containers and CI often have neither USERNAME nor a login user.
+if not any(os.environ.get(v, "root") != "root" for v in ("METAFLOW_USER", "SUDO_USER", "USERNAME", "USER")):
+    os.environ["METAFLOW_USER"] = "tune"
+
+import tune_cards  # noqa: E402
 from metaflow import Config, FlowSpec, Parameter, card, current, parallel, step  # noqa: E402
 from run_files import run_storage  # noqa: E402
-import tune_cards  # noqa: E402
 
 from steps import stages  # noqa: E402
 from steps.config import TuneConfig, parse_config_text  # noqa: E402
@@ -25,10 +31,16 @@ from steps.launch import Rendezvous, free_port  # noqa: E402
 
 
 class TuneFlow(FlowSpec):
-    config = Config("config", default=str(REPO_ROOT / "configs" / "default.yaml"), parser=parse_config_text,
-                    help="Pipeline config (YAML), validated against steps/config.py and stored with the run.")
+    config = Config(
+        "config",
+        default=str(REPO_ROOT / "configs" / "default.yaml"),
+        parser=parse_config_text,
+        help="Pipeline config (YAML), validated against steps/config.py and stored with the run.",
+    )
     corpus = Parameter("corpus", default="", help="Override data.corpus: a folder, glob, s3:// prefix or 'cwe'.")
-    base_model = Parameter("base-model", default="", help="Override model.base_model: a HF model folder or s3:// prefix.")
+    base_model = Parameter(
+        "base-model", default="", help="Override model.base_model: a HF model folder or s3:// prefix."
+    )
     max_steps = Parameter("max-steps", default=0, type=int, help="Override train.max_steps (0 keeps the config's).")
 
     @property
@@ -38,9 +50,13 @@ class TuneFlow(FlowSpec):
     @card
     @step
     def start(self):
-        resolved = TuneConfig.model_validate(self.config.to_dict()).with_overrides(**{
-            "data.corpus": self.corpus, "model.base_model": self.base_model, "train.max_steps": self.max_steps or None,
-        })
+        resolved = TuneConfig.model_validate(self.config.to_dict()).with_overrides(
+            **{
+                "data.corpus": self.corpus,
+                "model.base_model": self.base_model,
+                "train.max_steps": self.max_steps or None,
+            }
+        )
         self.settings = resolved.model_dump()
         current.card.append(tune_cards.config_card(self.settings))
         self.next(self.prepare)
@@ -58,12 +74,16 @@ class TuneFlow(FlowSpec):
     @parallel
     @step
     def train(self):
-        rdzv = Rendezvous(current.parallel.num_nodes, current.parallel.node_index, current.parallel.main_ip,
-                          self.rendezvous_port)
+        rdzv = Rendezvous(
+            current.parallel.num_nodes, current.parallel.node_index, current.parallel.main_ip, self.rendezvous_port
+        )
         result = stages.train_stage(self.tune, run_storage(self), self.dataset, self.tokenizer, rdzv)
         if result is not None:
             self.checkpoint, self.train_summary, self.train_metrics = (
-                result["checkpoint"], result["summary"], result["metrics"])
+                result["checkpoint"],
+                result["summary"],
+                result["metrics"],
+            )
             current.card.extend(tune_cards.train_card(result))
         self.next(self.convert)
 
@@ -72,7 +92,11 @@ class TuneFlow(FlowSpec):
     def convert(self, inputs):
         main = next(i for i in inputs if getattr(i, "checkpoint", None))
         self.merge_artifacts(inputs, include=["settings", "dataset", "tokenizer", "prepare_summary"])
-        self.checkpoint, self.train_summary, self.train_metrics = main.checkpoint, main.train_summary, main.train_metrics
+        self.checkpoint, self.train_summary, self.train_metrics = (
+            main.checkpoint,
+            main.train_summary,
+            main.train_metrics,
+        )
         result = stages.convert_stage(run_storage(self), self.checkpoint, self.tokenizer)
         self.model, self.conversion = result["model"], result["verification"]
         current.card.extend(tune_cards.convert_card(result))
@@ -89,10 +113,16 @@ class TuneFlow(FlowSpec):
     @card
     @step
     def end(self):
-        self.references = {"dataset": self.dataset, "tokenizer": self.tokenizer, "checkpoint": self.checkpoint,
-                           "model": self.model, "evaluation": self.evaluation}
-        current.card.extend(tune_cards.end_card(self.references, self.eval_summary, self.conversion,
-                                                self.train_summary))
+        self.references = {
+            "dataset": self.dataset,
+            "tokenizer": self.tokenizer,
+            "checkpoint": self.checkpoint,
+            "model": self.model,
+            "evaluation": self.evaluation,
+        }
+        current.card.extend(
+            tune_cards.end_card(self.references, self.eval_summary, self.conversion, self.train_summary)
+        )
 
 
 if __name__ == "__main__":

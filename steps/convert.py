@@ -33,7 +33,9 @@ def _check_tensors(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> di
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
-        raise ConversionError(f"checkpoint keys differ from the architecture: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ConversionError(
+            f"checkpoint keys differ from the architecture: missing {missing[:5]}, unexpected {unexpected[:5]}"
+        )
     for name, tensor in state.items():
         if tensor.numel() == 0 or tuple(tensor.shape) != tuple(expected[name].shape):
             raise ConversionError(

@@ -79,9 +79,7 @@ def resolve_sources(corpus: str) -> tuple[Path, list[Path]]:
         root = fixed if fixed.is_dir() else fixed.parent
         files = [Path(p) for p in glob.glob(corpus, recursive=True) if Path(p).is_file()]
     if not files:
-        raise CorpusError(
-            f"data.corpus = {corpus!r} names no files: give a folder, a glob, an s3:// prefix or 'cwe'"
-        )
+        raise CorpusError(f"data.corpus = {corpus!r} names no files: give a folder, a glob, an s3:// prefix or 'cwe'")
     return root, sorted(files)
 
 

@@ -5,15 +5,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+import deepspeed
 import torch
+import torch.distributed as dist
 
+# DeepSpeed detects the CPU accelerator by itself when no GPU is there (DS_ACCELERATOR=cpu
+# forces it); everything CPU-specific below keys off this one flag.
 ON_GPU = torch.cuda.is_available()
-if not ON_GPU:
-    # DeepSpeed picks its accelerator when first imported; without a GPU it must be told.
-    os.environ.setdefault("DS_ACCELERATOR", "cpu")
-
-import deepspeed  # noqa: E402  (after DS_ACCELERATOR)
-import torch.distributed as dist  # noqa: E402
 
 
 @dataclass(frozen=True)

@@ -17,13 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-from steps.distributed import DistContext, all_gather_objects, all_reduce_sum, barrier, init_distributed, shutdown  # noqa: I001
-
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
 from steps.config import TuneConfig, load_config
+from steps.distributed import DistContext, all_gather_objects, all_reduce_sum, barrier, init_distributed, shutdown
 from steps.domain_tokenizer import load_tokenizer
 from steps.inference_engines import InferenceEngine, build_engine
 from steps.model import initial_model, load_pretrained, state_dict_sha256
@@ -54,7 +53,9 @@ def _trim(tokens: list[int], eos_id: int) -> list[int]:
     return tokens[: tokens.index(eos_id) + 1] if eos_id in tokens else tokens
 
 
-def run_engine(engine: InferenceEngine, prompts: list[dict], config: TuneConfig, tokenizer, ctx: DistContext) -> list[dict]:
+def run_engine(
+    engine: InferenceEngine, prompts: list[dict], config: TuneConfig, tokenizer, ctx: DistContext
+) -> list[dict]:
     """Generations for every prompt, in input order, identical on every rank."""
     batch_size = config.evaluate.batch_size
     if engine.shards_prompts:
@@ -89,7 +90,7 @@ def perplexity(model: torch.nn.Module, blocks, ctx: DistContext) -> float:
     nll, count = 0.0, 0
     with torch.no_grad():
         for i in shard_indices(len(blocks), ctx.world_size, ctx.rank):
-            ids = torch.as_tensor(blocks[i : i + 1], dtype=torch.long, device=ctx.device)
+            ids = torch.tensor(blocks[i : i + 1], dtype=torch.long, device=ctx.device)
             loss = model(input_ids=ids, labels=ids).loss
             tokens = ids.shape[1] - 1
             nll += loss.item() * tokens
@@ -98,8 +99,9 @@ def perplexity(model: torch.nn.Module, blocks, ctx: DistContext) -> float:
     return math.exp(total_nll / total_count)
 
 
-def run_evaluation(config: TuneConfig, model_dir: Path, dataset_dir: Path, train_summary: dict, out_dir: Path,
-                   base_model: Path | None) -> dict[str, Any]:
+def run_evaluation(
+    config: TuneConfig, model_dir: Path, dataset_dir: Path, train_summary: dict, out_dir: Path, base_model: Path | None
+) -> dict[str, Any]:
     ctx = init_distributed()
     tokenizer = load_tokenizer(model_dir)
     prompts = [json.loads(line) for line in (dataset_dir / "prompts.jsonl").read_text().splitlines()]
@@ -110,8 +112,10 @@ def run_evaluation(config: TuneConfig, model_dir: Path, dataset_dir: Path, train
     del tuned
     untuned = initial_model(config.model, base_model, tokenizer)
     if state_dict_sha256(untuned) != train_summary["init_sha256"]:
-        raise RuntimeError("the rebuilt untuned model differs from the one training started from; "
-                           "model.init_seed or the base model changed between train and evaluate")
+        raise RuntimeError(
+            "the rebuilt untuned model differs from the one training started from; "
+            "model.init_seed or the base model changed between train and evaluate"
+        )
     ppl_untuned = perplexity(untuned.to(ctx.device), blocks, ctx)
     del untuned
 
@@ -127,16 +131,18 @@ def run_evaluation(config: TuneConfig, model_dir: Path, dataset_dir: Path, train
         throughput[name] = {"tokens": generated, "seconds": elapsed, "tokens_per_s": generated / elapsed}
         tokens_by_engine[name] = [r["tokens"] for r in results]
         for prompt, result in zip(prompts, results, strict=True):
-            rows.append({
-                "index": result["index"],
-                "doc_id": prompt["doc_id"],
-                "engine": name,
-                "prompt": prompt["prompt"],
-                "reference": prompt["reference"],
-                "generation": tokenizer.decode(result["tokens"], skip_special_tokens=True),
-                "new_tokens": len(result["tokens"]),
-                "latency_s": result["latency_s"],
-            })
+            rows.append(
+                {
+                    "index": result["index"],
+                    "doc_id": prompt["doc_id"],
+                    "engine": name,
+                    "prompt": prompt["prompt"],
+                    "reference": prompt["reference"],
+                    "generation": tokenizer.decode(result["tokens"], skip_special_tokens=True),
+                    "new_tokens": len(result["tokens"]),
+                    "latency_s": result["latency_s"],
+                }
+            )
 
     first = config.evaluate.engines[0]
     agreement = {

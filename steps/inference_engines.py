@@ -13,12 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from steps.distributed import ON_GPU, DistContext  # noqa: I001  (sets DS_ACCELERATOR first)
-
 import deepspeed
 import torch
 from transformers import PreTrainedModel
 
+from steps.distributed import ON_GPU, DistContext
 from steps.model import load_pretrained
 
 

@@ -40,13 +40,17 @@ def free_port() -> int:
 
 def torchrun_command(module: str, args: Sequence[str], nproc_per_node: int, rdzv: Rendezvous) -> list[str]:
     return [
-        sys.executable, "-m", "torch.distributed.run",
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
         f"--nnodes={rdzv.num_nodes}",
         f"--node_rank={rdzv.node_rank}",
         f"--nproc_per_node={nproc_per_node}",
         f"--master_addr={rdzv.main_addr}",
         f"--master_port={rdzv.main_port}",
-        "-m", module, *args,
+        "-m",
+        module,
+        *args,
     ]
 
 
@@ -54,19 +58,31 @@ def _child_env(nproc_per_node: int) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")]))
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # Per-rank progress bars (weight loading, dataset maps) interleave into noise in the step log.
+    env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
+    env.setdefault("TRANSFORMERS_VERBOSITY", "warning")
     # One BLAS pool per rank sized to its share of the cores; oversubscribing CPU cores halves throughput.
     env.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc_per_node)))
     return env
 
 
-def run_torchrun(module: str, args: Sequence[str], nproc_per_node: int, rdzv: Rendezvous | None = None,
-                 tail_lines: int = 40) -> None:
+def run_torchrun(
+    module: str, args: Sequence[str], nproc_per_node: int, rdzv: Rendezvous | None = None, tail_lines: int = 40
+) -> None:
     """Run `python -m torch.distributed.run ... -m module args`, streaming its output."""
     command = torchrun_command(module, args, nproc_per_node, rdzv or Rendezvous(main_port=free_port()))
     print("launching:", " ".join(command), flush=True)
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
-    with subprocess.Popen(command, cwd=REPO_ROOT, env=_child_env(nproc_per_node), stdout=subprocess.PIPE,
-                          stderr=subprocess.STDOUT, text=True, bufsize=1) as process:
+    with subprocess.Popen(
+        command,
+        cwd=REPO_ROOT,
+        env=_child_env(nproc_per_node),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        bufsize=1,
+    ) as process:
         assert process.stdout is not None
         for line in process.stdout:
             sys.stdout.write(line)

@@ -36,7 +36,7 @@ def _write_blocks(token_lists: list[list[int]], block_size: int, eos_id: int, pa
 def _prompts(docs: list[Document], tokens: list[list[int]], tokenizer, data: DataConfig) -> list[dict[str, Any]]:
     """Held-out documents cut into a prompt and the reference continuation."""
     rows = []
-    for doc, ids in zip(docs, tokens):
+    for doc, ids in zip(docs, tokens, strict=True):
         if len(rows) == data.eval_prompts:
             break
         if len(ids) < data.prompt_tokens + 8:

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from steps.config import TuneConfig, write_config
 from steps.launch import Rendezvous, run_torchrun
-from steps.storage import RunStorage, StoredDir, download_prefix
+from steps.storage import RunStorage, StoredDir, download_prefix, fetch
 
 
 def resolve_base_model(spec: str | None) -> Path | None:
@@ -49,14 +49,23 @@ def prepare_stage(config: TuneConfig, storage: RunStorage) -> dict[str, Any]:
     }
 
 
-def train_stage(config: TuneConfig, storage: RunStorage, dataset: dict, tokenizer: dict,
-                rdzv: Rendezvous) -> dict[str, Any] | None:
+def train_stage(
+    config: TuneConfig, storage: RunStorage, dataset: dict, tokenizer: dict, rdzv: Rendezvous
+) -> dict[str, Any] | None:
     """Run this node's share of training; node 0 returns the sealed training folder and its records."""
-    dataset_dir = storage.fetch(StoredDir.from_dict(dataset))
-    tokenizer_dir = storage.fetch(StoredDir.from_dict(tokenizer))
+    dataset_dir = fetch(StoredDir.from_dict(dataset))
+    tokenizer_dir = fetch(StoredDir.from_dict(tokenizer))
     out = storage.workdir("train")
-    args = ["--config", str(_config_file(config)), "--dataset", str(dataset_dir),
-            "--tokenizer", str(tokenizer_dir), "--out", str(out)]
+    args = [
+        "--config",
+        str(_config_file(config)),
+        "--dataset",
+        str(dataset_dir),
+        "--tokenizer",
+        str(tokenizer_dir),
+        "--out",
+        str(out),
+    ]
     base = resolve_base_model(config.model.base_model)
     if base is not None:
         args += ["--base-model", str(base)]
@@ -74,23 +83,34 @@ def train_stage(config: TuneConfig, storage: RunStorage, dataset: dict, tokenize
 def convert_stage(storage: RunStorage, checkpoint: dict, tokenizer: dict) -> dict[str, Any]:
     from steps.convert import run_convert
 
-    train_dir = storage.fetch(StoredDir.from_dict(checkpoint), verify=False)
-    tokenizer_dir = storage.fetch(StoredDir.from_dict(tokenizer))
+    train_dir = fetch(StoredDir.from_dict(checkpoint), verify=False)
+    tokenizer_dir = fetch(StoredDir.from_dict(tokenizer))
     out = Path(tempfile.mkdtemp(prefix="tune-convert-")) / "model"
     record = run_convert(train_dir, tokenizer_dir, out)
     return {"model": storage.publish(out, "convert/model").to_dict(), "verification": record}
 
 
-def evaluate_stage(config: TuneConfig, storage: RunStorage, model: dict, dataset: dict,
-                   train_summary: dict) -> dict[str, Any]:
-    model_dir = storage.fetch(StoredDir.from_dict(model))
-    dataset_dir = storage.fetch(StoredDir.from_dict(dataset))
+def evaluate_stage(
+    config: TuneConfig, storage: RunStorage, model: dict, dataset: dict, train_summary: dict
+) -> dict[str, Any]:
+    model_dir = fetch(StoredDir.from_dict(model))
+    dataset_dir = fetch(StoredDir.from_dict(dataset))
     work = Path(tempfile.mkdtemp(prefix="tune-evaluate-"))
     summary_file = work / "train_summary.json"
     summary_file.write_text(json.dumps(train_summary))
     out = work / "evaluation"
-    args = ["--config", str(_config_file(config)), "--model", str(model_dir), "--dataset", str(dataset_dir),
-            "--train-summary", str(summary_file), "--out", str(out)]
+    args = [
+        "--config",
+        str(_config_file(config)),
+        "--model",
+        str(model_dir),
+        "--dataset",
+        str(dataset_dir),
+        "--train-summary",
+        str(summary_file),
+        "--out",
+        str(out),
+    ]
     base = resolve_base_model(config.model.base_model)
     if base is not None:
         args += ["--base-model", str(base)]

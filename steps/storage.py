@@ -158,42 +158,43 @@ class RunStorage:
             client.upload_file(str(src / entry["path"]), bucket, f"{prefix}/{entry['path']}")
         client.put_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST}", Body=json.dumps(manifest).encode())
 
-    def fetch(self, stored: StoredDir, cache_dir: str | Path | None = None, verify: bool = True) -> Path:
-        """A local folder with the stored files: the folder itself when local, a download from S3."""
-        if stored.uri.startswith("s3://"):
-            return self._download(stored, Path(cache_dir or tempfile.mkdtemp(prefix="tune-fetch-")))
-        folder = Path(stored.uri)
-        manifest_path = folder / MANIFEST
-        if not manifest_path.is_file():
-            raise StorageError(f"{folder} is incomplete (no {MANIFEST}); publish it again")
-        manifest = json.loads(manifest_path.read_text())
-        if manifest_sha256(manifest) != stored.sha256:
-            raise StorageError(f"{folder}: manifest hash differs from the reference {stored.sha256[:12]}")
-        if verify:
-            actual = build_manifest(folder)
-            if actual != manifest:
-                changed = _differences(manifest, actual)
-                raise StorageError(f"{folder}: files differ from the manifest: {', '.join(changed[:5])}")
-        return folder
 
-    def _download(self, stored: StoredDir, target: Path) -> Path:
-        client = _s3_client()
-        bucket, prefix = _split_s3(stored.uri)
-        try:
-            body = client.get_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST}")["Body"].read()
-        except client.exceptions.NoSuchKey:
-            raise StorageError(f"{stored.uri} is incomplete (no {MANIFEST}); publish it again") from None
-        manifest = json.loads(body)
-        if manifest_sha256(manifest) != stored.sha256:
-            raise StorageError(f"{stored.uri}: manifest hash differs from the reference {stored.sha256[:12]}")
-        for entry in manifest["files"]:
-            path = target / entry["path"]
-            path.parent.mkdir(parents=True, exist_ok=True)
-            client.download_file(bucket, f"{prefix}/{entry['path']}", str(path))
-            if file_sha256(path) != entry["sha256"]:
-                raise StorageError(f"{stored.uri}/{entry['path']}: downloaded bytes do not match the manifest")
-        (target / MANIFEST).write_bytes(body)
-        return target
+def fetch(stored: StoredDir, cache_dir: str | Path | None = None, verify: bool = True) -> Path:
+    """A local folder with the stored files: the folder itself when local, a download from S3."""
+    if stored.uri.startswith("s3://"):
+        return _download(stored, Path(cache_dir or tempfile.mkdtemp(prefix="tune-fetch-")))
+    folder = Path(stored.uri)
+    manifest_path = folder / MANIFEST
+    if not manifest_path.is_file():
+        raise StorageError(f"{folder} is incomplete (no {MANIFEST}); publish it again")
+    manifest = json.loads(manifest_path.read_text())
+    if manifest_sha256(manifest) != stored.sha256:
+        raise StorageError(f"{folder}: manifest hash differs from the reference {stored.sha256[:12]}")
+    if verify:
+        actual = build_manifest(folder)
+        if actual != manifest:
+            changed = _differences(manifest, actual)
+            raise StorageError(f"{folder}: files differ from the manifest: {', '.join(changed[:5])}")
+    return folder
+
+def _download(stored: StoredDir, target: Path) -> Path:
+    client = _s3_client()
+    bucket, prefix = _split_s3(stored.uri)
+    try:
+        body = client.get_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST}")["Body"].read()
+    except client.exceptions.NoSuchKey:
+        raise StorageError(f"{stored.uri} is incomplete (no {MANIFEST}); publish it again") from None
+    manifest = json.loads(body)
+    if manifest_sha256(manifest) != stored.sha256:
+        raise StorageError(f"{stored.uri}: manifest hash differs from the reference {stored.sha256[:12]}")
+    for entry in manifest["files"]:
+        path = target / entry["path"]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        client.download_file(bucket, f"{prefix}/{entry['path']}", str(path))
+        if file_sha256(path) != entry["sha256"]:
+            raise StorageError(f"{stored.uri}/{entry['path']}: downloaded bytes do not match the manifest")
+    (target / MANIFEST).write_bytes(body)
+    return target
 
 
 def _differences(expected: dict[str, Any], actual: dict[str, Any]) -> list[str]:

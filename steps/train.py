@@ -16,8 +16,6 @@ import math
 import time
 from pathlib import Path
 
-from steps.distributed import DistContext, all_reduce_sum, init_distributed, shutdown  # noqa: I001  (sets DS_ACCELERATOR first)
-
 import deepspeed
 import numpy as np
 import torch
@@ -25,9 +23,10 @@ import torch
 from steps.checkpoint import newest_checkpoint, save_checkpoint
 from steps.config import TuneConfig, load_config
 from steps.deepspeed_config import build_deepspeed_config
+from steps.distributed import DistContext, all_reduce_sum, init_distributed, shutdown
 from steps.domain_tokenizer import load_tokenizer
-from steps.packing import load_blocks
 from steps.model import check_vocabulary, initial_model, state_dict_sha256
+from steps.packing import load_blocks
 
 VERIFY_BLOCKS, VERIFY_TOKENS = 2, 64
 
@@ -102,7 +101,9 @@ class MetricsLog:
         )
 
 
-def run_training(config: TuneConfig, dataset_dir: Path, tokenizer_dir: Path, out_dir: Path, base_model: Path | None) -> dict:
+def run_training(
+    config: TuneConfig, dataset_dir: Path, tokenizer_dir: Path, out_dir: Path, base_model: Path | None
+) -> dict:
     ctx = init_distributed()
     tokenizer = load_tokenizer(tokenizer_dir)
     model = initial_model(config.model, base_model, tokenizer)
@@ -110,12 +111,19 @@ def run_training(config: TuneConfig, dataset_dir: Path, tokenizer_dir: Path, out
     init_sha = state_dict_sha256(model)
 
     train_blocks = load_blocks(dataset_dir / "train")
-    order = BlockOrder(len(train_blocks), config.train.seed, config.train.micro_batch_size, ctx.world_size,
-                       config.train.gradient_accumulation_steps)
+    order = BlockOrder(
+        len(train_blocks),
+        config.train.seed,
+        config.train.micro_batch_size,
+        ctx.world_size,
+        config.train.gradient_accumulation_steps,
+    )
     optimizer = _optimizer(model, config)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
     engine, _, _, _ = deepspeed.initialize(
-        model=model, optimizer=optimizer, lr_scheduler=scheduler,
+        model=model,
+        optimizer=optimizer,
+        lr_scheduler=scheduler,
         config=build_deepspeed_config(config, ctx.world_size),
     )
 
@@ -131,7 +139,9 @@ def run_training(config: TuneConfig, dataset_dir: Path, tokenizer_dir: Path, out
 
     metrics = MetricsLog(out_dir / "metrics.jsonl", ctx, config.train.max_steps)
     block_tokens = train_blocks.shape[1]
-    tokens_per_step = block_tokens * config.train.micro_batch_size * ctx.world_size * config.train.gradient_accumulation_steps
+    tokens_per_step = (
+        block_tokens * config.train.micro_batch_size * ctx.world_size * config.train.gradient_accumulation_steps
+    )
     engine.train()
     window_start, last_loss = time.perf_counter(), float("nan")
     for step in range(start_step, config.train.max_steps):
@@ -146,7 +156,7 @@ def run_training(config: TuneConfig, dataset_dir: Path, tokenizer_dir: Path, out
         tokens_seen += tokens_per_step
         done = step + 1
         if done % config.train.log_every == 0 or done == config.train.max_steps:
-            total, = all_reduce_sum([loss_sum / config.train.gradient_accumulation_steps], ctx.device)
+            (total,) = all_reduce_sum([loss_sum / config.train.gradient_accumulation_steps], ctx.device)
             last_loss = total / ctx.world_size
             now = time.perf_counter()
             steps_in_window = done - max(start_step, done - config.train.log_every)
@@ -179,7 +189,8 @@ def run_training(config: TuneConfig, dataset_dir: Path, tokenizer_dir: Path, out
         "tokens_seen": tokens_seen,
         "world_size": ctx.world_size,
         "zero_stage": config.deepspeed.zero_stage,
-        "parameters": sum(p.numel() for p in model.parameters()) if config.deepspeed.zero_stage < 3
+        "parameters": sum(p.numel() for p in model.parameters())
+        if config.deepspeed.zero_stage < 3
         else sum(p.ds_numel for p in model.parameters()),
         "init_sha256": init_sha,
         "elapsed_s": time.perf_counter() - metrics.started,

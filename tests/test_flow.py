@@ -1,0 +1,117 @@
+"""The whole flow through metaflow.Runner, read back with the Metaflow client."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+import yaml
+
+from steps.storage import StoredDir, fetch
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+FLOW = str(REPO_ROOT / "flows" / "tune_flow.py")
+DEBUG = yaml.safe_load((REPO_ROOT / "configs" / "debug.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def flow_home(tmp_path_factory) -> Path:
+    """A folder of its own for Metaflow's local datastore, so runs of other tests don't mix in."""
+    home = tmp_path_factory.mktemp("flow")
+    (home / ".metaflow").mkdir()
+    return home
+
+
+def _config_file(home: Path, name: str, **sections) -> Path:
+    config = {key: dict(value) for key, value in DEBUG.items()}
+    for section, values in sections.items():
+        config.setdefault(section, {}).update(values)
+    path = home / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _run(home: Path, config: Path, **parameters):
+    from metaflow import Runner
+
+    env = {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(home / ".metaflow")}
+    with Runner(FLOW, show_output=False, cwd=str(home), env=env, config={"config": str(config)}) as runner:
+        result = runner.run(**parameters)
+        assert result.status == "successful", result.stdout + result.stderr
+        return result.run.pathspec
+
+
+def _client_run(home: Path, pathspec: str):
+    os.environ["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = str(home / ".metaflow")
+    from metaflow import Run, namespace
+
+    namespace(None)
+    return Run(pathspec)
+
+
+def test_invalid_config_fails_before_any_step(flow_home: Path) -> None:
+    bad = _config_file(flow_home, "bad", deepspeed={"zero_stage": 5})
+    env = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(flow_home / ".metaflow")}
+    proc = subprocess.run(
+        [sys.executable, FLOW, "--config", "config", str(bad), "run"],
+        cwd=flow_home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "deepspeed.zero_stage" in proc.stdout + proc.stderr
+    assert "Task is starting" not in proc.stdout + proc.stderr
+    assert not list((flow_home / ".metaflow").glob("TuneFlow/*/start"))
+
+
+@pytest.mark.slow
+def test_pipeline_end_to_end(flow_home: Path) -> None:
+    from metaflow.cards import get_cards
+
+    pathspec = _run(flow_home, _config_file(flow_home, "debug"), max_steps=30)
+    run = _client_run(flow_home, pathspec)
+    assert run.successful
+    end = run["end"].task.data
+
+    for name, ref in end.references.items():
+        folder = fetch(StoredDir.from_dict(ref), verify=True)  # files exist and hashes match
+        assert folder.is_dir(), name
+    assert (Path(end.references["model"]["uri"]) / "model.safetensors").is_file()
+
+    summary = end.eval_summary
+    prompts = summary["prompts"]
+    assert prompts == 5
+    assert Counter((r["index"], r["engine"]) for r in end.eval_table) == Counter(
+        {(i, e): 1 for i in range(prompts) for e in ("hf", "deepspeed", "zero")}
+    )
+    assert all(r["generation"] and r["prompt"] for r in end.eval_table)
+    assert summary["perplexity"]["tuned"] <= 0.5 * summary["perplexity"]["untuned"]
+    assert summary["engines_agree"] is True
+    assert end.train_summary["steps"] == 30  # the --max-steps override reached training
+    assert end.conversion["logits_match"] is True
+
+    texts = {step: get_cards(run[step].task)[0].get() for step in ("prepare", "train", "convert", "evaluate", "end")}
+    assert "Sample blocks" in texts["prepare"] and "Training loss" in texts["train"]
+    assert "max_logit_difference" in texts["convert"] and "Generations" in texts["evaluate"]
+
+
+@pytest.mark.slow
+def test_two_simulated_nodes(flow_home: Path) -> None:
+    config = _config_file(
+        flow_home,
+        "two-nodes",
+        train={"num_nodes": 2, "nproc_per_node": 1, "max_steps": 8, "checkpoint_every": 4},
+        evaluate={"engines": ["hf"]},
+    )
+    run = _client_run(flow_home, _run(flow_home, config))
+    assert run.successful
+    assert len(list(run["train"].tasks())) == 2
+    train_summary = run["convert"].task.data.train_summary
+    assert train_summary["world_size"] == 2 and train_summary["steps"] == 8
+    assert run["end"].task.data.conversion["logits_match"] is True

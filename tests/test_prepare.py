@@ -1,0 +1,40 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from steps.config import DataConfig
+from steps.corpus import CorpusError
+from steps.domain_tokenizer import load_tokenizer
+from steps.prepare import run_prepare, sample_blocks
+
+
+def test_prepared_cwe_corpus(prepared: Path) -> None:
+    manifest = json.loads((prepared / "dataset" / "manifest.json").read_text())
+    assert manifest["report"]["kept_documents"] > 900
+    assert manifest["vocab_size"] == 2048 and manifest["blocks"]["validation"] > 10
+    tokenizer = load_tokenizer(prepared / "tokenizer")
+    text = "CWE-79: Improper Neutralization of Input (Cross-site Scripting)"
+    assert tokenizer.decode(tokenizer(text)["input_ids"]) == text  # byte-level BPE is lossless
+    # The domain vocabulary has learned the catalogue's words.
+    assert len(tokenizer("Improper Neutralization")["input_ids"]) <= 4
+    assert sample_blocks(prepared / "dataset", tokenizer)[0].strip()
+
+
+def test_prompts_continue_their_documents(prepared: Path) -> None:
+    prompts = [json.loads(line) for line in (prepared / "dataset" / "prompts.jsonl").read_text().splitlines()]
+    assert len(prompts) == 5
+    for prompt in prompts:
+        assert len(prompt["prompt_ids"]) == 16 and prompt["prompt"].startswith("CWE-") and prompt["reference"]
+
+
+def test_too_little_text_for_a_block_is_a_clear_error(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(4):
+        (corpus / f"{i}.txt").write_text(f"document {i} about lateral movement and credential dumping " * 4)
+    data = DataConfig(corpus=str(corpus), min_chars=20, vocab_size=300, block_size=4096)
+    with pytest.raises(CorpusError, match="data.block_size"):
+        run_prepare(data, tmp_path / "out")
