@@ -20,6 +20,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from steps.config import TuneConfig, load_config
 from steps.distributed import DistContext, all_gather_objects, all_reduce_sum, barrier, init_distributed, shutdown
@@ -168,6 +169,8 @@ def run_evaluation(
     return summary
 
 
+# @record makes torchrun's failure summary carry this rank's exception, not only its exit code.
+@record
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, type=Path)

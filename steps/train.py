@@ -19,6 +19,7 @@ from pathlib import Path
 import deepspeed
 import numpy as np
 import torch
+from torch.distributed.elastic.multiprocessing.errors import record
 
 from steps.checkpoint import newest_checkpoint, save_checkpoint
 from steps.config import TuneConfig, load_config
@@ -212,6 +213,8 @@ def _save_verify_logits(engine, dataset_dir: Path, out_dir: Path, ctx: DistConte
         torch.save({"input_ids": ids.cpu(), "logits": logits}, out_dir / "verify_logits.pt")
 
 
+# @record makes torchrun's failure summary carry this rank's exception, not only its exit code.
+@record
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--config", required=True, type=Path)

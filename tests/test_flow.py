@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -38,15 +40,21 @@ def _config_file(home: Path, name: str, **sections) -> Path:
 def _run(home: Path, config: Path, **parameters):
     from metaflow import Runner
 
-    env = {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(home / ".metaflow")}
-    with Runner(FLOW, show_output=False, cwd=str(home), env=env, config={"config": str(config)}) as runner:
+    env = {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(home)}
+    with Runner(FLOW, show_output=False, cwd=str(home), env=env, config=[("config", str(config))]) as runner:
         result = runner.run(**parameters)
         assert result.status == "successful", result.stdout + result.stderr
         return result.run.pathspec
 
 
+def _card_text(html: str) -> str:
+    """The data a Metaflow card renders: base64-encoded JSON inside its HTML."""
+    encoded = re.search(r'window.__MF_DATA__\[[^]]+\] = "([^"]+)"', html).group(1)
+    return base64.b64decode(encoded).decode()
+
+
 def _client_run(home: Path, pathspec: str):
-    os.environ["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = str(home / ".metaflow")
+    os.environ["METAFLOW_DATASTORE_SYSROOT_LOCAL"] = str(home)
     from metaflow import Run, namespace
 
     namespace(None)
@@ -55,7 +63,7 @@ def _client_run(home: Path, pathspec: str):
 
 def test_invalid_config_fails_before_any_step(flow_home: Path) -> None:
     bad = _config_file(flow_home, "bad", deepspeed={"zero_stage": 5})
-    env = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(flow_home / ".metaflow")}
+    env = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(flow_home)}
     proc = subprocess.run(
         [sys.executable, FLOW, "--config", "config", str(bad), "run"],
         cwd=flow_home,
@@ -71,9 +79,10 @@ def test_invalid_config_fails_before_any_step(flow_home: Path) -> None:
 
 
 @pytest.mark.slow
-def test_pipeline_end_to_end(flow_home: Path) -> None:
+def test_pipeline_end_to_end(flow_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from metaflow.cards import get_cards
 
+    monkeypatch.chdir(flow_home)  # the card client looks for .metaflow from the working folder
     pathspec = _run(flow_home, _config_file(flow_home, "debug"), max_steps=30)
     run = _client_run(flow_home, pathspec)
     assert run.successful
@@ -96,7 +105,7 @@ def test_pipeline_end_to_end(flow_home: Path) -> None:
     assert end.train_summary["steps"] == 30  # the --max-steps override reached training
     assert end.conversion["logits_match"] is True
 
-    texts = {step: get_cards(run[step].task)[0].get() for step in ("prepare", "train", "convert", "evaluate", "end")}
+    texts = {step: _card_text(get_cards(run[step].task)[0].get()) for step in ("prepare", "train", "convert", "evaluate", "end")}
     assert "Sample blocks" in texts["prepare"] and "Training loss" in texts["train"]
     assert "max_logit_difference" in texts["convert"] and "Generations" in texts["evaluate"]
 

@@ -18,8 +18,9 @@ def test_prepared_cwe_corpus(prepared: Path) -> None:
     tokenizer = load_tokenizer(prepared / "tokenizer")
     text = "CWE-79: Improper Neutralization of Input (Cross-site Scripting)"
     assert tokenizer.decode(tokenizer(text)["input_ids"]) == text  # byte-level BPE is lossless
-    # The domain vocabulary has learned the catalogue's words.
-    assert len(tokenizer("Improper Neutralization")["input_ids"]) <= 4
+    # The domain vocabulary has learned the catalogue's words: well over 3 characters a token.
+    sample = "The product does not neutralize or incorrectly neutralizes user-controllable input"
+    assert len(tokenizer(sample)["input_ids"]) < len(sample) / 3
     assert sample_blocks(prepared / "dataset", tokenizer)[0].strip()
 
 
