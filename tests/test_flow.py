@@ -105,7 +105,10 @@ def test_pipeline_end_to_end(flow_home: Path, monkeypatch: pytest.MonkeyPatch) -
     assert end.train_summary["steps"] == 30  # the --max-steps override reached training
     assert end.conversion["logits_match"] is True
 
-    texts = {step: _card_text(get_cards(run[step].task)[0].get()) for step in ("prepare", "train", "convert", "evaluate", "end")}
+    texts = {
+        step: _card_text(get_cards(run[step].task)[0].get())
+        for step in ("prepare", "train", "convert", "evaluate", "end")
+    }
     assert "Sample blocks" in texts["prepare"] and "Training loss" in texts["train"]
     assert "max_logit_difference" in texts["convert"] and "Generations" in texts["evaluate"]
 
