@@ -177,6 +177,7 @@ def fetch(stored: StoredDir, cache_dir: str | Path | None = None, verify: bool =
             raise StorageError(f"{folder}: files differ from the manifest: {', '.join(changed[:5])}")
     return folder
 
+
 def _download(stored: StoredDir, target: Path) -> Path:
     client = _s3_client()
     bucket, prefix = _split_s3(stored.uri)
