@@ -10,7 +10,6 @@ throughput per engine, and whether the engines agreed token for token).
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -26,6 +25,7 @@ from steps.config import TuneConfig, load_config
 from steps.distributed import DistContext, all_gather_objects, all_reduce_sum, barrier, init_distributed, shutdown
 from steps.domain_tokenizer import load_tokenizer
 from steps.inference_engines import InferenceEngine, build_engine
+from steps.launch import entrypoint_parser
 from steps.model import initial_model, load_pretrained, state_dict_sha256
 from steps.packing import load_blocks
 
@@ -172,14 +172,8 @@ def run_evaluation(
 # @record makes torchrun's failure summary carry this rank's exception, not only its exit code.
 @record
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, type=Path)
-    parser.add_argument("--model", required=True, type=Path)
-    parser.add_argument("--dataset", required=True, type=Path)
-    parser.add_argument("--train-summary", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--base-model", type=Path, default=None)
-    args = parser.parse_args(argv)
+    required = ["config", "model", "dataset", "train-summary", "out"]
+    args = entrypoint_parser(__doc__, required).parse_args(argv)
     summary = json.loads(args.train_summary.read_text())
     run_evaluation(load_config(args.config), args.model, args.dataset, summary, args.out, args.base_model)
 

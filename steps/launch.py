@@ -12,8 +12,10 @@ import os
 import socket
 import subprocess
 import sys
+from argparse import ArgumentParser
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from steps.config import REPO_ROOT
 
@@ -30,6 +32,25 @@ class Rendezvous:
     node_rank: int = 0
     main_addr: str = "127.0.0.1"
     main_port: int = 29500
+
+
+def cli_args(**paths: Path | str | None) -> list[str]:
+    """`--some-name value` pairs for an entrypoint, from `some_name=value`; None values are left out."""
+    args: list[str] = []
+    for name, value in paths.items():
+        if value is not None:
+            args += [f"--{name.replace('_', '-')}", str(value)]
+    return args
+
+
+def entrypoint_parser(doc: str, required: Sequence[str], optional: Sequence[str] = ("base-model",)) -> ArgumentParser:
+    """The command line of a torchrun entrypoint: path options, the first paragraph of its docstring as help."""
+    parser = ArgumentParser(description=doc.split("\n\n")[0])
+    for name in required:
+        parser.add_argument(f"--{name}", required=True, type=Path)
+    for name in optional:
+        parser.add_argument(f"--{name}", type=Path, default=None)
+    return parser
 
 
 def free_port() -> int:

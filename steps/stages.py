@@ -15,7 +15,7 @@ from typing import Any
 import pyarrow.parquet as pq
 
 from steps.config import TuneConfig, write_config
-from steps.launch import Rendezvous, run_torchrun
+from steps.launch import Rendezvous, cli_args, run_torchrun
 from steps.storage import RunStorage, StoredDir, download_prefix, fetch
 
 
@@ -56,19 +56,13 @@ def train_stage(
     dataset_dir = fetch(StoredDir.from_dict(dataset))
     tokenizer_dir = fetch(StoredDir.from_dict(tokenizer))
     out = storage.workdir("train")
-    args = [
-        "--config",
-        str(_config_file(config)),
-        "--dataset",
-        str(dataset_dir),
-        "--tokenizer",
-        str(tokenizer_dir),
-        "--out",
-        str(out),
-    ]
-    base = resolve_base_model(config.model.base_model)
-    if base is not None:
-        args += ["--base-model", str(base)]
+    args = cli_args(
+        config=_config_file(config),
+        dataset=dataset_dir,
+        tokenizer=tokenizer_dir,
+        out=out,
+        base_model=resolve_base_model(config.model.base_model),
+    )
     run_torchrun("steps.train", args, config.train.nproc_per_node, rdzv)
     if rdzv.node_rank != 0:
         return None
@@ -99,21 +93,14 @@ def evaluate_stage(
     summary_file = work / "train_summary.json"
     summary_file.write_text(json.dumps(train_summary))
     out = work / "evaluation"
-    args = [
-        "--config",
-        str(_config_file(config)),
-        "--model",
-        str(model_dir),
-        "--dataset",
-        str(dataset_dir),
-        "--train-summary",
-        str(summary_file),
-        "--out",
-        str(out),
-    ]
-    base = resolve_base_model(config.model.base_model)
-    if base is not None:
-        args += ["--base-model", str(base)]
+    args = cli_args(
+        config=_config_file(config),
+        model=model_dir,
+        dataset=dataset_dir,
+        train_summary=summary_file,
+        out=out,
+        base_model=resolve_base_model(config.model.base_model),
+    )
     run_torchrun("steps.evaluate", args, config.evaluate.nproc)
     return {
         "evaluation": storage.publish(out, "evaluate").to_dict(),

@@ -10,7 +10,6 @@ fixed held-out batch, which convert must reproduce) and `<out>/train_summary.jso
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import time
@@ -26,6 +25,7 @@ from steps.config import TuneConfig, load_config
 from steps.deepspeed_config import build_deepspeed_config
 from steps.distributed import DistContext, all_reduce_sum, init_distributed, shutdown
 from steps.domain_tokenizer import load_tokenizer
+from steps.launch import entrypoint_parser
 from steps.model import check_vocabulary, initial_model, state_dict_sha256
 from steps.packing import load_blocks
 
@@ -216,13 +216,7 @@ def _save_verify_logits(engine, dataset_dir: Path, out_dir: Path, ctx: DistConte
 # @record makes torchrun's failure summary carry this rank's exception, not only its exit code.
 @record
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", required=True, type=Path)
-    parser.add_argument("--dataset", required=True, type=Path)
-    parser.add_argument("--tokenizer", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path)
-    parser.add_argument("--base-model", type=Path, default=None)
-    args = parser.parse_args(argv)
+    args = entrypoint_parser(__doc__, ["config", "dataset", "tokenizer", "out"]).parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     run_training(load_config(args.config), args.dataset, args.tokenizer, args.out, args.base_model)
 

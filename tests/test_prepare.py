@@ -39,3 +39,16 @@ def test_too_little_text_for_a_block_is_a_clear_error(tmp_path: Path) -> None:
     data = DataConfig(corpus=str(corpus), min_chars=20, vocab_size=300, block_size=4096)
     with pytest.raises(CorpusError, match="data.block_size"):
         run_prepare(data, tmp_path / "out")
+
+
+def test_base_model_tokenizer_is_used_instead_of_training_one(prepared: Path, tmp_path: Path) -> None:
+    base = tmp_path / "base"
+    load_tokenizer(prepared / "tokenizer").save_pretrained(str(base))
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i in range(30):
+        (corpus / f"{i}.txt").write_text(f"Incident {i}: the actor used CWE-{i} to move laterally. " * 8)
+    data = DataConfig(corpus=str(corpus), min_chars=20, vocab_size=300, block_size=32, validation_fraction=0.2)
+    summary = run_prepare(data, tmp_path / "out", base_model_dir=base)
+    assert summary["vocab_size"] == 2048  # the base tokenizer's, not data.vocab_size
+    assert (tmp_path / "out" / "tokenizer" / "tokenizer.json").read_text() == (base / "tokenizer.json").read_text()
