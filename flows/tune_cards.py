@@ -44,6 +44,11 @@ def _histogram_chart(histogram: dict[str, list[float]], title: str, unit: str) -
     )
 
 
+def _fields_table(record: dict[str, Any], keys: tuple[str, ...], label: str) -> Table:
+    """Chosen fields of a summary record as a two-column table."""
+    return Table([[key, str(record[key])] for key in keys], headers=[label, "value"])
+
+
 def _ref_rows(refs: dict[str, dict]) -> list[list[str]]:
     return [
         [name, ref["uri"], ref["sha256"][:16], str(ref["files"]), f"{ref['bytes'] / 1e6:.1f} MB"]
@@ -87,22 +92,19 @@ def prepare_card(result: dict[str, Any]) -> list:
 
 def train_card(result: dict[str, Any]) -> list:
     s, metrics = result["summary"], result["metrics"]
-    rows = [
-        [k, s[k]]
-        for k in (
-            "steps",
-            "resumed_from_step",
-            "final_loss",
-            "tokens_seen",
-            "world_size",
-            "zero_stage",
-            "parameters",
-            "elapsed_s",
-        )
-    ]
+    keys = (
+        "steps",
+        "resumed_from_step",
+        "final_loss",
+        "tokens_seen",
+        "world_size",
+        "zero_stage",
+        "parameters",
+        "elapsed_s",
+    )
     return [
         Markdown("# train"),
-        Table(rows, headers=["", "value"]),
+        _fields_table(s, keys, ""),
         _line_chart(metrics, "loss", "Training loss"),
         _line_chart(metrics, "lr", "Learning rate"),
         _line_chart(metrics, "tokens_per_s", "Throughput (tokens/s)"),
@@ -112,22 +114,19 @@ def train_card(result: dict[str, Any]) -> list:
 
 def convert_card(result: dict[str, Any]) -> list:
     v = result["verification"]
-    rows = [
-        [k, str(v[k])]
-        for k in (
-            "checkpoint",
-            "step",
-            "trained_world_size",
-            "tensors",
-            "parameters",
-            "max_logit_difference",
-            "tolerance",
-            "logits_match",
-        )
-    ]
+    keys = (
+        "checkpoint",
+        "step",
+        "trained_world_size",
+        "tensors",
+        "parameters",
+        "max_logit_difference",
+        "tolerance",
+        "logits_match",
+    )
     return [
         Markdown("# convert"),
-        Table(rows, headers=["verification", "value"]),
+        _fields_table(v, keys, "verification"),
         refs_table({"model": result["model"]}),
     ]
 
