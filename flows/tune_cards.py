@@ -7,21 +7,19 @@ from typing import Any
 from metaflow.cards import Markdown, Table, VegaChart
 
 
-def _line_chart(records: list[dict], field: str, title: str) -> VegaChart:
-    return VegaChart(
-        {
-            "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-            "title": title,
-            "width": 480,
-            "height": 220,
-            "data": {"values": [{"step": r["step"], field: r[field]} for r in records]},
-            "mark": {"type": "line", "point": True},
-            "encoding": {
-                "x": {"field": "step", "type": "quantitative"},
-                "y": {"field": field, "type": "quantitative", "scale": {"zero": False}},
-            },
-        }
-    )
+def _line_spec(records: list[dict], field: str, title: str) -> dict:
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": title,
+        "width": 480,
+        "height": 220,
+        "data": {"values": [{"step": r["step"], field: r[field]} for r in records if r.get(field) is not None]},
+        "mark": {"type": "line", "point": True},
+        "encoding": {
+            "x": {"field": "step", "type": "quantitative"},
+            "y": {"field": field, "type": "quantitative", "scale": {"zero": False}},
+        },
+    }
 
 
 def _histogram_chart(histogram: dict[str, list[float]], title: str, unit: str) -> VegaChart:
@@ -90,26 +88,61 @@ def prepare_card(result: dict[str, Any]) -> list:
     return parts
 
 
+class LiveTrainCard:
+    """The train card while training runs: status line, loss and throughput plots, refreshed in place.
+
+    `components` go on the card when the step starts; `update` takes the metrics so far
+    and returns True when the card should be refreshed.
+    """
+
+    CHARTS = (("loss", "Training loss"), ("lr", "Learning rate"), ("tokens_per_s", "Throughput (tokens/s)"))
+
+    def __init__(self, total_steps: int) -> None:
+        self.total = total_steps
+        self.status = Markdown("# train\nWaiting for the first metrics...")
+        self.charts = {field: VegaChart(_line_spec([], field, title)) for field, title in self.CHARTS}
+        self.efficiency = VegaChart(_line_spec([], "tflops", "Achieved TFLOP/s per device"))
+
+    @property
+    def components(self) -> list:
+        return [self.status, *self.charts.values(), self.efficiency]
+
+    def update(self, records: list[dict]) -> None:
+        if not records:
+            return
+        last = records[-1]
+        mfu = f", MFU {last['mfu']:.1%}" if last.get("mfu") is not None else ""
+        self.status.update(
+            f"# train\nStep **{last['step']} / {self.total}**: loss {last['loss']:.4f}, "
+            f"{last['tokens_per_s']:.0f} tokens/s, {last['tflops']:.2f} TFLOP/s per device{mfu}, "
+            f"memory {last['memory_gib']:.2f} GiB"
+        )
+        for field, title in self.CHARTS:
+            self.charts[field].update(_line_spec(records, field, title))
+        self.efficiency.update(_line_spec(records, "tflops", "Achieved TFLOP/s per device"))
+
+    def failed(self, error: BaseException) -> None:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        self.status.update(f"# train: FAILED\n`{first_line}`\n\nThe plots show the metrics up to the failure.")
+
+
 def train_card(result: dict[str, Any]) -> list:
-    s, metrics = result["summary"], result["metrics"]
+    """What the final train card adds below the live plots."""
+    s = result["summary"]
     keys = (
         "steps",
         "resumed_from_step",
+        "resumed_from",
         "final_loss",
         "tokens_seen",
         "world_size",
         "zero_stage",
         "parameters",
+        "flops_per_token",
+        "peak_tflops",
         "elapsed_s",
     )
-    return [
-        Markdown("# train"),
-        _fields_table(s, keys, ""),
-        _line_chart(metrics, "loss", "Training loss"),
-        _line_chart(metrics, "lr", "Learning rate"),
-        _line_chart(metrics, "tokens_per_s", "Throughput (tokens/s)"),
-        refs_table({"checkpoint": result["checkpoint"]}),
-    ]
+    return [_fields_table(s, keys, ""), refs_table({"checkpoint": result["checkpoint"]})]
 
 
 def convert_card(result: dict[str, Any]) -> list:

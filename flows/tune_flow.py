@@ -23,7 +23,7 @@ if not any(os.environ.get(v, "root") != "root" for v in ("METAFLOW_USER", "SUDO_
 
 import tune_cards  # noqa: E402
 from metaflow import Config, FlowSpec, Parameter, card, current, parallel, step  # noqa: E402
-from run_files import run_storage  # noqa: E402
+from run_files import resumed_checkpoints, run_storage  # noqa: E402
 
 from steps import stages  # noqa: E402
 from steps.config import TuneConfig, parse_config_text  # noqa: E402
@@ -70,20 +70,35 @@ class TuneFlow(FlowSpec):
         current.card.extend(tune_cards.prepare_card(result))
         self.next(self.train, num_parallel=self.tune.train.num_nodes)
 
-    @card
+    @card(refresh_interval=10)
     @parallel
     @step
     def train(self):
         rdzv = Rendezvous(
             current.parallel.num_nodes, current.parallel.node_index, current.parallel.main_ip, self.rendezvous_port
         )
-        result = stages.train_stage(self.tune, run_storage(self), self.dataset, self.tokenizer, rdzv)
+        live = tune_cards.LiveTrainCard(self.tune.train.max_steps)
+        current.card.extend(live.components)
+
+        def on_metrics(records: list[dict]) -> None:
+            live.update(records)
+            current.card.refresh()
+
+        try:
+            result = stages.train_stage(
+                self.tune, run_storage(self), self.dataset, self.tokenizer, rdzv, resumed_checkpoints(self), on_metrics
+            )
+        except Exception as exc:
+            live.failed(exc)  # Metaflow renders no final card for a failed task: the live one stays
+            current.card.refresh(force=True)
+            raise
         if result is not None:
             self.checkpoint, self.train_summary, self.train_metrics = (
                 result["checkpoint"],
                 result["summary"],
                 result["metrics"],
             )
+            live.update(self.train_metrics)
             current.card.extend(tune_cards.train_card(result))
         self.next(self.convert)
 

@@ -1,54 +1,230 @@
-"""DeepSpeed checkpoints that describe themselves and are never read half-written.
+"""DeepSpeed checkpoints that describe themselves, reach the run's storage from every rank,
+and are never read half-written.
 
-Every rank calls `save_checkpoint` (saving from rank 0 alone hangs under ZeRO);
-after a barrier rank 0 writes the model config and `checkpoint.json` last. A
-checkpoint folder without `checkpoint.json` is incomplete and skipped.
+Layout under a checkpoint root (a local folder or an s3:// prefix):
+
+    <root>/step-0000040/   DeepSpeed's shards, every rank's own files, the model config,
+                           rng-rank<r>.pt (each rank's RNG states), metrics.jsonl so far,
+                           checkpoint.json (written last: step, world size, files)
+
+Every rank calls `save` (saving from rank 0 alone hangs under ZeRO). DeepSpeed writes
+into a local folder: the root itself when storage is local, a staging folder on each
+machine when it is S3, from which one process per machine uploads what that machine's
+ranks wrote. A checkpoint without `checkpoint.json` is incomplete and never loaded.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import random
 import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steps.distributed import DistContext, barrier
+import numpy as np
+import torch
+
+from steps.distributed import DistContext, all_gather_objects, all_reduce_sum, barrier
+from steps.storage import delete_tree, file_sha256, get_file, list_files, put_file, put_text, read_text
 
 MANIFEST = "checkpoint.json"
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be saved or resumed from as asked."""
 
 
 def tag_for(step: int) -> str:
     return f"step-{step:07d}"
 
 
-def save_checkpoint(engine, root: Path, step: int, state: dict[str, Any], ctx: DistContext, keep: int = 2) -> Path:
-    """Save on every rank, then mark the checkpoint complete and drop old ones."""
-    tag = tag_for(step)
-    engine.save_checkpoint(str(root), tag=tag, client_state=state)
-    barrier()
-    folder = root / tag
-    if ctx.is_main:
-        engine.module.config.save_pretrained(str(folder))
-        manifest = {"tag": tag, "step": step, "world_size": ctx.world_size, **state}
-        (folder / MANIFEST).write_text(json.dumps(manifest, indent=1))
-        for old in complete_checkpoints(root)[:-keep]:
-            shutil.rmtree(old[1], ignore_errors=True)
-    barrier()
-    return folder
+@dataclass(frozen=True)
+class FoundCheckpoint:
+    root: str
+    """The checkpoint root it lives under (this run's, or an earlier run's)."""
+    manifest: dict[str, Any]
+
+    @property
+    def uri(self) -> str:
+        return f"{self.root}/{self.manifest['tag']}"
+
+
+def _is_remote(uri: str) -> bool:
+    return uri.startswith("s3://")
+
+
+def list_complete(root: str | Path) -> list[FoundCheckpoint]:
+    """Every checkpoint under `root` (a folder or s3:// prefix) with a manifest, oldest first."""
+    root = str(root).rstrip("/")
+    found = []
+    for relative in list_files(root):
+        parts = relative.split("/")
+        if len(parts) == 2 and parts[1] == MANIFEST:
+            text = read_text(f"{root}/{relative}")
+            if text:
+                found.append(FoundCheckpoint(root, json.loads(text)))
+    return sorted(found, key=lambda c: c.manifest["step"])
+
+
+def newest_of(roots: Sequence[str | Path]) -> FoundCheckpoint | None:
+    """The newest complete checkpoint over several roots; on a tie the first root wins."""
+    best = None
+    for root in roots:
+        complete = list_complete(root)
+        if complete and (best is None or complete[-1].manifest["step"] > best.manifest["step"]):
+            best = complete[-1]
+    return best
 
 
 def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
-    """(step, folder) of every checkpoint with a manifest, oldest first."""
-    found = []
-    for manifest in Path(root).glob(f"*/{MANIFEST}"):
-        found.append((json.loads(manifest.read_text())["step"], manifest.parent))
-    return sorted(found)
+    """(step, folder) of every complete checkpoint in a local folder, oldest first."""
+    return [(c.manifest["step"], Path(c.uri)) for c in list_complete(root)]
 
 
 def newest_checkpoint(root: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest complete checkpoint and its manifest, if any."""
-    complete = complete_checkpoints(root)
-    if not complete:
-        return None
-    folder = complete[-1][1]
-    return folder, json.loads((folder / MANIFEST).read_text())
+    """The newest complete checkpoint in a local folder and its manifest, if any."""
+    found = newest_of([root])
+    return None if found is None else (Path(found.uri), found.manifest)
+
+
+def rng_states() -> dict[str, Any]:
+    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+
+
+def restore_rng_states(states: dict[str, Any]) -> None:
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.set_rng_state(states["torch"])
+
+
+def check_weights(engine, expected_shapes: dict[str, torch.Size], device: torch.device) -> float:
+    """The global weight norm; raises if a tensor has the wrong shape or the model is all zeros.
+
+    Under ZeRO-3 each rank holds a slice (`ds_tensor`) and `param.shape` is empty: a
+    naive save then writes a tiny, empty model. Shapes come from `ds_shape` there.
+    """
+    squares, zero3 = 0.0, False
+    for name, param in engine.module.named_parameters():
+        shape = getattr(param, "ds_shape", param.shape)
+        if name in expected_shapes and tuple(shape) != tuple(expected_shapes[name]):
+            expected = tuple(expected_shapes[name])
+            raise CheckpointError(f"refusing to save: {name} has shape {tuple(shape)}, expected {expected}")
+        local = getattr(param, "ds_tensor", None)
+        zero3 = zero3 or local is not None
+        squares += float((local if local is not None else param.data).float().pow(2).sum())
+    # ZeRO-3 slices add up across ranks; other stages hold whole copies on each rank.
+    total = all_reduce_sum([squares], device)[0]
+    norm = (total if zero3 else squares) ** 0.5
+    if not norm > 0:
+        raise CheckpointError("refusing to save: the gathered weights are all zero (an empty ZeRO-3 gather?)")
+    return norm
+
+
+class CheckpointStore:
+    """Save to and resume from one training run's checkpoint root, on every rank."""
+
+    def __init__(self, root: str, staging: Path, keep: int, ctx: DistContext) -> None:
+        self.root = root.rstrip("/")
+        self.remote = _is_remote(self.root)
+        # DeepSpeed writes local files; with local storage they are the stored files.
+        self.local = staging if self.remote else Path(self.root)
+        self.local.mkdir(parents=True, exist_ok=True)
+        self.keep, self.ctx = keep, ctx
+
+    @property
+    def _node_leader(self) -> bool:
+        return self.ctx.local_rank == 0
+
+    def save(self, engine, step: int, state: dict[str, Any], metrics_file: Path | None) -> str:
+        tag = tag_for(step)
+        folder = self.local / tag
+        engine.save_checkpoint(str(self.local), tag=tag, client_state=state, save_latest=False)
+        torch.save(rng_states(), folder / f"rng-rank{self.ctx.rank}.pt")
+        if self.ctx.is_main:
+            engine.module.config.save_pretrained(str(folder))
+            if metrics_file is not None and metrics_file.is_file():
+                shutil.copyfile(metrics_file, folder / "metrics.jsonl")
+        barrier()
+        # One process per machine hashes (and, on S3, uploads) the files its ranks wrote.
+        entries = self._publish_node_files(folder) if self._node_leader else []
+        files = {e["path"]: e for node in all_gather_objects(entries) for e in node}
+        if self.ctx.is_main:
+            manifest = {"tag": tag, "step": step, "world_size": self.ctx.world_size, **state}
+            manifest["files"] = sorted(files.values(), key=lambda e: e["path"])
+            put_text(f"{self.root}/{tag}/{MANIFEST}", json.dumps(manifest, indent=1))
+            for old in list_complete(self.root)[: -self.keep]:
+                delete_tree(old.uri)
+        barrier()
+        if self.remote and self._node_leader:
+            kept = {c.manifest["tag"] for c in list_complete(self.root)}
+            for stale in self.local.glob("step-*"):
+                if stale.name not in kept:
+                    shutil.rmtree(stale, ignore_errors=True)
+        return f"{self.root}/{tag}"
+
+    def _publish_node_files(self, folder: Path) -> list[dict[str, Any]]:
+        entries = []
+        for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+            relative = path.relative_to(folder).as_posix()
+            if relative == MANIFEST:
+                continue
+            if self.remote:
+                put_file(path, f"{self.root}/{folder.name}/{relative}")
+            entries.append({"path": relative, "bytes": path.stat().st_size, "sha256": file_sha256(path)})
+        return entries
+
+    def find(self, earlier_roots: Sequence[str]) -> FoundCheckpoint | None:
+        """The newest complete checkpoint of this run or, failing that, of the runs it resumes."""
+        found = newest_of([self.root, *earlier_roots])
+        if found is not None and found.manifest["world_size"] != self.ctx.world_size:
+            raise CheckpointError(
+                f"checkpoint {found.uri} was written by {found.manifest['world_size']} ranks and this run has "
+                f"{self.ctx.world_size}; resume with train.num_nodes x train.nproc_per_node = "
+                f"{found.manifest['world_size']}, or start a fresh run (a new run id) to train from scratch"
+            )
+        return found
+
+    def materialize(self, found: FoundCheckpoint) -> Path:
+        """A local folder holding `found` for DeepSpeed to load; remote files are downloaded once per machine."""
+        if not _is_remote(found.root):
+            return Path(found.root)
+        tag = found.manifest["tag"]
+        target = self.local.parent / f"resume-{tag}"
+        if self._node_leader:
+            for entry in found.manifest["files"]:
+                get_file(f"{found.uri}/{entry['path']}", target / tag / entry["path"])
+        barrier()
+        return target
+
+    def load(self, engine, found: FoundCheckpoint, metrics_file: Path) -> None:
+        """Model, optimizer, scheduler and this rank's RNG states; the metrics log up to that step."""
+        local_root = self.materialize(found)
+        tag = found.manifest["tag"]
+        load_path, _ = engine.load_checkpoint(str(local_root), tag=tag)
+        if load_path is None:
+            raise CheckpointError(f"DeepSpeed could not load {found.uri}; the folder is damaged, delete it to go back")
+        rng_file = local_root / tag / f"rng-rank{self.ctx.rank}.pt"
+        if rng_file.is_file():
+            restore_rng_states(torch.load(rng_file, weights_only=False))
+        if self.ctx.is_main:
+            saved = local_root / tag / "metrics.jsonl"
+            if saved.is_file():
+                shutil.copyfile(saved, metrics_file)
+            else:
+                metrics_file.unlink(missing_ok=True)
+
+
+def checkpoint_entries(root: str, prefix: str) -> list[dict[str, Any]]:
+    """Manifest entries of every kept checkpoint under `root`, paths under `prefix`, for sealing the train folder."""
+    entries = []
+    for found in list_complete(root):
+        tag = found.manifest["tag"]
+        entries += [{**e, "path": f"{prefix}/{tag}/{e['path']}"} for e in found.manifest["files"]]
+        text = (read_text(f"{found.uri}/{MANIFEST}") or "").encode()
+        entries.append(
+            {"path": f"{prefix}/{tag}/{MANIFEST}", "bytes": len(text), "sha256": hashlib.sha256(text).hexdigest()}
+        )
+    return entries

@@ -104,12 +104,22 @@ class TrainConfig(_Section):
     """Seed of the data order."""
     checkpoint_every: int = Field(50, ge=1)
     """Save a DeepSpeed checkpoint every this many steps (and at the end)."""
+    keep_checkpoints: int = Field(2, ge=1)
+    """Complete checkpoints kept in the run's storage; older ones are deleted once a newer one is complete."""
+    gradient_checkpointing: bool = False
+    """Recompute activations in the backward pass: less memory, about a third more compute."""
     log_every: int = Field(5, ge=1)
     """Log metrics every this many steps."""
     num_nodes: int = Field(1, ge=1)
     """Machines for the train step (Metaflow @parallel tasks)."""
     nproc_per_node: int = Field(2, ge=1)
     """torchrun processes per machine."""
+    failure_timeout_s: int = Field(300, ge=10)
+    """A rank or node that stops answering fails the step after this many seconds (collectives, rendezvous)."""
+    peak_tflops: float | None = Field(None, gt=0)
+    """Dense peak TFLOP/s of one device at the training dtype, for MFU; empty looks it up from the device name."""
+    tracker: Literal["none", "tensorboard", "wandb"] = "none"
+    """Also send metrics to TensorBoard (under the train folder) or Weights & Biases (key: WANDB_API_KEY)."""
 
 
 class DeepSpeedConfig(_Section):
@@ -117,11 +127,26 @@ class DeepSpeedConfig(_Section):
     """ZeRO stage."""
     config_file: str | None = None
     """A DeepSpeed JSON (relative to the repository) to start from; defaults to configs/deepspeed/zero<stage>.json."""
+    offload_optimizer: Literal["none", "cpu", "nvme"] | None = None
+    """Where ZeRO keeps optimizer states (stages 1-3), with DeepSpeed's CPU Adam; empty: as the DeepSpeed JSON says."""
+    offload_param: Literal["none", "cpu", "nvme"] | None = None
+    """Where ZeRO-3 keeps parameters between uses (stage 3 only); empty: as the DeepSpeed JSON says."""
+    nvme_path: str | None = None
+    """A local NVMe folder for `nvme` offload (e.g. /local_nvme)."""
 
     @model_validator(mode="after")
     def _stage_has_file(self) -> DeepSpeedConfig:
         if self.config_file is None and self.zero_stage in (1, 2, 3):
             self.config_file = f"configs/deepspeed/zero{self.zero_stage}.json"
+        if self.offload_param not in (None, "none") and self.zero_stage != 3:
+            raise ValueError(
+                f"deepspeed.offload_param: got {self.offload_param!r} with zero_stage {self.zero_stage}; "
+                "parameter offload needs zero_stage 3"
+            )
+        if self.offload_optimizer not in (None, "none") and self.zero_stage == 0:
+            raise ValueError("deepspeed.offload_optimizer needs zero_stage 1, 2 or 3 (got 0)")
+        if "nvme" in (self.offload_optimizer, self.offload_param) and not self.nvme_path:
+            raise ValueError("deepspeed.nvme_path: required when offloading to nvme; name a local NVMe folder")
         return self
 
 

@@ -1,6 +1,7 @@
 """The DeepSpeed JSON a run trains with: the user's file plus the values our config owns.
 
-Our config owns batch sizes, precision, clipping and the ZeRO stage. A file may
+Our config owns batch sizes, precision, clipping, the ZeRO stage and (when set)
+offload devices. A file may
 repeat them with the same value; a different value is a conflict, reported with
 both values instead of one of them silently winning.
 """
@@ -30,8 +31,15 @@ def _read(path_text: str) -> tuple[Path, dict[str, Any]]:
 
 
 def _owned_values(config: TuneConfig, world_size: int) -> dict[tuple[str, ...], Any]:
-    train = config.train
+    train, ds = config.train, config.deepspeed
+    offload = {}
+    for section, device in (("offload_optimizer", ds.offload_optimizer), ("offload_param", ds.offload_param)):
+        if device is not None:  # unset: whatever the JSON says
+            offload[("zero_optimization", section, "device")] = device
+            if device == "nvme":
+                offload[("zero_optimization", section, "nvme_path")] = ds.nvme_path
     return {
+        **offload,
         ("train_micro_batch_size_per_gpu",): train.micro_batch_size,
         ("gradient_accumulation_steps",): train.gradient_accumulation_steps,
         ("train_batch_size",): train.micro_batch_size * train.gradient_accumulation_steps * world_size,
@@ -64,3 +72,9 @@ def build_deepspeed_config(config: TuneConfig, world_size: int) -> dict[str, Any
             )
         node[keys[-1]] = value
     return merged
+
+
+def offloads_optimizer(ds_config: dict[str, Any]) -> bool:
+    """Whether ZeRO keeps optimizer states off the accelerator (then DeepSpeed's CPU Adam must do the step)."""
+    device = ds_config.get("zero_optimization", {}).get("offload_optimizer", {}).get("device", "none")
+    return device in ("cpu", "nvme")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import deepspeed
 import torch
@@ -26,8 +27,12 @@ class DistContext:
         return self.rank == 0
 
 
-def init_distributed() -> DistContext:
-    """Join the process group torchrun set up: NCCL on GPUs, gloo on CPU."""
+def init_distributed(timeout_s: float | None = None) -> DistContext:
+    """Join the process group torchrun set up: NCCL on GPUs, gloo on CPU.
+
+    `timeout_s` bounds every collective: a rank whose peer died or hangs raises
+    instead of waiting for the 30-minute default, so the launch fails fast.
+    """
     if not ON_GPU:
         # DeepSpeed's CPU shared-memory all-reduce (inference_all_reduce, used by
         # DeepSpeed-Inference tensor parallelism) sets up its buffers only when
@@ -36,7 +41,8 @@ def init_distributed() -> DistContext:
         if "LOCAL_WORLD_SIZE" in os.environ:
             os.environ.setdefault("LOCAL_SIZE", os.environ["LOCAL_WORLD_SIZE"])
     if not dist.is_initialized():
-        deepspeed.init_distributed(dist_backend="nccl" if ON_GPU else "gloo")
+        kwargs = {"timeout": timedelta(seconds=timeout_s)} if timeout_s else {}
+        deepspeed.init_distributed(dist_backend="nccl" if ON_GPU else "gloo", **kwargs)
     rank, world = dist.get_rank(), dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if ON_GPU:

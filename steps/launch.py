@@ -1,14 +1,16 @@
 """Launch a `steps.*` entrypoint under torchrun and make its outcome the caller's.
 
-The output of every rank is streamed to our stdout (and so to the step's log);
-a non-zero exit of torchrun becomes a `LaunchError` carrying the exit code and
-the last log lines, never a silent success.
+The output of every rank is streamed to our stdout (and so to the step's log) and,
+if asked, to a log file; a non-zero exit of torchrun becomes a `LaunchError` naming
+the first failed rank, its exit code and the last log lines, never a silent success.
 """
 
 from __future__ import annotations
 
 import collections
 import os
+import re
+import signal
 import socket
 import subprocess
 import sys
@@ -59,7 +61,11 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def torchrun_command(module: str, args: Sequence[str], nproc_per_node: int, rdzv: Rendezvous) -> list[str]:
+def torchrun_command(
+    module: str, args: Sequence[str], nproc_per_node: int, rdzv: Rendezvous, timeout_s: int | None = None
+) -> list[str]:
+    # A node that never joins fails the rendezvous after timeout_s instead of torchrun's 10 minutes.
+    rdzv_conf = [f"--rdzv_conf=timeout={timeout_s}"] if timeout_s else []
     return [
         sys.executable,
         "-m",
@@ -69,10 +75,31 @@ def torchrun_command(module: str, args: Sequence[str], nproc_per_node: int, rdzv
         f"--nproc_per_node={nproc_per_node}",
         f"--master_addr={rdzv.main_addr}",
         f"--master_port={rdzv.main_port}",
+        *rdzv_conf,
         "-m",
         module,
         *args,
     ]
+
+
+_ROOT_CAUSE = re.compile(
+    r"Root Cause \(first observed failure\):.*?rank\s*:\s*(?P<rank>\d+) \(local_rank: (?P<local>\d+)\)"
+    r".*?exitcode\s*:\s*(?P<code>-?\d+).*?traceback\s*:\s*(?P<trace>[^\n]*)",
+    re.S,
+)
+
+
+def root_cause(log: str) -> str | None:
+    """torchrun's first observed failure, in one line: which rank died, how."""
+    matches = list(_ROOT_CAUSE.finditer(log))
+    if not matches:
+        return None
+    match = matches[-1]  # the last summary printed is the one of the failed attempt
+    code = int(match["code"])
+    how = f"exit code {code}"
+    if code < 0:
+        how += f" ({signal.Signals(-code).name})" if -code in signal.valid_signals() else ""
+    return f"rank {match['rank']} (local rank {match['local']}) failed first with {how}: {match['trace'].strip()}"
 
 
 def _child_env(nproc_per_node: int) -> dict[str, str]:
@@ -89,12 +116,20 @@ def _child_env(nproc_per_node: int) -> dict[str, str]:
 
 
 def run_torchrun(
-    module: str, args: Sequence[str], nproc_per_node: int, rdzv: Rendezvous | None = None, tail_lines: int = 40
+    module: str,
+    args: Sequence[str],
+    nproc_per_node: int,
+    rdzv: Rendezvous | None = None,
+    tail_lines: int = 40,
+    timeout_s: int | None = None,
+    log_file: Path | None = None,
 ) -> None:
     """Run `python -m torch.distributed.run ... -m module args`, streaming its output."""
-    command = torchrun_command(module, args, nproc_per_node, rdzv or Rendezvous(main_port=free_port()))
+    rdzv = rdzv or Rendezvous(main_port=free_port())
+    command = torchrun_command(module, args, nproc_per_node, rdzv, timeout_s)
     print("launching:", " ".join(command), flush=True)
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
+    log = open(log_file, "a") if log_file else None
     with subprocess.Popen(
         command,
         cwd=REPO_ROOT,
@@ -105,11 +140,22 @@ def run_torchrun(
         bufsize=1,
     ) as process:
         assert process.stdout is not None
+        failure_summary: list[str] = []
         for line in process.stdout:
             sys.stdout.write(line)
+            if log:
+                log.write(line)
             tail.append(line.rstrip())
+            # torchrun's failure summary can be longer than the tail; keep it whole.
+            if failure_summary or "Root Cause (first observed failure)" in line:
+                failure_summary.append(line)
         code = process.wait()
     sys.stdout.flush()
+    if log:
+        log.close()
     if code != 0:
         last = "\n".join(tail)
-        raise LaunchError(f"{module} under torchrun exited with code {code}; last lines:\n{last}")
+        cause = root_cause("".join(failure_summary)) or "no rank reported a failure (rendezvous or launcher error)"
+        raise LaunchError(
+            f"{module} under torchrun on node {rdzv.node_rank} exited with code {code}; {cause}\nlast lines:\n{last}"
+        )

@@ -7,15 +7,19 @@ folders travel as `StoredDir` dicts (URI plus content hash).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import tempfile
+import threading
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
 
 from steps.config import TuneConfig, write_config
-from steps.launch import Rendezvous, cli_args, run_torchrun
+from steps.launch import LaunchError, Rendezvous, cli_args, run_torchrun
+from steps.node_logs import collect_node_logs, mark_node_running, node_log_path, publish_node_log
 from steps.storage import RunStorage, StoredDir, download_prefix, fetch
 
 
@@ -49,26 +53,101 @@ def prepare_stage(config: TuneConfig, storage: RunStorage) -> dict[str, Any]:
     }
 
 
+class MetricsWatcher:
+    """Hands new records of a growing metrics.jsonl to a callback (the live card) every few seconds."""
+
+    def __init__(self, path: Path, on_metrics: Callable[[list[dict]], None], interval_s: float = 5.0) -> None:
+        self.path, self.on_metrics, self.interval_s = path, on_metrics, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._seen = -1
+
+    def __enter__(self) -> MetricsWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.poll()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll()
+
+    def poll(self) -> None:
+        try:
+            lines = self.path.read_text().splitlines() if self.path.is_file() else []
+        except OSError:
+            return
+        records = [json.loads(line) for line in lines if line.endswith("}")]
+        if len(records) != self._seen:
+            self._seen = len(records)
+            try:
+                self.on_metrics(records)
+            except Exception as exc:  # a card that fails to refresh must not stop training
+                print(f"live metrics update failed: {exc}", flush=True)
+
+
 def train_stage(
-    config: TuneConfig, storage: RunStorage, dataset: dict, tokenizer: dict, rdzv: Rendezvous
+    config: TuneConfig,
+    storage: RunStorage,
+    dataset: dict,
+    tokenizer: dict,
+    rdzv: Rendezvous,
+    resume_from: Sequence[str] = (),
+    on_metrics: Callable[[list[dict]], None] | None = None,
 ) -> dict[str, Any] | None:
-    """Run this node's share of training; node 0 returns the sealed training folder and its records."""
+    """Run this node's share of training; node 0 returns the sealed training folder and its records.
+
+    Checkpoints go to `<storage>/train/checkpoints` from every rank; training continues
+    from the newest complete one there (a retried attempt) or under `resume_from` (the
+    checkpoint roots of the run this one resumes).
+    """
     dataset_dir = fetch(StoredDir.from_dict(dataset))
     tokenizer_dir = fetch(StoredDir.from_dict(tokenizer))
     out = storage.workdir("train")
+    checkpoint_uri = storage.uri("train/checkpoints")
+    logs_uri = storage.uri("train/logs")
+    log_file = node_log_path(out, rdzv.node_rank)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_text("")  # this attempt's log only
+    if rdzv.node_rank != 0:
+        mark_node_running(logs_uri, rdzv.node_rank)
     args = cli_args(
         config=_config_file(config),
         dataset=dataset_dir,
         tokenizer=tokenizer_dir,
         out=out,
         base_model=resolve_base_model(config.model.base_model),
+        checkpoint_uri=checkpoint_uri,
+        checkpoint_staging=Path(tempfile.mkdtemp(prefix="tune-checkpoint-staging-")) if storage.is_s3 else None,
     )
-    run_torchrun("steps.train", args, config.train.nproc_per_node, rdzv)
+    for root in resume_from:
+        args += ["--resume-from", root]
+    timeout = config.train.failure_timeout_s
+    failure: LaunchError | None = None
+    watcher = MetricsWatcher(out / "metrics.jsonl", on_metrics) if on_metrics and rdzv.node_rank == 0 else None
+    try:
+        with watcher or contextlib.nullcontext():
+            run_torchrun("steps.train", args, config.train.nproc_per_node, rdzv, timeout_s=timeout, log_file=log_file)
+    except LaunchError as exc:
+        failure = exc
     if rdzv.node_rank != 0:
+        publish_node_log(out, logs_uri, rdzv.node_rank, 1 if failure else 0)
+        if failure:
+            raise failure
         return None
+    # Healthy peers finish within seconds of us; a dead one never writes its marker.
+    collect_node_logs(out, logs_uri, rdzv.num_nodes, wait_s=min(timeout, 60) if failure else timeout)
+    if failure:
+        raise failure
+    from steps.checkpoint import checkpoint_entries  # torch: kept out of the flow file's imports
+
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    entries = checkpoint_entries(checkpoint_uri, "checkpoints") if storage.is_s3 else []
     return {
-        "checkpoint": storage.seal(out, "train").to_dict(),
+        "checkpoint": storage.seal(out, "train", stored=entries).to_dict(),
         "summary": json.loads((out / "train_summary.json").read_text()),
         "metrics": metrics,
     }

@@ -110,10 +110,20 @@ class RunStorage:
         path.mkdir(parents=True, exist_ok=True)
         return path
 
-    def seal(self, local_dir: str | Path, name: str) -> StoredDir:
-        """Finish a `workdir`: write its manifest in place (local) or upload it (S3)."""
+    def seal(self, local_dir: str | Path, name: str, stored: list[dict[str, Any]] = ()) -> StoredDir:
+        """Finish a `workdir`: write its manifest in place (local) or upload it (S3).
+
+        `stored` lists manifest entries (path relative to `name`, bytes, sha256) of files
+        other processes already put under `<root>/<name>` (other nodes' checkpoint shards);
+        they join the manifest without passing through this machine.
+        """
         local_dir = Path(local_dir)
-        if self.is_s3 or local_dir.resolve() != Path(self.uri(name)).resolve():
+        if self.is_s3:
+            manifest = build_manifest(local_dir)
+            manifest["files"] = sorted(manifest["files"] + list(stored), key=lambda e: e["path"])
+            self._upload(local_dir, self.uri(name), manifest)
+            return _stored(self.uri(name), manifest)
+        if local_dir.resolve() != Path(self.uri(name)).resolve():
             return self.publish(local_dir, name)
         manifest = build_manifest(local_dir)
         if not manifest["files"]:
@@ -155,7 +165,8 @@ class RunStorage:
         # The manifest goes last, so a reader never takes a half-uploaded folder for a whole one.
         client.delete_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST}")
         for entry in manifest["files"]:
-            client.upload_file(str(src / entry["path"]), bucket, f"{prefix}/{entry['path']}")
+            if (src / entry["path"]).is_file():  # entries stored by others are already there
+                client.upload_file(str(src / entry["path"]), bucket, f"{prefix}/{entry['path']}")
         client.put_object(Bucket=bucket, Key=f"{prefix}/{MANIFEST}", Body=json.dumps(manifest).encode())
 
 
@@ -224,3 +235,72 @@ def download_prefix(uri: str, target: Path) -> Path:
     if not found:
         raise StorageError(f"{uri} holds no objects; check the bucket and prefix")
     return target
+
+
+# Single files under a URI (a local path or s3://), for writers that are not one
+# process publishing one folder: every rank's checkpoint shards, every node's log.
+
+
+def put_file(local: Path, uri: str) -> None:
+    if uri.startswith("s3://"):
+        bucket, key = _split_s3(uri)
+        _s3_client().upload_file(str(local), bucket, key)
+    elif Path(uri).resolve() != Path(local).resolve():
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(local, uri)
+
+
+def put_text(uri: str, text: str) -> None:
+    if uri.startswith("s3://"):
+        bucket, key = _split_s3(uri)
+        _s3_client().put_object(Bucket=bucket, Key=key, Body=text.encode())
+    else:
+        path = Path(uri)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        staging = path.with_name(f".{path.name}.partial")
+        staging.write_text(text)
+        os.replace(staging, path)  # readers see the old text or the new, never a part
+
+
+def read_text(uri: str) -> str | None:
+    """The file's text, or None when it does not exist."""
+    if uri.startswith("s3://"):
+        client = _s3_client()
+        bucket, key = _split_s3(uri)
+        try:
+            return client.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
+        except client.exceptions.NoSuchKey:
+            return None
+    path = Path(uri)
+    return path.read_text() if path.is_file() else None
+
+
+def list_files(uri: str) -> list[str]:
+    """Paths of every file under a folder URI, relative to it; empty when there is none."""
+    if uri.startswith("s3://"):
+        bucket, prefix = _split_s3(uri)
+        found = []
+        for page in _s3_client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=f"{prefix}/"):
+            found += [obj["Key"][len(prefix) + 1 :] for obj in page.get("Contents", [])]
+        return sorted(found)
+    root = Path(uri)
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file()) if root.is_dir() else []
+
+
+def get_file(uri: str, local: Path) -> None:
+    local.parent.mkdir(parents=True, exist_ok=True)
+    if uri.startswith("s3://"):
+        bucket, key = _split_s3(uri)
+        _s3_client().download_file(bucket, key, str(local))
+    elif Path(uri).resolve() != local.resolve():
+        shutil.copyfile(uri, local)
+
+
+def delete_tree(uri: str) -> None:
+    if uri.startswith("s3://"):
+        client = _s3_client()
+        bucket, prefix = _split_s3(uri)
+        for relative in list_files(uri):
+            client.delete_object(Bucket=bucket, Key=f"{prefix}/{relative}")
+    else:
+        shutil.rmtree(uri, ignore_errors=True)

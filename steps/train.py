@@ -1,11 +1,15 @@
 """train: DeepSpeed ZeRO pretraining on packed blocks; runs under torchrun, without Metaflow.
 
     python -m torch.distributed.run --nproc_per_node 2 -m steps.train \
-        --config run.json --dataset DIR --tokenizer DIR --out DIR [--base-model DIR]
+        --config run.json --dataset DIR --tokenizer DIR --out DIR [--base-model DIR] \
+        [--checkpoint-uri URI] [--resume-from URI ...]
 
-Writes `<out>/checkpoints/step-*/` (DeepSpeed shards, model config, manifest),
-`<out>/metrics.jsonl`, `<out>/verify_logits.pt` (the trained model's logits on a
-fixed held-out batch, which convert must reproduce) and `<out>/train_summary.json`.
+Checkpoints go to `--checkpoint-uri` (a folder or s3:// prefix; default
+`<out>/checkpoints`), see steps/checkpoint.py. Training continues from the newest
+complete checkpoint there or, failing that, under any `--resume-from` root (the run
+this one resumes). Writes `<out>/metrics.jsonl`, `<out>/verify_logits.pt` (the
+trained model's logits on a fixed held-out batch, which convert must reproduce)
+and `<out>/train_summary.json`.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import deepspeed
@@ -20,14 +25,15 @@ import numpy as np
 import torch
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from steps.checkpoint import newest_checkpoint, save_checkpoint
-from steps.config import TuneConfig, load_config
-from steps.deepspeed_config import build_deepspeed_config
-from steps.distributed import DistContext, all_reduce_sum, init_distributed, shutdown
+from steps.checkpoint import CheckpointStore, check_weights
+from steps.config import ConfigError, TuneConfig, load_config
+from steps.deepspeed_config import build_deepspeed_config, offloads_optimizer
+from steps.distributed import ON_GPU, DistContext, all_reduce_sum, init_distributed, shutdown
 from steps.domain_tokenizer import load_tokenizer
 from steps.launch import entrypoint_parser
 from steps.model import check_vocabulary, initial_model, state_dict_sha256
 from steps.packing import load_blocks
+from steps.train_metrics import MetricsLog, Tracker, flops_per_token, memory_gib, peak_tflops
 
 VERIFY_BLOCKS, VERIFY_TOKENS = 2, 64
 
@@ -73,43 +79,55 @@ def lr_lambda(config: TuneConfig):
     return factor
 
 
-def _optimizer(model: torch.nn.Module, config: TuneConfig) -> torch.optim.Optimizer:
+def _optimizer(model: torch.nn.Module, config: TuneConfig, offloaded: bool) -> torch.optim.Optimizer:
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # norms and biases
     groups = [{"params": decay, "weight_decay": config.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if offloaded:
+        # ZeRO-Offload steps the optimizer on the CPU; DeepSpeed's vectorised Adam is the one it supports there.
+        from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+        return DeepSpeedCPUAdam(groups, lr=config.train.learning_rate, betas=(0.9, 0.95), adamw_mode=True)
     return torch.optim.AdamW(groups, lr=config.train.learning_rate, betas=(0.9, 0.95))
 
 
-class MetricsLog:
-    """Rank 0's JSONL metrics and console progress with ETA."""
+def check_dtype(config: TuneConfig) -> None:
+    """Refuse precisions the hardware cannot train in, before any work."""
+    dtype = config.train.dtype
+    if dtype == "fp16" and not ON_GPU:
+        raise ConfigError("train.dtype: got 'fp16', which DeepSpeed does not train in on CPU; use fp32 or bf16")
+    if dtype == "bf16" and ON_GPU and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"train.dtype: got 'bf16', which {torch.cuda.get_device_name()} lacks; use fp16 or fp32")
 
-    def __init__(self, path: Path, ctx: DistContext, total_steps: int) -> None:
-        self.ctx, self.total = ctx, total_steps
-        self.handle = open(path, "a") if ctx.is_main else None
-        self.started = time.perf_counter()
 
-    def log(self, record: dict, steps_done_here: int) -> None:
-        if self.handle is None:
-            return
-        self.handle.write(json.dumps(record) + "\n")
-        self.handle.flush()
-        elapsed = time.perf_counter() - self.started
-        eta = elapsed / max(1, steps_done_here) * (self.total - record["step"])
-        print(
-            f"step {record['step']:>6}/{self.total}  loss {record['loss']:.4f}  lr {record['lr']:.2e}  "
-            f"grad_norm {record['grad_norm']:.3f}  {record['tokens_per_s']:.0f} tok/s  eta {eta:.0f}s",
-            flush=True,
-        )
+@dataclass(frozen=True)
+class CheckpointPlan:
+    """Where checkpoints go, where this machine's ranks stage them, and which earlier runs to resume."""
+
+    uri: str
+    staging: Path
+    resume_from: tuple[str, ...] = ()
 
 
 def run_training(
-    config: TuneConfig, dataset_dir: Path, tokenizer_dir: Path, out_dir: Path, base_model: Path | None
+    config: TuneConfig,
+    dataset_dir: Path,
+    tokenizer_dir: Path,
+    out_dir: Path,
+    base_model: Path | None,
+    plan: CheckpointPlan,
 ) -> dict:
-    ctx = init_distributed()
+    check_dtype(config)
+    ctx = init_distributed(config.train.failure_timeout_s)
     tokenizer = load_tokenizer(tokenizer_dir)
     model = initial_model(config.model, base_model, tokenizer)
     check_vocabulary(model, tokenizer)
     init_sha = state_dict_sha256(model)
+    shapes = {name: p.shape for name, p in model.named_parameters()}
+    parameters = sum(p.numel() for p in model.parameters())
+    if config.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
 
     train_blocks = load_blocks(dataset_dir / "train")
     order = BlockOrder(
@@ -119,30 +137,39 @@ def run_training(
         ctx.world_size,
         config.train.gradient_accumulation_steps,
     )
-    optimizer = _optimizer(model, config)
+    ds_config = build_deepspeed_config(config, ctx.world_size)
+    optimizer = _optimizer(model, config, offloads_optimizer(ds_config))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
-    engine, _, _, _ = deepspeed.initialize(
-        model=model,
-        optimizer=optimizer,
-        lr_scheduler=scheduler,
-        config=build_deepspeed_config(config, ctx.world_size),
-    )
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
 
-    ckpt_root = out_dir / "checkpoints"
+    store = CheckpointStore(plan.uri, plan.staging, config.train.keep_checkpoints, ctx)
+    metrics_file = out_dir / "metrics.jsonl"
     start_step, tokens_seen = 0, 0
-    found = newest_checkpoint(ckpt_root)
+    found = store.find(plan.resume_from)
     if found is not None:
-        folder, manifest = found
-        engine.load_checkpoint(str(ckpt_root), tag=manifest["tag"])
-        start_step, tokens_seen = manifest["step"], manifest["tokens_seen"]
+        store.load(engine, found, metrics_file)
+        start_step, tokens_seen = found.manifest["step"], found.manifest["tokens_seen"]
         if ctx.is_main:
-            print(f"resuming from {folder} at step {start_step}", flush=True)
+            print(f"resuming from {found.uri} at step {start_step}", flush=True)
+    elif ctx.is_main:
+        metrics_file.unlink(missing_ok=True)  # a fresh start: no records from an earlier attempt
 
-    metrics = MetricsLog(out_dir / "metrics.jsonl", ctx, config.train.max_steps)
+    tracker = Tracker(config.train.tracker, out_dir, config.model_dump()) if ctx.is_main else None
+    metrics = MetricsLog(metrics_file, ctx.is_main, config.train.max_steps, start_step, tracker)
     block_tokens = train_blocks.shape[1]
     tokens_per_step = (
         block_tokens * config.train.micro_batch_size * ctx.world_size * config.train.gradient_accumulation_steps
     )
+    step_flops = tokens_per_step * flops_per_token(
+        parameters, engine.module.config.num_hidden_layers, engine.module.config.hidden_size, block_tokens
+    )
+    peak = peak_tflops(config)
+    state = {"init_sha256": init_sha, "zero_stage": config.deepspeed.zero_stage}
+
+    def save(step: int) -> str:
+        check_weights(engine, shapes, ctx.device)
+        return store.save(engine, step, {**state, "tokens_seen": tokens_seen}, metrics_file if ctx.is_main else None)
+
     engine.train()
     window_start, last_loss = time.perf_counter(), float("nan")
     for step in range(start_step, config.train.max_steps):
@@ -161,7 +188,9 @@ def run_training(
             last_loss = total / ctx.world_size
             now = time.perf_counter()
             steps_in_window = done - max(start_step, done - config.train.log_every)
+            seconds = (now - window_start) / steps_in_window
             grad_norm = engine.get_global_grad_norm()
+            tflops = step_flops / seconds / ctx.world_size / 1e12  # per device, as peaks are quoted
             metrics.log(
                 {
                     "step": done,
@@ -169,30 +198,34 @@ def run_training(
                     "lr": scheduler.get_last_lr()[0],
                     "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
                     "tokens_seen": tokens_seen,
-                    "tokens_per_s": tokens_per_step * steps_in_window / (now - window_start),
+                    "tokens_per_s": tokens_per_step / seconds,
+                    "step_s": seconds,
+                    "tflops": tflops,
+                    "mfu": tflops / peak if peak else None,
+                    **memory_gib(),
                     "time": time.time(),
-                },
-                done - start_step,
+                }
             )
             window_start = now
         if done % config.train.checkpoint_every == 0 and done != config.train.max_steps:
-            save_checkpoint(engine, ckpt_root, done, {"tokens_seen": tokens_seen, "init_sha256": init_sha}, ctx)
+            save(done)
+            window_start = time.perf_counter()  # saving is not training time
 
-    final = save_checkpoint(
-        engine, ckpt_root, config.train.max_steps, {"tokens_seen": tokens_seen, "init_sha256": init_sha}, ctx
-    )
+    final = save(config.train.max_steps)
+    metrics.close()
     _save_verify_logits(engine, dataset_dir, out_dir, ctx)
     summary = {
-        "final_checkpoint": final.name,
+        "final_checkpoint": final,
         "steps": config.train.max_steps,
         "resumed_from_step": start_step,
+        "resumed_from": found.uri if found is not None else None,
         "final_loss": last_loss,
         "tokens_seen": tokens_seen,
         "world_size": ctx.world_size,
         "zero_stage": config.deepspeed.zero_stage,
-        "parameters": sum(p.numel() for p in model.parameters())
-        if config.deepspeed.zero_stage < 3
-        else sum(p.ds_numel for p in model.parameters()),
+        "parameters": parameters,
+        "flops_per_token": step_flops / tokens_per_step,
+        "peak_tflops": peak,
         "init_sha256": init_sha,
         "elapsed_s": time.perf_counter() - metrics.started,
     }
@@ -216,9 +249,18 @@ def _save_verify_logits(engine, dataset_dir: Path, out_dir: Path, ctx: DistConte
 # @record makes torchrun's failure summary carry this rank's exception, not only its exit code.
 @record
 def main(argv: list[str] | None = None) -> None:
-    args = entrypoint_parser(__doc__, ["config", "dataset", "tokenizer", "out"]).parse_args(argv)
+    parser = entrypoint_parser(__doc__, ["config", "dataset", "tokenizer", "out"])
+    parser.add_argument("--checkpoint-uri", default=None, help="checkpoint root: a folder or s3:// prefix")
+    parser.add_argument("--checkpoint-staging", type=Path, default=None, help="local folder for S3 checkpoints")
+    parser.add_argument("--resume-from", action="append", default=[], help="an earlier run's checkpoint root")
+    args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
-    run_training(load_config(args.config), args.dataset, args.tokenizer, args.out, args.base_model)
+    plan = CheckpointPlan(
+        uri=args.checkpoint_uri or str(args.out / "checkpoints"),
+        staging=args.checkpoint_staging or args.out / "checkpoint-staging",
+        resume_from=tuple(args.resume_from),
+    )
+    run_training(load_config(args.config), args.dataset, args.tokenizer, args.out, args.base_model, plan)
 
 
 if __name__ == "__main__":
