@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
+import socket
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,3 +35,43 @@ def prepared(debug_config: TuneConfig, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared")
     run_prepare(debug_config.data, out)
     return out
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_bucket():
+    """A real S3 API (moto_server) on 127.0.0.1 with a bucket `runs`; boto3 and Metaflow point at it."""
+    server = shutil.which("moto_server")
+    if server is None:
+        pytest.fail("moto_server is missing: pip install -r requirements-dev.txt")
+    port = _free_port()
+    proc = subprocess.Popen([server, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    endpoint = f"http://127.0.0.1:{port}"
+    patch = pytest.MonkeyPatch()
+    for key, value in {
+        "METAFLOW_S3_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        patch.setenv(key, value)
+    try:
+        import boto3
+
+        client = boto3.client("s3", endpoint_url=endpoint)
+        for _ in range(100):
+            try:
+                client.create_bucket(Bucket="runs")
+                break
+            except Exception:  # the server is still starting
+                time.sleep(0.1)
+        yield client
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        patch.undo()

@@ -1,55 +1,12 @@
-"""Run storage on S3, against a real S3 API server (moto) on 127.0.0.1."""
+"""Run storage on S3, against a real S3 API server (moto) on 127.0.0.1 (the `s3_bucket` fixture)."""
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from steps.storage import MANIFEST, RunStorage, StorageError, StoredDir, download_prefix, fetch
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_bucket():
-    server = shutil.which("moto_server")
-    if server is None:
-        pytest.fail("moto_server is missing: pip install -r requirements-dev.txt")
-    port = _free_port()
-    proc = subprocess.Popen([server, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    endpoint = f"http://127.0.0.1:{port}"
-    patch = pytest.MonkeyPatch()
-    for key, value in {
-        "METAFLOW_S3_ENDPOINT_URL": endpoint,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        patch.setenv(key, value)
-    try:
-        import boto3
-
-        client = boto3.client("s3", endpoint_url=endpoint)
-        for _ in range(100):
-            try:
-                client.create_bucket(Bucket="runs")
-                break
-            except Exception:  # the server is still starting
-                time.sleep(0.1)
-        yield client
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
-        patch.undo()
 
 
 def test_publish_and_fetch_through_s3(s3_bucket, tmp_path: Path) -> None:

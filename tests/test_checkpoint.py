@@ -1,0 +1,50 @@
+"""Finding checkpoints: complete ones only, newest over this run and the run it resumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from steps.checkpoint import MANIFEST, CheckpointError, CheckpointStore, list_complete, newest_of, tag_for
+from steps.distributed import DistContext
+
+
+def _checkpoint(root: Path, step: int, world_size: int = 2, complete: bool = True) -> Path:
+    folder = root / tag_for(step)
+    folder.mkdir(parents=True)
+    (folder / "mp_rank_00_model_states.pt").write_bytes(b"weights")
+    if complete:
+        (folder / MANIFEST).write_text(json.dumps({"tag": folder.name, "step": step, "world_size": world_size}))
+    return folder
+
+
+def test_a_checkpoint_without_manifest_is_never_found(tmp_path: Path) -> None:
+    _checkpoint(tmp_path, 10)
+    _checkpoint(tmp_path, 20, complete=False)  # a save cut off before its manifest
+    assert [c.manifest["step"] for c in list_complete(tmp_path)] == [10]
+    assert newest_of([tmp_path]).uri == f"{tmp_path}/{tag_for(10)}"
+
+
+def test_newest_over_this_run_and_the_resumed_one(tmp_path: Path) -> None:
+    mine, earlier = tmp_path / "mine", tmp_path / "earlier"
+    _checkpoint(mine, 10)
+    _checkpoint(earlier, 30)
+    _checkpoint(earlier, 20)
+    assert newest_of([mine, earlier]).manifest["step"] == 30
+    _checkpoint(mine, 30)
+    assert newest_of([mine, earlier]).root == str(mine)  # a tie goes to this run's own
+    assert newest_of([tmp_path / "none"]) is None
+
+
+def test_resuming_on_another_world_size_fails_before_training_with_a_way_out(tmp_path: Path) -> None:
+    _checkpoint(tmp_path / "earlier", 40, world_size=4)
+    ctx = DistContext(rank=0, world_size=2, local_rank=0, device=torch.device("cpu"))
+    store = CheckpointStore(str(tmp_path / "mine"), tmp_path / "staging", keep=2, ctx=ctx)
+    with pytest.raises(CheckpointError) as error:
+        store.find([str(tmp_path / "earlier")])
+    message = str(error.value)
+    assert "written by 4 ranks" in message and "this run has 2" in message
+    assert "train.num_nodes x train.nproc_per_node = 4" in message
