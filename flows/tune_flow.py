@@ -10,6 +10,7 @@ references (URI and content hash) and small summaries.
 
 import os
 import sys
+import time
 from pathlib import Path
 
 # The stage code is the `steps` package beside this folder.
@@ -28,6 +29,9 @@ from run_files import resumed_checkpoints, run_storage  # noqa: E402
 from steps import stages  # noqa: E402
 from steps.config import TuneConfig, parse_config_text  # noqa: E402
 from steps.launch import Rendezvous, free_port  # noqa: E402
+
+LIVE_CARD_INTERVAL_S = 5
+"""Seconds between refreshes of the train step's live card."""
 
 
 class TuneFlow(FlowSpec):
@@ -70,7 +74,7 @@ class TuneFlow(FlowSpec):
         current.card.extend(tune_cards.prepare_card(result))
         self.next(self.train, num_parallel=self.tune.train.num_nodes)
 
-    @card(refresh_interval=10)
+    @card(refresh_interval=LIVE_CARD_INTERVAL_S)
     @parallel
     @step
     def train(self):
@@ -89,7 +93,10 @@ class TuneFlow(FlowSpec):
                 self.tune, run_storage(self), self.dataset, self.tokenizer, rdzv, resumed_checkpoints(self), on_metrics
             )
         except Exception as exc:
-            live.failed(exc)  # Metaflow renders no final card for a failed task: the live one stays
+            # Metaflow renders no final card for a failed task, so the live card is what stays; its
+            # refreshes are rate-limited (even forced ones), hence the wait before the last one.
+            live.failed(exc)
+            time.sleep(LIVE_CARD_INTERVAL_S)
             current.card.refresh(force=True)
             raise
         if result is not None:

@@ -97,6 +97,7 @@ def train_stage(
     rdzv: Rendezvous,
     resume_from: Sequence[str] = (),
     on_metrics: Callable[[list[dict]], None] | None = None,
+    metrics_interval_s: float = 5.0,
 ) -> dict[str, Any] | None:
     """Run this node's share of training; node 0 returns the sealed training folder and its records.
 
@@ -127,7 +128,11 @@ def train_stage(
         args += ["--resume-from", root]
     timeout = config.train.failure_timeout_s
     failure: LaunchError | None = None
-    watcher = MetricsWatcher(out / "metrics.jsonl", on_metrics) if on_metrics and rdzv.node_rank == 0 else None
+    watcher = (
+        MetricsWatcher(out / "metrics.jsonl", on_metrics, metrics_interval_s)
+        if on_metrics and rdzv.node_rank == 0
+        else None
+    )
     try:
         with watcher or contextlib.nullcontext():
             run_torchrun("steps.train", args, config.train.nproc_per_node, rdzv, timeout_s=timeout, log_file=log_file)
