@@ -114,16 +114,21 @@ def test_pipeline_end_to_end(flow_home: Path, monkeypatch: pytest.MonkeyPatch) -
 
 
 @pytest.mark.slow
-def test_two_simulated_nodes(flow_home: Path) -> None:
+def test_two_simulated_nodes_of_two_ranks(flow_home: Path) -> None:
     config = _config_file(
         flow_home,
         "two-nodes",
-        train={"num_nodes": 2, "nproc_per_node": 1, "max_steps": 8, "checkpoint_every": 4},
+        train={"num_nodes": 2, "nproc_per_node": 2, "max_steps": 8, "checkpoint_every": 4, "log_every": 4},
         evaluate={"engines": ["hf"]},
     )
     run = _client_run(flow_home, _run(flow_home, config))
     assert run.successful
-    assert len(list(run["train"].tasks())) == 2
+    tasks = list(run["train"].tasks())
+    assert len(tasks) == 2
     train_summary = run["convert"].task.data.train_summary
-    assert train_summary["world_size"] == 2 and train_summary["steps"] == 8
+    assert train_summary["world_size"] == 4 and train_summary["steps"] == 8
     assert run["end"].task.data.conversion["logits_match"] is True
+    # Node 1's output reaches the control task's log, after node 0's own.
+    logs = [t.stdout for t in tasks]
+    assert sum("----- node 1 (exit code 0) -----" in log for log in logs) == 1
+    assert any("step      8/8" in log and "----- node 1" in log for log in logs)
