@@ -66,12 +66,18 @@ class Tracker:
     def __init__(self, kind: str, log_dir: Path, run_config: dict[str, Any]) -> None:
         self.kind, self.writer = kind, None
         if kind == "tensorboard":
-            from torch.utils.tensorboard import SummaryWriter  # needs the tensorboard package
-
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                raise RuntimeError(
+                    "train.tracker is tensorboard but it is not installed: pip install tensorboard"
+                ) from None
             self.writer = SummaryWriter(str(log_dir / "tensorboard"))
         elif kind == "wandb":
-            import wandb
-
+            try:
+                import wandb
+            except ImportError:
+                raise RuntimeError("train.tracker is wandb but it is not installed: pip install wandb") from None
             if not os.environ.get("WANDB_API_KEY"):
                 raise RuntimeError(
                     "train.tracker is wandb but WANDB_API_KEY is not set; pass it with Metaflow @secrets "
