@@ -22,15 +22,15 @@ def wait_for(pattern: str, timeout_s: float = 300.0) -> str:
 
 
 def training_rank(rank: int) -> psutil.Process:
-    """The `steps.train` process that torchrun started as global rank `rank` (of this user)."""
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info["cmdline"] or []
-        if "steps.train" in cmdline and "torch.distributed.run" not in cmdline:
-            try:
+    """The `steps.train` process that torchrun started as global rank `rank`, among this test's descendants."""
+    for proc in psutil.Process().children(recursive=True):
+        try:
+            cmdline = proc.cmdline()
+            if "steps.train" in cmdline and "torch.distributed.run" not in cmdline:
                 if proc.environ().get("RANK") == str(rank):
                     return proc
-            except (psutil.AccessDenied, psutil.NoSuchProcess):
-                continue
+        except (psutil.AccessDenied, psutil.NoSuchProcess):
+            continue
     raise LookupError(f"no steps.train process with RANK={rank} is running")
 
 

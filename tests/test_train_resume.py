@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-from faults import kill_rank_after_checkpoint
+from faults import kill_rank_after_checkpoint, training_rank, wait_for
 
 from steps.checkpoint import list_complete, tag_for
 from steps.config import TuneConfig, write_config
@@ -153,3 +153,29 @@ def test_two_nodes_without_shared_files_store_every_rank_on_s3(
     )
     assert resumed["resumed_from_step"] == 8 and resumed["resumed_from"] == f"{uri}/{tag_for(8)}"
     assert [c.manifest["step"] for c in list_complete("s3://runs/TuneFlow/8/files/train/checkpoints")] == [12]
+
+
+def test_a_hung_rank_fails_the_launch_within_the_timeout(
+    resume_config: TuneConfig, prepared: Path, tmp_path: Path
+) -> None:
+    config = resume_config.with_overrides(**{"train.failure_timeout_s": 15})
+    out, outcome = tmp_path / "train", {}
+
+    def train() -> None:
+        try:
+            _train(config, prepared, out)
+        except LaunchError as exc:
+            outcome["error"] = exc
+
+    runner = threading.Thread(target=train)
+    runner.start()
+    wait_for(str(out / "checkpoints" / tag_for(4) / "checkpoint.json"))
+    hung = training_rank(1)
+    hung.suspend()  # SIGSTOP: alive, holding its sockets, answering nothing
+    stopped_at = time.monotonic()
+    runner.join(timeout=300)
+    assert not runner.is_alive(), "the launch hung with a stopped rank"
+    elapsed = time.monotonic() - stopped_at
+    assert "error" in outcome and "failed first" in str(outcome["error"])
+    # Bounded by the collective timeout plus torchrun's grace period for stopping the other ranks.
+    assert elapsed < 120, elapsed
