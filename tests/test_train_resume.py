@@ -179,3 +179,13 @@ def test_a_hung_rank_fails_the_launch_within_the_timeout(
     assert "error" in outcome and "failed first" in str(outcome["error"])
     # Bounded by the collective timeout plus torchrun's grace period for stopping the other ranks.
     assert elapsed < 120, elapsed
+
+
+def test_zero3_with_parameters_offloaded_to_cpu_trains_and_saves(
+    resume_config: TuneConfig, prepared: Path, tmp_path: Path
+) -> None:
+    # Optimizer offload needs DeepSpeed's CPU Adam, compiled on first use (minutes): exercised on GPU machines.
+    config = resume_config.with_overrides(**{"train.max_steps": 4, "deepspeed.offload_param": "cpu"})
+    summary = _train(config, prepared, tmp_path / "train")
+    assert summary["steps"] == 4 and summary["final_loss"] < 8.0
+    assert [c.manifest["step"] for c in list_complete(tmp_path / "train" / "checkpoints")] == [4]
