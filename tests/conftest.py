@@ -44,13 +44,19 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def s3_bucket():
+def s3_bucket(tmp_path_factory):
     """A real S3 API (moto_server) on 127.0.0.1 with a bucket `runs`; boto3 and Metaflow point at it."""
     server = shutil.which("moto_server")
     if server is None:
         pytest.fail("moto_server is missing: pip install -r requirements-dev.txt")
     port = _free_port()
-    proc = subprocess.Popen([server, "-p", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    # moto_server writes a `moto_recording` of every request into its working folder: keep it out of the repo.
+    proc = subprocess.Popen(
+        [server, "-p", str(port)],
+        cwd=tmp_path_factory.mktemp("moto"),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     endpoint = f"http://127.0.0.1:{port}"
     patch = pytest.MonkeyPatch()
     for key, value in {
