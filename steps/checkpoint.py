@@ -19,6 +19,8 @@ import hashlib
 import json
 import random
 import shutil
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -178,14 +180,30 @@ class CheckpointStore:
 
     def find(self, earlier_roots: Sequence[str]) -> FoundCheckpoint | None:
         """The newest complete checkpoint of this run or, failing that, of the runs it resumes."""
-        found = newest_of([self.root, *earlier_roots])
-        if found is not None and found.manifest["world_size"] != self.ctx.world_size:
-            raise CheckpointError(
-                f"checkpoint {found.uri} was written by {found.manifest['world_size']} ranks and this run has "
-                f"{self.ctx.world_size}; resume with train.num_nodes x train.nproc_per_node = "
-                f"{found.manifest['world_size']}, or start a fresh run (a new run id) to train from scratch"
-            )
-        return found
+        return newest_of([self.root, *earlier_roots])
+
+    def reshapes(self, found: FoundCheckpoint, zero_stage: int) -> bool:
+        """Whether `found` was written by another number of ranks or ZeRO stage than this run has."""
+        return found.manifest["world_size"] != self.ctx.world_size or found.manifest.get("zero_stage") != zero_stage
+
+    def _to_universal(self, local_root: Path, found: FoundCheckpoint) -> Path:
+        """DeepSpeed's universal checkpoint of `found`, which loads on any world size and stage."""
+        tag = found.manifest["tag"]
+        target = self.local.parent / "universal"
+        if self._node_leader and not (target / tag).is_dir():
+            command = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--inject_missing_state"]
+            command += ["--input_folder", str(local_root / tag), "--output_folder", str(target / tag)]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
+                raise CheckpointError(
+                    f"checkpoint {found.uri} was written by {found.manifest['world_size']} ranks and this run has "
+                    f"{self.ctx.world_size}; converting it to a universal checkpoint failed (exit "
+                    f"{done.returncode}). Resume with train.num_nodes x train.nproc_per_node = "
+                    f"{found.manifest['world_size']} instead.\n{tail}"
+                )
+        barrier()
+        return target
 
     def materialize(self, found: FoundCheckpoint) -> Path:
         """A local folder holding `found` for DeepSpeed to load; remote files are downloaded once per machine."""
@@ -199,20 +217,26 @@ class CheckpointStore:
         barrier()
         return target
 
-    def load(self, engine, found: FoundCheckpoint, metrics_file: Path) -> None:
-        """Model, optimizer, scheduler and this rank's RNG states; the metrics log up to that step."""
-        local_root = self.materialize(found)
+    def load(self, engine, found: FoundCheckpoint, metrics_file: Path, universal: bool) -> None:
+        """Model, optimizer, scheduler and this rank's RNG states; the metrics log up to that step.
+
+        `universal`: the checkpoint is converted first and the engine was configured with
+        `checkpoint.load_universal`; RNG states stay fresh, as ranks no longer map one to one.
+        """
         tag = found.manifest["tag"]
+        local_root = self.materialize(found)
+        saved_metrics = local_root / tag / "metrics.jsonl"
+        if universal:
+            local_root = self._to_universal(local_root, found)
         load_path, _ = engine.load_checkpoint(str(local_root), tag=tag)
         if load_path is None:
             raise CheckpointError(f"DeepSpeed could not load {found.uri}; the folder is damaged, delete it to go back")
         rng_file = local_root / tag / f"rng-rank{self.ctx.rank}.pt"
-        if rng_file.is_file():
+        if not universal and rng_file.is_file():
             restore_rng_states(torch.load(rng_file, weights_only=False))
         if self.ctx.is_main:
-            saved = local_root / tag / "metrics.jsonl"
-            if saved.is_file():
-                shutil.copyfile(saved, metrics_file)
+            if saved_metrics.is_file():
+                shutil.copyfile(saved_metrics, metrics_file)
             else:
                 metrics_file.unlink(missing_ok=True)
 

@@ -42,13 +42,24 @@ class BlockOrder:
     """Which blocks each rank reads at each step: a fresh seeded shuffle per epoch.
 
     The order depends only on (seed, step), so a resumed run reads exactly the
-    blocks an uninterrupted one would have read.
+    blocks an uninterrupted one would have read; after a resume on another world
+    size it continues at the first block not yet read.
     """
 
     def __init__(self, num_blocks: int, seed: int, micro_batch: int, world_size: int, accumulation: int) -> None:
         self.num_blocks, self.seed = num_blocks, seed
         self.micro_batch, self.world_size, self.accumulation = micro_batch, world_size, accumulation
+        self.global_batch = micro_batch * world_size * accumulation
+        self._base_step, self._base_position = 0, 0
         self._epoch, self._perm = -1, np.arange(0)
+
+    def resume_at(self, step: int, blocks_seen: int) -> None:
+        """Continue the stream after `blocks_seen` blocks at `step` (a checkpoint from any world size)."""
+        self._base_step, self._base_position = step, blocks_seen
+
+    def position(self, step: int) -> int:
+        """Blocks of the stream read before `step`."""
+        return self._base_position + (step - self._base_step) * self.global_batch
 
     def _permutation(self, epoch: int) -> np.ndarray:
         if epoch != self._epoch:
@@ -56,8 +67,7 @@ class BlockOrder:
         return self._perm
 
     def indices(self, step: int, micro: int, rank: int) -> list[int]:
-        global_batch = self.micro_batch * self.world_size * self.accumulation
-        start = step * global_batch + (micro * self.world_size + rank) * self.micro_batch
+        start = self.position(step) + (micro * self.world_size + rank) * self.micro_batch
         out = []
         for position in range(start, start + self.micro_batch):
             epoch, offset = divmod(position, self.num_blocks)
@@ -138,19 +148,26 @@ def run_training(
         config.train.gradient_accumulation_steps,
     )
     ds_config = build_deepspeed_config(config, ctx.world_size)
+    store = CheckpointStore(plan.uri, plan.staging, config.train.keep_checkpoints, ctx)
+    found = store.find(plan.resume_from)
+    universal = found is not None and store.reshapes(found, config.deepspeed.zero_stage)
+    if universal:
+        # Another world size or stage: DeepSpeed reshards a universal checkpoint while loading it.
+        ds_config.setdefault("checkpoint", {})["load_universal"] = True
     optimizer = _optimizer(model, config, offloads_optimizer(ds_config))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
 
-    store = CheckpointStore(plan.uri, plan.staging, config.train.keep_checkpoints, ctx)
     metrics_file = out_dir / "metrics.jsonl"
     start_step, tokens_seen = 0, 0
-    found = store.find(plan.resume_from)
     if found is not None:
-        store.load(engine, found, metrics_file)
+        store.load(engine, found, metrics_file, universal)
         start_step, tokens_seen = found.manifest["step"], found.manifest["tokens_seen"]
+        # The data stream continues at the next unread block, whatever the batch per step is now.
+        order.resume_at(start_step, found.manifest.get("blocks_seen", start_step * order.global_batch))
         if ctx.is_main:
-            print(f"resuming from {found.uri} at step {start_step}", flush=True)
+            how = f" (resharded from {found.manifest['world_size']} ranks)" if universal else ""
+            print(f"resuming from {found.uri} at step {start_step}{how}", flush=True)
     elif ctx.is_main:
         metrics_file.unlink(missing_ok=True)  # a fresh start: no records from an earlier attempt
 
@@ -168,7 +185,8 @@ def run_training(
 
     def save(step: int) -> str:
         check_weights(engine, shapes, ctx.device)
-        return store.save(engine, step, {**state, "tokens_seen": tokens_seen}, metrics_file if ctx.is_main else None)
+        position = {"tokens_seen": tokens_seen, "blocks_seen": order.position(step)}
+        return store.save(engine, step, {**state, **position}, metrics_file if ctx.is_main else None)
 
     engine.train()
     window_start, last_loss = time.perf_counter(), float("nan")
