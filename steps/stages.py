@@ -20,7 +20,7 @@ import pyarrow.parquet as pq
 from steps.config import TuneConfig, write_config
 from steps.launch import LaunchError, Rendezvous, cli_args, run_torchrun
 from steps.node_logs import collect_node_logs, mark_node_running, node_log_path, publish_node_log
-from steps.storage import RunStorage, StoredDir, download_prefix, fetch
+from steps.storage import RunStorage, StoredDir, download_prefix, fetch, put_file
 
 
 def resolve_base_model(spec: str | None) -> Path | None:
@@ -128,11 +128,15 @@ def train_stage(
         args += ["--resume-from", root]
     timeout = config.train.failure_timeout_s
     failure: LaunchError | None = None
-    watcher = (
-        MetricsWatcher(out / "metrics.jsonl", on_metrics, metrics_interval_s)
-        if on_metrics and rdzv.node_rank == 0
-        else None
-    )
+    metrics_file = out / "metrics.jsonl"
+
+    def publish_metrics(records: list[dict]) -> None:
+        if storage.is_s3 and metrics_file.is_file():  # local storage has the file in place already
+            put_file(metrics_file, storage.uri("train/metrics.jsonl"))
+        if on_metrics:
+            on_metrics(records)
+
+    watcher = MetricsWatcher(metrics_file, publish_metrics, metrics_interval_s) if rdzv.node_rank == 0 else None
     try:
         with watcher or contextlib.nullcontext():
             run_torchrun("steps.train", args, config.train.nproc_per_node, rdzv, timeout_s=timeout, log_file=log_file)
@@ -149,7 +153,7 @@ def train_stage(
         raise failure
     from steps.checkpoint import checkpoint_entries  # torch: kept out of the flow file's imports
 
-    metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    metrics = [json.loads(line) for line in metrics_file.read_text().splitlines()]
     entries = checkpoint_entries(checkpoint_uri, "checkpoints") if storage.is_s3 else []
     return {
         "checkpoint": storage.seal(out, "train", stored=entries).to_dict(),
