@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
 from steps.checkpoint import newest_checkpoint
@@ -155,9 +155,7 @@ def run_convert(config: TuneConfig, train_dir: Path, tokenizer_dir: Path, out_di
 
     precision = written_dtype(config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, total = write_shards(
-        reader, expected, DTYPES[precision], parse_size(config.convert.max_shard_size), out_dir
-    )
+    rows, total = write_shards(reader, expected, DTYPES[precision], parse_size(config.convert.max_shard_size), out_dir)
     model_config.dtype = DTYPES[precision]
     model_config.save_pretrained(str(out_dir))
     tokenizer = load_tokenizer(tokenizer_dir)
