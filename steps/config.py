@@ -130,8 +130,8 @@ _SIZE_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9}
 
 def parse_size(text: str) -> int:
     """Bytes in a size such as `500MB` or `2GB` (decimal units, as Hugging Face uses)."""
-    text = text.strip().upper()
-    number, unit = text[:-2], text[-2:]
+    compact = text.strip().upper()
+    number, unit = compact[:-2], compact[-2:]
     if unit not in _SIZE_UNITS or not number.isdigit() or int(number) == 0:
         raise ValueError(f"{text!r} is not a size; write a whole number followed by KB, MB or GB, e.g. 500MB")
     return int(number) * _SIZE_UNITS[unit]
