@@ -77,7 +77,7 @@ class ZeroCheckpointReader:
         del model_state
 
         with self._partitions() as (stage, world_size, flat_groups, paddings):
-            self.stage, self.world_size = stage, world_size
+            self.stage, self.world_size = int(stage), int(world_size)  # DeepSpeed gives an enum
             if stage <= 2:
                 self._slices = self._zero2_slices(param_shapes, paddings)
                 self._rank_sizes = [[flat[g].numel() for flat in flat_groups] for g in range(len(flat_groups[0]))]
