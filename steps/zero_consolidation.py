@@ -1,4 +1,4 @@
-"""Full fp32 tensors of a ZeRO checkpoint, gathered a few at a time from memory-mapped files.
+"""Full fp32 tensors of a DeepSpeed checkpoint (ZeRO stage 0 to 3), gathered a few at a time from memory-mapped files.
 
 DeepSpeed's `get_fp32_state_dict_from_zero_checkpoint(lazy_mode=True)` is lazy for
 ZeRO-3 only: for stages 1 and 2 it first concatenates every rank's flat fp32
@@ -54,9 +54,9 @@ class ZeroCheckpointReader:
         self.folder = Path(folder)
         try:
             model_files = ds.get_model_state_files(str(self.folder))
-            self._optim_files = ds.get_optim_files(str(self.folder))
-        except (FileNotFoundError, ValueError) as exc:
-            raise ZeroCheckpointError(f"{self.folder} is not a DeepSpeed ZeRO checkpoint: {exc}") from None
+        except FileNotFoundError as exc:
+            raise ZeroCheckpointError(f"{self.folder} is not a DeepSpeed checkpoint: {exc}") from None
+        self._optim_files = sorted(str(p) for p in self.folder.glob("*_optim_states.pt"))
         model_state = _load_mmap(model_files[0])
         if ds.BUFFER_NAMES not in model_state:
             raise ZeroCheckpointError(f"{model_files[0]} is not a DeepSpeed model state file")
@@ -71,8 +71,18 @@ class ZeroCheckpointReader:
             for k, v in model_state["module"].items()
             if k in buffer_names
         }
-        self.shared = dict(model_state["shared_params"])
+        self.shared = dict(model_state.get("shared_params") or {})
         """Alias name → the parameter it shares storage with (tied weights)."""
+        if not self._optim_files:
+            # Without ZeRO (stage 0) every rank saves the whole module; there is nothing to gather.
+            self.stage, self.world_size = 0, int(model_state.get("dp_world_size", 1))
+            self._module_file = model_files[0]
+            self._slices = {
+                name: _Slice(-1, 0, t.numel(), t.shape)
+                for name, t in model_state["module"].items()
+                if name not in buffer_names
+            }
+            return
         param_shapes = model_state[ds.PARAM_SHAPES]
         del model_state
 
@@ -141,6 +151,9 @@ class ZeroCheckpointReader:
         unknown = [n for n in names if n not in self._slices and n not in self.buffers]
         if unknown:
             raise ZeroCheckpointError(f"{self.folder} has no tensors named {unknown[:5]}")
+        if self.stage == 0:
+            yield from self._gather_module(names)
+            return
         with self._partitions() as (_, _, flat_groups, _):
             for name in names:
                 if name in self.buffers:
@@ -154,3 +167,14 @@ class ZeroCheckpointReader:
                         flat_groups, self._group_offsets, piece.offset, piece.numel, piece.shape
                     )
                     yield name, gathered.contiguous()
+
+    def _gather_module(self, names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+        module = _load_mmap(self._module_file)["module"]
+        try:
+            for name in names:
+                tensor = module[name]
+                # A copy, so that nothing keeps the mapping (and its resident pages) alive.
+                yield name, tensor.to(torch.float32, copy=True) if tensor.is_floating_point() else tensor.clone()
+        finally:
+            del module
+            gc.collect()

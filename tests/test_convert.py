@@ -52,3 +52,17 @@ def test_peak_memory_of_conversion_stays_within_one_and_a_half_model_sizes(tmp_p
     ratio = (peak - baseline) / record["written_bytes"]
     print(f"conversion peak {peak / 1e6:.0f} MB, baseline {baseline / 1e6:.0f} MB, ratio {ratio:.2f}")
     assert ratio <= 1.5
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("stage", [0, 1])
+def test_stages_0_and_1_from_one_rank_convert_and_verify(stage: int, tmp_path: Path) -> None:
+    from steps.convert import run_convert
+    from steps.launch import run_torchrun
+
+    out = tmp_path / "ckpt"
+    size = ["--hidden", "64", "--layers", "1", "--vocab", "512"]
+    run_torchrun("bench.zero_checkpoint", ["--out", str(out), "--stage", str(stage), *size], nproc_per_node=1)
+    record = run_convert(TuneConfig(), out, out / "tokenizer", tmp_path / "model")
+    assert record["zero_stage"] == stage and record["trained_world_size"] == 1
+    assert record["logits_match"] and record["all_tensors_checked"] and record["tensors"] == 12
