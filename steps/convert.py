@@ -115,6 +115,7 @@ def write_shards(
     for shard_names, filename in zip(plan, files, strict=True):
         shard = {}
         for name, tensor in reader.gather(shard_names):
+            tensor = tensor.detach()  # DeepSpeed saves its flat fp32 partitions with requires_grad set
             rows.append(_check_tensor(name, tensor, expected[name]))
             shard[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
             total += shard[name].numel() * shard[name].element_size()
