@@ -9,7 +9,10 @@ in the layout the training documents have (`CWE-<id>: <name>` then
   log-likelihood per token of the true name.
 - `description_to_name`: the model names the weakness a description belongs
   to by log-likelihood: each candidate name (the true one and distractors) is
-  scored together with the description that follows it in the document.
+  followed by the weakness's description, and the candidate under which the
+  description is most likely (mean log-likelihood per description token) wins.
+  A base model has no question-answer format to complete, so there is no
+  exact match for this kind.
 
 Both are also scored as multiple choice (true name against distractors by
 log-likelihood). Probes are drawn half from weaknesses whose documents went to
