@@ -150,58 +150,101 @@ def convert_card(result: dict[str, Any]) -> list:
     keys = (
         "checkpoint",
         "step",
+        "zero_stage",
         "trained_world_size",
+        "dtype",
+        "shards",
+        "written_bytes",
         "tensors",
         "parameters",
+        "all_tensors_checked",
         "max_logit_difference",
         "tolerance",
         "logits_match",
     )
+    checks = Table(
+        [[r["name"], str(r["shape"]), f"{r['norm']:.4g}"] for r in v["tensor_checks"][:200]],
+        headers=["tensor (non-empty, expected shape, non-zero norm)", "shape", "norm"],
+    )
     return [
         Markdown("# convert"),
         _fields_table(v, keys, "verification"),
+        Markdown("## Tensors"),
+        checks,
         refs_table({"model": result["model"]}),
     ]
+
+
+def _bar_chart(values: list[dict], x: str, y: str, title: str) -> VegaChart:
+    return VegaChart(
+        {
+            "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+            "title": title,
+            "width": 360,
+            "height": 180,
+            "data": {"values": values},
+            "mark": "bar",
+            "encoding": {"x": {"field": x, "type": "nominal"}, "y": {"field": y, "type": "quantitative"}},
+        }
+    )
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def evaluate_card(result: dict[str, Any]) -> list:
     s = result["summary"]
     ppl = s["perplexity"]
-    agreement_key = next(k for k in s if k.startswith("agreement_with_"))
-    metrics = [
-        ["held-out perplexity, tuned", f"{ppl['tuned']:.2f}"],
-        ["held-out perplexity, untuned", f"{ppl['untuned']:.2f}"],
-        ["ratio tuned / untuned", f"{ppl['ratio']:.3f}"],
-        ["engines agree token for token", str(s["engines_agree"])],
+    before_after = [["held-out perplexity", f"{ppl['untuned']:.2f}", f"{ppl['tuned']:.2f}"]]
+    tuned, untuned = s["probes"]["tuned"], s["probes"]["untuned"]
+    for group in tuned:
+        for metric in ("exact_match", "answer_logprob_per_token", "choice_accuracy"):
+            before_after.append([f"probes {group}: {metric}", _fmt(untuned[group][metric]), _fmt(tuned[group][metric])])
+    engines = [
+        [e, t["tokens"], f"{t['tokens_per_s']:.1f}", f"{t['latency_s_mean']:.4f}", f"{s['agreement'][e]:.2f}"]
+        for e, t in s["throughput"].items()
     ]
-    metrics += [[f"{agreement_key.replace('_', ' ')}: {e}", f"{r:.2f}"] for e, r in s[agreement_key].items()]
+    notes = [f"- {e}: {n}" for e, ns in s["engine_notes"].items() for n in ns]
     speed = [{"engine": e, "tokens_per_s": t["tokens_per_s"]} for e, t in s["throughput"].items()]
-    chart = VegaChart(
-        {
-            "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
-            "title": "Generation throughput",
-            "width": 360,
-            "height": 180,
-            "data": {"values": speed},
-            "mark": "bar",
-            "encoding": {
-                "x": {"field": "engine", "type": "nominal"},
-                "y": {"field": "tokens_per_s", "type": "quantitative"},
-            },
-        }
-    )
-    table = Table(
-        [[r["index"], r["engine"], r["prompt"], r["reference"], r["generation"]] for r in result["table"]],
-        headers=["#", "engine", "prompt", "reference", "generation"],
-    )
-    return [
-        Markdown("# evaluate"),
-        Table(metrics, headers=["metric", "value"]),
-        chart,
-        Markdown("## Generations"),
-        table,
-        refs_table({"evaluation": result["evaluation"]}),
+    agreement = "required and met" if s["agreement_required"] else "reported (not required on GPU or when sampling)"
+    samples = [r for r in result["table"] if r["engine"] == s["engines"][0]][:8]
+    probe_samples = [r for r in result.get("probes", []) if r["model"] == "tuned" and r["completion"] is not None]
+    parts = [
+        Markdown(f"# evaluate\n{s['prompts']} prompts {s['prompt_sources']}, generation {s['generation']}"),
+        Markdown("## Before and after tuning"),
+        Table(before_after, headers=["metric", "before (untuned)", "after (tuned)"]),
+        Markdown(f"## Engines\nToken-for-token agreement with `{s['agreement_with']}`: {agreement}"),
+        Table(engines, headers=["engine", "tokens", "tokens/s", "latency per prompt (s)", "agreement"]),
+        _bar_chart(speed, "engine", "tokens_per_s", "Generation throughput (tokens/s)"),
     ]
+    if notes:
+        parts.append(Markdown("\n".join(notes)))
+    parts += [
+        Markdown("## Sample generations"),
+        Table(
+            [[r["index"], r["source"], r["prompt"], r["reference"], r["generation"]] for r in samples],
+            headers=["#", "source", "prompt", "reference", "generation"],
+        ),
+        Markdown("## Generations (all engines)"),
+        Table(
+            [[r["index"], r["engine"], r["generation"], r["tokens"], f"{r['latency_s']:.4f}"] for r in result["table"]],
+            headers=["#", "engine", "generation", "tokens", "latency (s)"],
+        ),
+    ]
+    if probe_samples:
+        parts += [
+            Markdown("## Probe completions (tuned)"),
+            Table(
+                [
+                    [r["split"], r["prompt"], r["answer"], r["completion"], str(r["exact_match"])]
+                    for r in probe_samples[:12]
+                ],
+                headers=["split", "prompt", "answer", "completion", "exact"],
+            ),
+        ]
+    parts.append(refs_table({"evaluation": result["evaluation"]}))
+    return parts
 
 
 def end_card(refs: dict[str, dict], evaluation: dict, verification: dict, train_summary: dict) -> list:
@@ -214,6 +257,8 @@ def end_card(refs: dict[str, dict], evaluation: dict, verification: dict, train_
         f"(max difference {verification['max_logit_difference']:.2g})",
         f"- held-out perplexity {ppl['untuned']:.1f} → {ppl['tuned']:.1f}",
         f"- engines {', '.join(evaluation['engines'])} agree token for token: {evaluation['engines_agree']}",
+        f"- probe choice accuracy {evaluation['probes']['untuned'].get('all', {}).get('choice_accuracy')} → "
+        f"{evaluation['probes']['tuned'].get('all', {}).get('choice_accuracy')}",
     ]
     return [Markdown("\n".join(lines)), refs_table(refs)]
 

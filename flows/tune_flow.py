@@ -62,7 +62,7 @@ class TuneFlow(FlowSpec):
             }
         )
         self.settings = resolved.model_dump()
-        current.card.append(tune_cards.config_card(self.settings))
+        current.card.extend(tune_cards.config_card(self.settings))
         self.next(self.prepare)
 
     @card
@@ -119,7 +119,7 @@ class TuneFlow(FlowSpec):
             main.train_summary,
             main.train_metrics,
         )
-        result = stages.convert_stage(run_storage(self), self.checkpoint, self.tokenizer)
+        result = stages.convert_stage(self.tune, run_storage(self), self.checkpoint, self.tokenizer)
         self.model, self.conversion = result["model"], result["verification"]
         current.card.extend(tune_cards.convert_card(result))
         self.next(self.evaluate)

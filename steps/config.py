@@ -150,17 +150,72 @@ class DeepSpeedConfig(_Section):
         return self
 
 
+_SIZE_UNITS = {"KB": 10**3, "MB": 10**6, "GB": 10**9}
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as `500MB` or `2GB` (decimal units, as Hugging Face uses)."""
+    compact = text.strip().upper()
+    number, unit = compact[:-2], compact[-2:]
+    if unit not in _SIZE_UNITS or not number.isdigit() or int(number) == 0:
+        raise ValueError(f"{text!r} is not a size; write a whole number followed by KB, MB or GB, e.g. 500MB")
+    return int(number) * _SIZE_UNITS[unit]
+
+
+class ConvertConfig(_Section):
+    dtype: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    """Precision of the written weights; `auto` keeps the training precision (train.dtype)."""
+    max_shard_size: str = "1GB"
+    """Largest safetensors shard (KB/MB/GB); conversion holds about one shard in memory at a time."""
+
+    @model_validator(mode="after")
+    def _size_parses(self) -> ConvertConfig:
+        try:
+            parse_size(self.max_shard_size)
+        except ValueError as exc:
+            raise ValueError(f"convert.max_shard_size: {exc}") from None
+        return self
+
+
 class EvaluateConfig(_Section):
     engines: list[Literal["hf", "deepspeed", "zero"]] = ["hf", "deepspeed", "zero"]
     """Inference engines: plain Hugging Face, DeepSpeed-Inference (tensor parallel), ZeRO-Inference."""
+    decoding: Literal["greedy", "sampling", "beams"] = "greedy"
+    """Search: greedy, sampling (temperature, top_p, seed) or beam search (num_beams)."""
+    temperature: float = Field(1.0, gt=0.0)
+    """Sampling temperature."""
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    """Nucleus sampling mass."""
+    num_beams: int = Field(4, ge=2)
+    """Beams for beam search."""
+    seed: int = 0
+    """Seed of sampling (the same on every rank, so tensor-parallel ranks draw the same tokens)."""
     max_new_tokens: int = Field(24, ge=1)
-    """Tokens generated per prompt (greedy)."""
+    """Tokens generated per prompt."""
+    extra_eos_ids: list[int] = []
+    """Token ids that also end a generation, besides the tokenizer's end-of-sequence token."""
     batch_size: int = Field(4, ge=1)
     """Prompts per generate call."""
     nproc: int = Field(2, ge=1)
     """torchrun processes (tensor-parallel degree of DeepSpeed-Inference)."""
+    dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """Inference precision on GPU; CPU runs always use fp32."""
+    kernel_inject: bool = True
+    """DeepSpeed-Inference fused kernels (GPU only; off on CPU, where DeepSpeed has none)."""
+    zero_offload: Literal["none", "cpu", "nvme"] = "cpu"
+    """Where ZeRO-Inference keeps parameters between layers (GPU runs; on CPU they are in host memory already)."""
+    nvme_path: str = "/tmp/zero-inference-nvme"
+    """Folder on a fast local disk for zero_offload: nvme."""
+    prompt_file: str | None = None
+    """Extra prompts: a JSONL file of {"prompt": ..., "reference": ... (optional)} objects."""
     perplexity_blocks: int = Field(64, ge=1)
     """Held-out blocks scored for perplexity."""
+    probes: int = Field(48, ge=0)
+    """Domain probes of each kind (CWE corpus: ID to name, description to name); 0 turns them off."""
+    probe_choices: int = Field(4, ge=2)
+    """Candidate names per probe when scoring by log-likelihood (the right one and distractors)."""
+    probe_file: str | None = None
+    """Extra probes: a JSONL file of {"prompt": ..., "answer": ..., "choices": [...] (optional)} objects."""
 
     @model_validator(mode="after")
     def _engines_unique(self) -> EvaluateConfig:
@@ -176,6 +231,7 @@ class TuneConfig(_Section):
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
     deepspeed: DeepSpeedConfig = DeepSpeedConfig()
+    convert: ConvertConfig = ConvertConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
 
     def with_overrides(self, **dotted: Any) -> TuneConfig:

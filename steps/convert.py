@@ -1,105 +1,208 @@
 """convert: a ZeRO checkpoint (any stage, any world size) to a verified Hugging Face folder.
 
-The adapter between our training state and the Hugging Face layout: DeepSpeed's
-consolidation gives the full fp32 state dict, which is loaded strictly into the
-architecture the checkpoint describes, saved as safetensors with the tokenizer
-and a generation config, then read back and checked against the logits the
-trained engine produced on a fixed held-out batch.
+    python -m steps.convert --config run.json --train DIR --tokenizer DIR --out DIR
+
+The adapter between our training state and the Hugging Face layout. Tensors are
+gathered from the memory-mapped ZeRO partitions shard by shard
+(`steps.zero_consolidation`), checked against the architecture the checkpoint
+describes, cast to `convert.dtype` and written as safetensors shards with an
+index, beside the config, tokenizer and generation config. The written folder
+is then read back, shard by shard, and its logits on a fixed held-out batch are
+compared with those the trained engine produced (`verify_logits.pt`).
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
 import torch
-from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
 from steps.checkpoint import newest_checkpoint
+from steps.config import TuneConfig, load_config, parse_size
 from steps.domain_tokenizer import load_tokenizer
+from steps.zero_consolidation import ZeroCheckpointReader
 
-LOGITS_TOLERANCE = 1e-4
-"""Largest allowed absolute logit difference between converted and trained model (fp32 on CPU)."""
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+LOGITS_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 1e-1}
+"""Largest allowed absolute logit difference from the trained engine, by written precision.
+
+fp32 must reproduce training up to summation order; half precisions round every
+weight (bf16 keeps 8 mantissa bits), so the bound is the rounding of a tiny model's logits.
+"""
+INDEX_FILE = "model.safetensors.index.json"
 
 
 class ConversionError(RuntimeError):
     """A checkpoint that cannot be converted, or a conversion that does not reproduce training."""
 
 
-def _check_tensors(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+def written_dtype(config: TuneConfig) -> str:
+    return config.train.dtype if config.convert.dtype == "auto" else config.convert.dtype
+
+
+def plan_shards(shapes: dict[str, torch.Size], dtype: torch.dtype, max_bytes: int) -> list[list[str]]:
+    """Tensor names grouped in order into shards of at most max_bytes (a larger tensor gets its own)."""
+    itemsize = torch.empty(0, dtype=dtype).element_size()
+    shards: list[list[str]] = [[]]
+    size = 0
+    for name, shape in shapes.items():
+        nbytes = shape.numel() * itemsize
+        if shards[-1] and size + nbytes > max_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(name)
+        size += nbytes
+    return shards
+
+
+def _expected_shapes(config) -> dict[str, torch.Size]:
+    with torch.device("meta"):
+        skeleton = AutoModelForCausalLM.from_config(config)
+    return {name: t.shape for name, t in skeleton.state_dict().items()}
+
+
+def _check_keys(found: dict[str, torch.Size], expected: dict[str, torch.Size], tied: set[str]) -> None:
+    missing = sorted(set(expected) - set(found) - tied)
+    unexpected = sorted(set(found) - set(expected))
     if missing or unexpected:
         raise ConversionError(
-            f"checkpoint keys differ from the architecture: missing {missing[:5]}, unexpected {unexpected[:5]}"
+            f"checkpoint tensors differ from the architecture: missing {missing[:5]}, unexpected {unexpected[:5]}"
         )
-    for name, tensor in state.items():
-        if tensor.numel() == 0 or tuple(tensor.shape) != tuple(expected[name].shape):
-            raise ConversionError(
-                f"{name}: checkpoint tensor has shape {tuple(tensor.shape)}, the architecture expects "
-                f"{tuple(expected[name].shape)}; was it saved from ZeRO-3 without gathering?"
-            )
-    return {"tensors": len(state), "parameters": sum(t.numel() for t in state.values())}
 
 
-def consolidate(checkpoint_root: Path) -> tuple[Path, dict[str, Any], dict[str, torch.Tensor]]:
-    """The newest complete checkpoint, its manifest, and its full fp32 state dict."""
-    found = newest_checkpoint(checkpoint_root)
-    if found is None:
-        raise ConversionError(f"{checkpoint_root} holds no complete checkpoint (none has a checkpoint.json)")
-    folder, manifest = found
-    state = get_fp32_state_dict_from_zero_checkpoint(str(checkpoint_root), tag=manifest["tag"])
-    return folder, manifest, state
+def _check_tensor(name: str, tensor: torch.Tensor, expected: torch.Size) -> dict[str, Any]:
+    """The per-tensor verification row; raises on an empty, misshapen, all-zero or non-finite tensor."""
+    if tensor.numel() == 0 or tensor.shape != expected:
+        raise ConversionError(
+            f"{name}: gathered tensor has shape {tuple(tensor.shape)}, the architecture expects {tuple(expected)}"
+        )
+    norm = float(tensor.float().norm())
+    if tensor.is_floating_point() and (norm == 0.0 or not torch.isfinite(torch.tensor(norm))):
+        raise ConversionError(f"{name}: gathered tensor has norm {norm}; the checkpoint partitions are broken")
+    return {"name": name, "shape": list(tensor.shape), "norm": norm}
+
+
+def _release_freed_memory() -> None:
+    """Hand freed shard buffers back to the OS.
+
+    glibc keeps freed heap memory for reuse, so without `malloc_trim` the resident
+    size after a shard stays at its high-water mark and shards would add up.
+    """
+    gc.collect()
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def write_shards(
+    reader: ZeroCheckpointReader, expected: dict[str, torch.Size], dtype: torch.dtype, max_bytes: int, out_dir: Path
+) -> tuple[list[dict], int]:
+    """Gather, check, cast and write one shard at a time; return the tensor rows and the bytes written."""
+    names = {n: s for n, s in reader.shapes.items() if n in expected}
+    plan = plan_shards(names, dtype, max_bytes)
+    files = (
+        ["model.safetensors"]
+        if len(plan) == 1
+        else [f"model-{i + 1:05d}-of-{len(plan):05d}.safetensors" for i in range(len(plan))]
+    )
+    rows, weight_map, total = [], {}, 0
+    for shard_names, filename in zip(plan, files, strict=True):
+        shard = {}
+        for name, tensor in reader.gather(shard_names):
+            tensor = tensor.detach()  # DeepSpeed saves its flat fp32 partitions with requires_grad set
+            rows.append(_check_tensor(name, tensor, expected[name]))
+            shard[name] = tensor.to(dtype) if tensor.is_floating_point() else tensor
+            total += shard[name].numel() * shard[name].element_size()
+            weight_map[name] = filename
+        save_file(shard, str(out_dir / filename), metadata={"format": "pt"})
+        del shard
+        _release_freed_memory()
+    if len(plan) > 1:
+        index = {"metadata": {"total_size": total}, "weight_map": weight_map}
+        (out_dir / INDEX_FILE).write_text(json.dumps(index, indent=1))
+    return rows, total
+
+
+def load_written_model(out_dir: Path) -> torch.nn.Module:
+    """The written folder as an fp32 model, loaded the way users load it."""
+    return AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=torch.float32).eval()
 
 
 def logits_difference(model: torch.nn.Module, verify_file: Path) -> float:
     """Largest absolute difference between the model's logits and the trained engine's."""
     reference = torch.load(verify_file, weights_only=True)
-    model.eval()
     with torch.no_grad():
         logits = model(input_ids=reference["input_ids"]).logits.float()
     return float((logits - reference["logits"]).abs().max())
 
 
-def run_convert(train_dir: Path, tokenizer_dir: Path, out_dir: Path, max_shard_size: str = "200MB") -> dict[str, Any]:
+def run_convert(config: TuneConfig, train_dir: Path, tokenizer_dir: Path, out_dir: Path) -> dict[str, Any]:
     """Write `out_dir` as a Hugging Face model folder and return the verification record."""
-    folder, manifest, state = consolidate(train_dir / "checkpoints")
-    config = AutoConfig.from_pretrained(str(folder))
-    with torch.device("meta"):
-        skeleton = AutoModelForCausalLM.from_config(config)
-    shapes = _check_tensors(skeleton, state)
-    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-    model.load_state_dict(state, strict=True)
-    del state
+    found = newest_checkpoint(train_dir / "checkpoints")
+    if found is None:
+        raise ConversionError(f"{train_dir / 'checkpoints'} holds no complete checkpoint (none has a checkpoint.json)")
+    folder, manifest = found
+    reader = ZeroCheckpointReader(folder)
+    model_config = AutoConfig.from_pretrained(str(folder))
+    expected = _expected_shapes(model_config)
+    tied = set(reader.shared) if getattr(model_config, "tie_word_embeddings", False) else set()
+    _check_keys(reader.shapes, expected, tied)
 
-    tokenizer = load_tokenizer(tokenizer_dir)
-    model.generation_config = GenerationConfig(
-        do_sample=False, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id
-    )
+    precision = written_dtype(config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(out_dir), max_shard_size=max_shard_size)
+    rows, total = write_shards(reader, expected, DTYPES[precision], parse_size(config.convert.max_shard_size), out_dir)
+    model_config.dtype = DTYPES[precision]
+    model_config.save_pretrained(str(out_dir))
+    tokenizer = load_tokenizer(tokenizer_dir)
     tokenizer.save_pretrained(str(out_dir))
-    del model
+    GenerationConfig(
+        do_sample=False,
+        max_new_tokens=config.evaluate.max_new_tokens,
+        eos_token_id=[tokenizer.eos_token_id, *config.evaluate.extra_eos_ids],
+        pad_token_id=tokenizer.pad_token_id,
+    ).save_pretrained(str(out_dir))
 
-    reloaded = AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=torch.float32)
-    difference = logits_difference(reloaded, train_dir / "verify_logits.pt")
+    difference = logits_difference(load_written_model(out_dir), train_dir / "verify_logits.pt")
+    tolerance = LOGITS_TOLERANCE[precision]
     record = {
         "checkpoint": folder.name,
         "step": manifest["step"],
-        "trained_world_size": manifest["world_size"],
-        **shapes,
+        "zero_stage": reader.stage,
+        "trained_world_size": reader.world_size,
+        "dtype": precision,
+        "tensors": len(rows),
+        "parameters": sum(torch.Size(r["shape"]).numel() for r in rows),
+        "written_bytes": total,
+        "shards": len(list(out_dir.glob("model*.safetensors"))),
+        "all_tensors_checked": len(rows) == len(expected) - len(tied & set(expected)),
         "max_logit_difference": difference,
-        "tolerance": LOGITS_TOLERANCE,
-        "logits_match": difference <= LOGITS_TOLERANCE,
+        "tolerance": tolerance,
+        "logits_match": difference <= tolerance,
         "files": sorted(p.name for p in out_dir.iterdir()),
+        "tensor_checks": rows,
     }
     if not record["logits_match"]:
         raise ConversionError(
             f"converted model's logits differ from the trained engine's by {difference:.3g} "
-            f"(tolerance {LOGITS_TOLERANCE}); the checkpoint {folder} does not hold the trained weights"
+            f"(tolerance {tolerance} for {precision}); the checkpoint {folder} does not hold the trained weights"
         )
     (out_dir / "conversion.json").write_text(json.dumps(record, indent=1))
     return record
+
+
+def main(argv: list[str] | None = None) -> None:
+    from steps.launch import entrypoint_parser
+
+    args = entrypoint_parser(__doc__, ["config", "train", "tokenizer", "out"], optional=()).parse_args(argv)
+    record = run_convert(load_config(args.config), args.train, args.tokenizer, args.out)
+    print(json.dumps({k: v for k, v in record.items() if k != "tensor_checks"}))
+
+
+if __name__ == "__main__":
+    main()

@@ -162,13 +162,13 @@ def train_stage(
     }
 
 
-def convert_stage(storage: RunStorage, checkpoint: dict, tokenizer: dict) -> dict[str, Any]:
+def convert_stage(config: TuneConfig, storage: RunStorage, checkpoint: dict, tokenizer: dict) -> dict[str, Any]:
     from steps.convert import run_convert
 
     train_dir = fetch(StoredDir.from_dict(checkpoint), verify=False)
     tokenizer_dir = fetch(StoredDir.from_dict(tokenizer))
     out = Path(tempfile.mkdtemp(prefix="tune-convert-")) / "model"
-    record = run_convert(train_dir, tokenizer_dir, out)
+    record = run_convert(config, train_dir, tokenizer_dir, out)
     return {"model": storage.publish(out, "convert/model").to_dict(), "verification": record}
 
 
@@ -190,8 +190,10 @@ def evaluate_stage(
         base_model=resolve_base_model(config.model.base_model),
     )
     run_torchrun("steps.evaluate", args, config.evaluate.nproc)
+    probes = out / "probes.parquet"
     return {
         "evaluation": storage.publish(out, "evaluate").to_dict(),
         "summary": json.loads((out / "eval_summary.json").read_text()),
         "table": pq.read_table(out / "generations.parquet").to_pylist(),
+        "probes": pq.read_table(probes).to_pylist() if probes.is_file() else [],
     }

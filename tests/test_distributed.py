@@ -70,21 +70,59 @@ def test_conversion_matches_the_trained_engine_and_loads(trained, prepared: Path
     from steps.convert import run_convert
 
     config, out, summary = trained
-    record = run_convert(out, prepared / "tokenizer", tmp_path / "model")
+    # A small shard size so that even the debug model is written as several shards with an index.
+    config = config.with_overrides(**{"convert.max_shard_size": "1MB"})
+    record = run_convert(config, out, prepared / "tokenizer", tmp_path / "model")
     assert record["logits_match"] and record["max_logit_difference"] <= 1e-4
     assert record["parameters"] == summary["parameters"] and record["step"] == 12
+    assert record["zero_stage"] == config.deepspeed.zero_stage and record["trained_world_size"] == 2
+    assert record["all_tensors_checked"] and all(r["norm"] > 0 for r in record["tensor_checks"])
+    assert record["shards"] > 1 and (tmp_path / "model" / "model.safetensors.index.json").is_file()
+    for name in ("config.json", "generation_config.json", "tokenizer.json", "conversion.json"):
+        assert (tmp_path / "model" / name).is_file(), name
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "model"))
     assert model.config.num_hidden_layers == config.model.num_layers
     assert all(p.abs().sum() > 0 for p in model.parameters())
 
 
-def test_evaluation_engines_agree_and_keep_prompt_order(trained, prepared: Path, tmp_path: Path) -> None:
+def test_conversion_to_bf16_halves_the_weights_within_tolerance(trained, prepared: Path, tmp_path: Path) -> None:
+    import json as json_module
+
     from steps.convert import run_convert
 
     config, out, _ = trained
-    if config.deepspeed.zero_stage != 3:
-        pytest.skip("one evaluation run is enough; it uses the ZeRO-3 model")
-    run_convert(out, prepared / "tokenizer", tmp_path / "model")
+    record = run_convert(config.with_overrides(**{"convert.dtype": "bf16"}), out, prepared / "tokenizer", tmp_path)
+    assert record["dtype"] == "bf16" and record["written_bytes"] == 2 * record["parameters"]
+    assert record["logits_match"] and 0 < record["max_logit_difference"] <= record["tolerance"]
+    assert json_module.loads((tmp_path / "config.json").read_text())["dtype"] == "bfloat16"
+
+
+def _held_out_subset(prepared: Path, keep: int, tmp_path: Path) -> Path:
+    """The prepared dataset with only the first `keep` held-out prompts."""
+    dataset = tmp_path / "dataset"
+    dataset.mkdir()
+    for name in ("train", "validation", "manifest.json"):
+        (dataset / name).symlink_to(prepared / "dataset" / name)
+    lines = (prepared / "dataset" / "prompts.jsonl").read_text().splitlines()[:keep]
+    (dataset / "prompts.jsonl").write_text("\n".join(lines) + "\n")
+    return dataset
+
+
+def test_evaluation_engines_agree_and_keep_prompt_order(trained, prepared: Path, tmp_path: Path) -> None:
+    """ZeRO-2 model: 2 held-out + 1 short user prompt = 3; ZeRO-3 model: 5 held-out prompts (uneven over 2 ranks)."""
+    from steps.convert import run_convert
+
+    config, out, _ = trained
+    run_convert(config, out, prepared / "tokenizer", tmp_path / "model")
+    if config.deepspeed.zero_stage == 2:
+        dataset = _held_out_subset(prepared, 2, tmp_path)
+        user_file = tmp_path / "prompts.jsonl"
+        user_file.write_text('{"prompt": "CWE-89:", "reference": " Improper Neutralization"}\n')
+        config = config.with_overrides(**{"evaluate.prompt_file": str(user_file)})
+        expected_prompts = 3
+    else:
+        dataset, expected_prompts = prepared / "dataset", 5
+    config = config.with_overrides(**{"evaluate.probes": 8})
     config_file = write_config(config, tmp_path / "eval.json")
     run_torchrun(
         "steps.evaluate",
@@ -94,7 +132,7 @@ def test_evaluation_engines_agree_and_keep_prompt_order(trained, prepared: Path,
             "--model",
             str(tmp_path / "model"),
             "--dataset",
-            str(prepared / "dataset"),
+            str(dataset),
             "--train-summary",
             str(out / "train_summary.json"),
             "--out",
@@ -104,11 +142,21 @@ def test_evaluation_engines_agree_and_keep_prompt_order(trained, prepared: Path,
     )
     summary = json.loads((tmp_path / "eval" / "eval_summary.json").read_text())
     rows = pq.read_table(tmp_path / "eval" / "generations.parquet").to_pylist()
-    assert summary["prompts"] == 5  # uneven over 2 ranks
+    assert summary["prompts"] == expected_prompts
     for engine in ("hf", "deepspeed", "zero"):
-        assert [r["index"] for r in rows if r["engine"] == engine] == [0, 1, 2, 3, 4]
-    assert summary["engines_agree"] is True
+        mine = [r for r in rows if r["engine"] == engine]
+        assert [r["index"] for r in mine] == list(range(expected_prompts))
+        assert all(r["tokens"] == len(r["token_ids"]) > 0 and r["latency_s"] > 0 for r in mine)
+    if config.deepspeed.zero_stage == 2:
+        assert rows[2]["source"] == "user" and rows[2]["prompt"] == "CWE-89:"
+    assert summary["engines_agree"] is True and summary["agreement_required"] is True
+    assert summary["engine_notes"]["deepspeed"]  # says why kernel injection is off on CPU
     assert summary["perplexity"]["tuned"] < summary["perplexity"]["untuned"]
+    probes = pq.read_table(tmp_path / "eval" / "probes.parquet").to_pylist()
+    assert len(probes) == 2 * 2 * 8  # two kinds of 8 probes, on the tuned and the untuned model
+    assert {r["split"] for r in probes} == {"train", "validation"}
+    tuned, untuned = summary["probes"]["tuned"]["all"], summary["probes"]["untuned"]["all"]
+    assert tuned["answer_logprob_per_token"] > untuned["answer_logprob_per_token"]
 
 
 def test_a_failing_rank_fails_the_launch_with_code_and_log(tmp_path: Path) -> None:

@@ -18,3 +18,32 @@ def test_every_rank_makes_the_same_number_of_calls(count: int, world: int, batch
     assert batches_per_rank(count, world, batch) == calls
     for rank in range(world):
         assert len(shard_indices(count, world, rank)) <= calls * batch
+
+
+def test_trim_stops_at_any_end_of_sequence_id_and_drops_padding() -> None:
+    from steps.evaluate import _trim
+
+    assert _trim([5, 6, 9, 7, 0], {0, 9}, pad_id=1) == [5, 6, 9]
+    assert _trim([5, 6, 1, 1], {0}, pad_id=1) == [5, 6]
+
+
+@pytest.mark.parametrize("decoding", ["greedy", "sampling", "beams"])
+def test_each_search_returns_only_new_tokens(decoding: str) -> None:
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from steps.config import EvaluateConfig
+    from steps.inference_engines import InferenceEngine
+
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2
+    )
+    engine = InferenceEngine("hf", LlamaForCausalLM(config).eval(), shards_prompts=True)
+    settings = EvaluateConfig(decoding=decoding, max_new_tokens=5, num_beams=2, seed=3)
+    ids = torch.tensor([[0, 5, 6, 7], [9, 10, 11, 12]])
+    mask = torch.tensor([[0, 1, 1, 1], [1, 1, 1, 1]])
+    first = engine.generate(ids, mask, settings, eos_ids=[63], pad_id=0)
+    assert first.shape[0] == 2 and 1 <= first.shape[1] <= 5
+    # Sampling is seeded from the config, so tensor-parallel ranks (and reruns) draw the same tokens.
+    assert torch.equal(first, engine.generate(ids, mask, settings, eos_ids=[63], pad_id=0))

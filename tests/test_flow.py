@@ -102,6 +102,10 @@ def test_pipeline_end_to_end(flow_home: Path, monkeypatch: pytest.MonkeyPatch) -
     assert all(r["generation"] and r["prompt"] for r in end.eval_table)
     assert summary["perplexity"]["tuned"] <= 0.5 * summary["perplexity"]["untuned"]
     assert summary["engines_agree"] is True
+    # The domain probes ran on both models, and tuning raised the likelihood of the true answers.
+    probes = summary["probes"]
+    assert probes["tuned"]["all"]["probes"] == 2 * 16  # debug.yaml: evaluate.probes
+    assert probes["tuned"]["all"]["answer_logprob_per_token"] > probes["untuned"]["all"]["answer_logprob_per_token"]
     assert end.train_summary["steps"] == 30  # the --max-steps override reached training
     assert end.conversion["logits_match"] is True
 

@@ -1,0 +1,68 @@
+"""Conversion: shard planning, and peak memory on a model of more than 50 MB (2 ranks, ZeRO-2)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from steps.config import ConfigError, TuneConfig, write_config
+from steps.convert import plan_shards
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT / "bench"))
+
+
+def test_shards_keep_order_and_respect_the_size() -> None:
+    shapes = {"a": torch.Size([10]), "b": torch.Size([10]), "c": torch.Size([30]), "d": torch.Size([5])}
+    assert plan_shards(shapes, torch.float32, 80) == [["a", "b"], ["c"], ["d"]]  # c alone exceeds 80 bytes
+    assert plan_shards(shapes, torch.bfloat16, 1000) == [["a", "b", "c", "d"]]
+
+
+def test_a_bad_shard_size_names_the_field() -> None:
+    with pytest.raises(ConfigError, match="convert.max_shard_size.*'12 parsecs'"):
+        TuneConfig().with_overrides(**{"convert.max_shard_size": "12 parsecs"})
+
+
+@pytest.mark.distributed
+def test_peak_memory_of_conversion_stays_within_one_and_a_half_model_sizes(tmp_path: Path) -> None:
+    """Peak RSS of the conversion process minus that of a no-op with the same imports and meta model.
+
+    The baseline is measured the same way (bench/peak_memory.py): the interpreter, torch,
+    transformers, DeepSpeed and the model's code cost ~400 MB before any weight is read.
+    """
+    from peak_memory import baseline_command, peak_rss
+
+    from steps.launch import run_torchrun
+
+    out = tmp_path / "ckpt"
+    run_torchrun("bench.zero_checkpoint", ["--out", str(out), "--stage", "2"], nproc_per_node=2)
+    config = write_config(TuneConfig().with_overrides(**{"convert.max_shard_size": "10MB"}), tmp_path / "c.json")
+    command = [sys.executable, "-m", "steps.convert", "--config", str(config), "--train", str(out)]
+    command += ["--tokenizer", str(out / "tokenizer"), "--out", str(tmp_path / "model")]
+    code, peak, _, output = peak_rss(command)
+    assert code == 0, output[-3000:]
+    record = json.loads(output.strip().splitlines()[-1])
+    assert record["logits_match"] and record["written_bytes"] >= 50e6 and record["shards"] >= 5
+    code, baseline, _, output = peak_rss(baseline_command(out / "checkpoints" / record["checkpoint"]))
+    assert code == 0, output[-3000:]
+    ratio = (peak - baseline) / record["written_bytes"]
+    print(f"conversion peak {peak / 1e6:.0f} MB, baseline {baseline / 1e6:.0f} MB, ratio {ratio:.2f}")
+    assert ratio <= 1.5
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("stage", [0, 1])
+def test_stages_0_and_1_from_one_rank_convert_and_verify(stage: int, tmp_path: Path) -> None:
+    from steps.convert import run_convert
+    from steps.launch import run_torchrun
+
+    out = tmp_path / "ckpt"
+    size = ["--hidden", "64", "--layers", "1", "--vocab", "512"]
+    run_torchrun("bench.zero_checkpoint", ["--out", str(out), "--stage", str(stage), *size], nproc_per_node=1)
+    record = run_convert(TuneConfig(), out, out / "tokenizer", tmp_path / "model")
+    assert record["zero_stage"] == stage and record["trained_world_size"] == 1
+    assert record["logits_match"] and record["all_tensors_checked"] and record["tensors"] == 12
