@@ -43,6 +43,8 @@ def init_distributed(timeout_s: float | None = None) -> DistContext:
     if not dist.is_initialized():
         kwargs = {"timeout": timedelta(seconds=timeout_s)} if timeout_s else {}
         deepspeed.init_distributed(dist_backend="nccl" if ON_GPU else "gloo", **kwargs)
+        if not ON_GPU:
+            _unlink_shm_buffer()
     rank, world = dist.get_rank(), dist.get_world_size()
     local_rank = int(os.environ.get("LOCAL_RANK", 0))
     if ON_GPU:
@@ -51,6 +53,24 @@ def init_distributed(timeout_s: float | None = None) -> DistContext:
     else:
         device = torch.device("cpu")
     return DistContext(rank, world, local_rank, device)
+
+
+def _unlink_shm_buffer() -> None:
+    """Remove this rank's name for DeepSpeed's CPU all-reduce buffer once every peer has mapped it.
+
+    DeepSpeed's shm.cpp creates /dev/shm/deepspeed_allreduce_buffer_<uid>_<addr>_<port>_<rank>
+    (69 MB) per rank and never unlinks it, so every CPU run leaked RAM-backed files until
+    /dev/shm filled up. Peers open the buffers inside init_distributed; after a barrier
+    the names are no longer needed and the mappings stay valid.
+    """
+    dist.barrier()
+    name = "deepspeed_allreduce_buffer_{}_{}_{}_{}".format(
+        os.getuid(), os.environ.get("MASTER_ADDR", ""), os.environ.get("MASTER_PORT", ""), dist.get_rank()
+    )
+    try:
+        os.unlink(f"/dev/shm/{name}")
+    except FileNotFoundError:
+        pass  # not created: another node, or DeepSpeed's shm path not in use
 
 
 def barrier() -> None:
