@@ -22,14 +22,17 @@ if not any(os.environ.get(v, "root") != "root" for v in ("METAFLOW_USER", "SUDO_
     os.environ["METAFLOW_USER"] = "tune"
 
 import tune_cards  # noqa: E402
+from compute_mutator import ComputeFromConfig  # noqa: E402
 from metaflow import Config, FlowSpec, Parameter, card, current, parallel, step  # noqa: E402
 from run_files import run_storage  # noqa: E402
 
 from steps import stages  # noqa: E402
+from steps.compute import train_tasks  # noqa: E402
 from steps.config import TuneConfig, parse_config_text  # noqa: E402
 from steps.launch import Rendezvous, free_port  # noqa: E402
 
 
+@ComputeFromConfig("config")  # compute.<step> → @batch / @kubernetes / @secrets
 class TuneFlow(FlowSpec):
     config = Config(
         "config",
@@ -68,7 +71,7 @@ class TuneFlow(FlowSpec):
         self.dataset, self.tokenizer, self.prepare_summary = result["dataset"], result["tokenizer"], result["summary"]
         self.rendezvous_port = free_port()
         current.card.extend(tune_cards.prepare_card(result))
-        self.next(self.train, num_parallel=self.tune.train.num_nodes)
+        self.next(self.train, num_parallel=train_tasks(self.tune))
 
     @card
     @parallel
