@@ -216,9 +216,7 @@ def _step_compute_problems(name: str, step: StepCompute) -> list[str]:
         problems.append(f"{field}.image: required for target {step.target!r} (an ECR image URI)")
     if step.target == "sagemaker" and name == "train":
         if not step.instance_type or not step.instance_type.startswith("ml."):
-            problems.append(
-                f"{field}.instance_type: got {step.instance_type!r}, SageMaker needs an ml.* instance type"
-            )
+            problems.append(f"{field}.instance_type: got {step.instance_type!r}, SageMaker needs an ml.* instance type")
         if not step.role_arn or not step.role_arn.startswith("arn:aws"):
             problems.append(f"{field}.role_arn: got {step.role_arn!r}, SageMaker needs an IAM role ARN")
         if step.max_wait_hours is not None and not step.spot:

@@ -31,3 +31,7 @@ def prepared(debug_config: TuneConfig, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prepared")
     run_prepare(debug_config.data, out)
     return out
+
+
+# The in-process moto server and the environment that points AWS clients at it.
+from moto_fixtures import aws_env, moto_endpoint  # noqa: E402, F401
