@@ -30,6 +30,7 @@ from steps import stages  # noqa: E402
 from steps.compute import train_tasks  # noqa: E402
 from steps.config import TuneConfig, parse_config_text  # noqa: E402
 from steps.launch import Rendezvous, free_port  # noqa: E402
+from steps.sagemaker_job import sagemaker_train_stage, training_job_name  # noqa: E402
 
 
 @ComputeFromConfig("config")  # compute.<step> → @batch / @kubernetes / @secrets
@@ -77,10 +78,15 @@ class TuneFlow(FlowSpec):
     @parallel
     @step
     def train(self):
-        rdzv = Rendezvous(
-            current.parallel.num_nodes, current.parallel.node_index, current.parallel.main_ip, self.rendezvous_port
-        )
-        result = stages.train_stage(self.tune, run_storage(self), self.dataset, self.tokenizer, rdzv)
+        if self.tune.compute.train.target == "sagemaker":  # this one task submits and waits for the whole job
+            name = training_job_name(current.flow_name, current.run_id, current.retry_count)
+            result = sagemaker_train_stage(self.tune, run_storage(self), self.dataset, self.tokenizer, name)
+            self.training_job = result["job"]
+        else:
+            rdzv = Rendezvous(
+                current.parallel.num_nodes, current.parallel.node_index, current.parallel.main_ip, self.rendezvous_port
+            )
+            result = stages.train_stage(self.tune, run_storage(self), self.dataset, self.tokenizer, rdzv)
         if result is not None:
             self.checkpoint, self.train_summary, self.train_metrics = (
                 result["checkpoint"],
@@ -95,6 +101,7 @@ class TuneFlow(FlowSpec):
     def convert(self, inputs):
         main = next(i for i in inputs if getattr(i, "checkpoint", None))
         self.merge_artifacts(inputs, include=["settings", "dataset", "tokenizer", "prepare_summary"])
+        self.training_job = getattr(main, "training_job", None)  # ARN, billable seconds, metrics on SageMaker
         self.checkpoint, self.train_summary, self.train_metrics = (
             main.checkpoint,
             main.train_summary,
