@@ -21,8 +21,10 @@ def test_pipeline_on_the_s3_datastore(aws_env: dict, tmp_path: Path, monkeypatch
 
     boto3.client("s3").create_bucket(Bucket="tune-flow-s3")
     raw = yaml.safe_load((REPO_ROOT / "configs" / "debug.yaml").read_text())
-    raw["train"].update({"max_steps": 10, "checkpoint_every": 5})
-    raw["evaluate"].update({"engines": ["hf"]})
+    # Kept short: what is under test is where files and artifacts go, not training.
+    raw["train"].update({"max_steps": 4, "checkpoint_every": 2, "warmup_steps": 1, "log_every": 2})
+    raw["data"].update({"eval_prompts": 2})
+    raw["evaluate"].update({"engines": ["hf"], "perplexity_blocks": 8})
     config = tmp_path / "s3.yaml"
     config.write_text(yaml.safe_dump(raw))
     env = {
@@ -48,7 +50,7 @@ def test_pipeline_on_the_s3_datastore(aws_env: dict, tmp_path: Path, monkeypatch
         assert ref["uri"].startswith(run_files + "/"), (name, ref["uri"])
     model = fetch(StoredDir.from_dict(end.references["model"]), tmp_path / "model")  # hashes checked
     assert (model / "model.safetensors").is_file()
-    assert end.conversion["logits_match"] is True and end.train_summary["steps"] == 10
+    assert end.conversion["logits_match"] is True and end.train_summary["steps"] == 4
     # Metaflow's own artifacts are in the same bucket, not in a local .metaflow folder.
     keys = boto3.client("s3").list_objects_v2(Bucket="tune-flow-s3", Prefix="metaflow/TuneFlow/")["KeyCount"]
     assert keys > 0 and not (tmp_path / ".metaflow" / "TuneFlow" / run.id / "end").exists()
