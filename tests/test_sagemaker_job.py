@@ -111,16 +111,13 @@ def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(run_on_s3, deb
 
 def test_failed_host_fails_the_step_with_the_job_failure_reason(run_on_s3, debug_config, tmp_path) -> None:
     storage, dataset, tokenizer, secret_arn = run_on_s3
-    config = _sagemaker_config(debug_config, secret_arn)
+    config = _sagemaker_config(debug_config, secret_arn, num_nodes=1)
     # A dataset channel that holds no blocks: the container fails before training starts.
-    broken = {**dataset, "uri": storage.uri("prepare/nothing-here")}
-    boto3.client("s3").put_object(
-        Bucket=storage.root[5:].split("/")[0],
-        Key="metaflow/TuneFlow/7/files/prepare/nothing-here/readme.txt",
-        Body=b"x",
-    )
+    not_a_dataset = tmp_path / "not-a-dataset"
+    not_a_dataset.mkdir()
+    (not_a_dataset / "readme.txt").write_text("no blocks here")
+    broken = storage.publish(not_a_dataset, "prepare/not-a-dataset").to_dict()
     client = EmulatedSageMaker(boto3.client("sagemaker"), tmp_path, hosts=["127.0.0.1"])
-    config = TuneConfig.model_validate({**config.model_dump(), "train": {**config.train.model_dump(), "num_nodes": 1}})
     name = training_job_name("TuneFlow", "7", 1)
     with pytest.raises(TrainingJobError) as failure:
         sagemaker_train_stage(
