@@ -23,17 +23,21 @@ if not any(os.environ.get(v, "root") != "root" for v in ("METAFLOW_USER", "SUDO_
     os.environ["METAFLOW_USER"] = "tune"
 
 import tune_cards  # noqa: E402
+from compute_mutator import ComputeFromConfig  # noqa: E402
 from metaflow import Config, FlowSpec, Parameter, card, current, parallel, step  # noqa: E402
 from run_files import resumed_checkpoints, run_storage  # noqa: E402
 
 from steps import stages  # noqa: E402
+from steps.compute import train_tasks  # noqa: E402
 from steps.config import TuneConfig, parse_config_text  # noqa: E402
 from steps.launch import Rendezvous, free_port  # noqa: E402
+from steps.sagemaker_job import sagemaker_train_stage, training_job_name  # noqa: E402
 
 LIVE_CARD_INTERVAL_S = 5
 """Seconds between refreshes of the train step's live card."""
 
 
+@ComputeFromConfig("config")  # compute.<step> → @batch / @kubernetes / @secrets
 class TuneFlow(FlowSpec):
     config = Config(
         "config",
@@ -72,15 +76,12 @@ class TuneFlow(FlowSpec):
         self.dataset, self.tokenizer, self.prepare_summary = result["dataset"], result["tokenizer"], result["summary"]
         self.rendezvous_port = free_port()
         current.card.extend(tune_cards.prepare_card(result))
-        self.next(self.train, num_parallel=self.tune.train.num_nodes)
+        self.next(self.train, num_parallel=train_tasks(self.tune))
 
     @card(refresh_interval=LIVE_CARD_INTERVAL_S)
     @parallel
     @step
     def train(self):
-        rdzv = Rendezvous(
-            current.parallel.num_nodes, current.parallel.node_index, current.parallel.main_ip, self.rendezvous_port
-        )
         live = tune_cards.LiveTrainCard(self.tune.train.max_steps)
         current.card.extend(live.components)
 
@@ -89,9 +90,26 @@ class TuneFlow(FlowSpec):
             current.card.refresh()
 
         try:
-            result = stages.train_stage(
-                self.tune, run_storage(self), self.dataset, self.tokenizer, rdzv, resumed_checkpoints(self), on_metrics
-            )
+            if self.tune.compute.train.target == "sagemaker":  # this one task submits and waits for the whole job
+                name = training_job_name(current.flow_name, current.run_id, current.retry_count)
+                result = sagemaker_train_stage(self.tune, run_storage(self), self.dataset, self.tokenizer, name)
+                self.training_job = result["job"]
+            else:
+                rdzv = Rendezvous(
+                    current.parallel.num_nodes,
+                    current.parallel.node_index,
+                    current.parallel.main_ip,
+                    self.rendezvous_port,
+                )
+                result = stages.train_stage(
+                    self.tune,
+                    run_storage(self),
+                    self.dataset,
+                    self.tokenizer,
+                    rdzv,
+                    resumed_checkpoints(self),
+                    on_metrics,
+                )
         except Exception as exc:
             # Metaflow renders no final card for a failed task, so the live card is what stays; its
             # refreshes are rate-limited (even forced ones), hence the wait before the last one.
@@ -114,6 +132,7 @@ class TuneFlow(FlowSpec):
     def convert(self, inputs):
         main = next(i for i in inputs if getattr(i, "checkpoint", None))
         self.merge_artifacts(inputs, include=["settings", "dataset", "tokenizer", "prepare_summary"])
+        self.training_job = getattr(main, "training_job", None)  # ARN, billable seconds, metrics on SageMaker
         self.checkpoint, self.train_summary, self.train_metrics = (
             main.checkpoint,
             main.train_summary,

@@ -81,3 +81,7 @@ def s3_bucket(tmp_path_factory):
         proc.terminate()
         proc.wait(timeout=10)
         patch.undo()
+
+
+# The in-process moto server and the environment that points AWS clients at it.
+from moto_fixtures import aws_env, moto_endpoint  # noqa: E402, F401

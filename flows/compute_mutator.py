@@ -1,0 +1,29 @@
+"""Apply `compute.<step>` of the flow's config as Metaflow decorators (@batch, @kubernetes, @secrets).
+
+The flow file stays free of infrastructure: the same flow runs locally, on AWS
+Batch or on Kubernetes depending only on the config. Decorators given on the
+command line (`--with batch`) or in the code win over the config.
+"""
+
+from __future__ import annotations
+
+from metaflow import FlowMutator
+
+from steps.compute import flow_decorators
+from steps.config import TuneConfig
+
+
+class ComputeFromConfig(FlowMutator):
+    def init(self, config_name: str = "config") -> None:
+        self.config_name = config_name
+
+    def pre_mutate(self, mutable_flow) -> None:
+        configs = dict(mutable_flow.configs)
+        value = configs.get(self.config_name)
+        if value is None:  # the flow was loaded without its config (e.g. by the client API)
+            return
+        config = TuneConfig.model_validate(value.to_dict())
+        steps = dict(mutable_flow.steps)
+        for step_name, decorators in flow_decorators(config).items():
+            for name, kwargs in decorators:
+                steps[step_name].add_decorator(name, deco_kwargs=kwargs)

@@ -1,0 +1,60 @@
+"""Which Metaflow decorators put a step on AWS Batch or Kubernetes, from `compute.<step>`.
+
+Plain data in, (decorator name, keyword arguments) out: the flow's mutator
+(flows/compute_mutator.py) applies them, and tests check them without Metaflow.
+A `sagemaker` train step stays where the flow runs; it submits a training job
+itself (steps/sagemaker_job.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from steps.config import StepCompute, TuneConfig
+
+DISPATCHED_STEPS = ("prepare", "train", "convert", "evaluate")
+
+
+def step_decorators(step: StepCompute) -> list[tuple[str, dict[str, Any]]]:
+    """Decorators (name, kwargs) for one step; empty for a local or SageMaker step."""
+    decorators: list[tuple[str, dict[str, Any]]] = []
+    if step.target == "batch":
+        kwargs: dict[str, Any] = {
+            "image": step.image,
+            "cpu": step.cpus,
+            "memory": step.memory_mb,
+            "gpu": step.gpus,
+        }
+        if step.queue:
+            kwargs["queue"] = step.queue
+        if step.role_arn:
+            kwargs["iam_role"] = step.role_arn
+        if step.shared_memory_mb:
+            kwargs["shared_memory"] = step.shared_memory_mb
+        if step.efa:
+            kwargs["efa"] = step.efa
+        decorators.append(("batch", kwargs))
+    elif step.target == "kubernetes":
+        kwargs = {"image": step.image, "cpu": step.cpus, "memory": step.memory_mb}
+        if step.gpus:
+            kwargs["gpu"] = step.gpus
+        if step.namespace:
+            kwargs["namespace"] = step.namespace
+        if step.shared_memory_mb:
+            kwargs["shared_memory"] = step.shared_memory_mb
+        decorators.append(("kubernetes", kwargs))
+    # A SageMaker job reads its secrets itself (by ARN); everywhere else @secrets
+    # sets them in the step's environment at run time, out of the job definition.
+    if step.secrets and step.target != "sagemaker":
+        decorators.append(("secrets", {"sources": list(step.secrets)}))
+    return decorators
+
+
+def flow_decorators(config: TuneConfig) -> dict[str, list[tuple[str, dict[str, Any]]]]:
+    """The decorators of every dispatched step of the flow."""
+    return {name: step_decorators(getattr(config.compute, name)) for name in DISPATCHED_STEPS}
+
+
+def train_tasks(config: TuneConfig) -> int:
+    """Metaflow tasks of the train step: one per node, or one that submits the whole SageMaker job."""
+    return 1 if config.compute.train.target == "sagemaker" else config.train.num_nodes

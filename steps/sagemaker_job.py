@@ -1,0 +1,261 @@
+"""The train step as a SageMaker training job running our container.
+
+The step publishes the resolved config beside the run's files, sends one
+CreateTrainingJob request (channels from the run's S3 storage, checkpoints and
+outputs back to it, uncompressed), waits while echoing the job's CloudWatch
+logs, and turns anything but `Completed` into a `TrainingJobError` carrying
+SageMaker's failure reason. The finished checkpoints and training records are
+then published as the run's `train` folder, the same thing the local train
+stage returns, so convert cannot tell where training ran.
+
+Secrets never enter the request: the job gets Secrets Manager ARNs/names in
+`TUNE_SECRET_SOURCES` and the container reads the values itself.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from steps.config import REPO_ROOT, TuneConfig
+from steps.storage import RunStorage, StoredDir, download_prefix
+
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+CONTAINER_CHECKPOINTS = "/opt/ml/checkpoints"
+SECRET_SOURCES_ENV = "TUNE_SECRET_SOURCES"
+TRAIN_RECORDS = ("metrics.jsonl", "train_summary.json", "verify_logits.pt")
+"""Files the main host copies to /opt/ml/model; with the checkpoints they make the run's `train` folder."""
+METRIC_DEFINITIONS = [
+    # Matches the progress line of steps.train: "step  10/40  loss 5.1234  lr ...  1234 tok/s".
+    {"Name": "train:loss", "Regex": r"loss ([0-9.]+)"},
+    {"Name": "train:tokens_per_s", "Regex": r"([0-9.]+) tok/s"},
+]
+_TERMINAL = {"Completed", "Failed", "Stopped"}
+
+
+class TrainingJobError(RuntimeError):
+    """The SageMaker training job did not complete."""
+
+
+def training_job_name(flow_name: str, run_id: str, attempt: int) -> str:
+    """A name SageMaker accepts (≤63 chars, [a-zA-Z0-9-]), unique per run and retry."""
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    base = re.sub(r"[^a-zA-Z0-9-]+", "-", f"{flow_name}-{run_id}").strip("-")
+    return f"{base[:40]}-a{attempt}-{stamp}"
+
+
+def job_prefixes(storage: RunStorage, name: str) -> dict[str, str]:
+    """S3 prefixes of one job inside the run's storage.
+
+    Checkpoints are per run, not per job: a retried step's new job resumes from them.
+    """
+    return {
+        "config": storage.uri(f"sagemaker/{name}/config"),
+        "output": storage.uri("sagemaker/output"),
+        "checkpoints": storage.uri("sagemaker/checkpoints"),
+    }
+
+
+def _channel(name: str, uri: str) -> dict[str, Any]:
+    return {
+        "ChannelName": name,
+        "DataSource": {
+            "S3DataSource": {
+                "S3DataType": "S3Prefix",
+                "S3Uri": uri.rstrip("/") + "/",
+                # Every host needs the whole dataset: each rank picks its own blocks.
+                "S3DataDistributionType": "FullyReplicated",
+            }
+        },
+        "InputMode": "File",
+    }
+
+
+def build_request(config: TuneConfig, name: str, channels: dict[str, str], prefixes: dict[str, str]) -> dict[str, Any]:
+    """The CreateTrainingJob request for `config.compute.train` (target sagemaker)."""
+    compute = config.compute.train
+    max_run = int(compute.max_run_hours * 3600)
+    request: dict[str, Any] = {
+        "TrainingJobName": name,
+        "AlgorithmSpecification": {
+            "TrainingImage": compute.image,
+            "TrainingInputMode": "File",
+            "MetricDefinitions": METRIC_DEFINITIONS,
+        },
+        "RoleArn": compute.role_arn,
+        "InputDataConfig": [_channel(channel, uri) for channel, uri in channels.items()],
+        # CompressionType NONE: files land as they are, no model.tar.gz to unpack before convert.
+        "OutputDataConfig": {"S3OutputPath": prefixes["output"], "CompressionType": "NONE"},
+        "ResourceConfig": {
+            "InstanceType": compute.instance_type,
+            "InstanceCount": config.train.num_nodes,
+            "VolumeSizeInGB": compute.volume_gb,
+        },
+        "StoppingCondition": {"MaxRuntimeInSeconds": max_run},
+        "CheckpointConfig": {"S3Uri": prefixes["checkpoints"], "LocalPath": CONTAINER_CHECKPOINTS},
+        "EnableManagedSpotTraining": compute.spot,
+        "Environment": {SECRET_SOURCES_ENV: ",".join(compute.secrets)} if compute.secrets else {},
+        "Tags": [{"Key": "tune:job", "Value": name}],
+    }
+    if compute.spot:
+        wait_hours = compute.max_wait_hours or 2 * compute.max_run_hours
+        request["StoppingCondition"]["MaxWaitTimeInSeconds"] = int(wait_hours * 3600)
+    if not request["Environment"]:
+        del request["Environment"]
+    return request
+
+
+class CloudWatchTail:
+    """Print new events of a job's log streams (one per host) as they arrive."""
+
+    def __init__(self, logs_client, name: str, echo: Callable[[str], None] = print) -> None:
+        self.client, self.name, self.echo = logs_client, name, echo
+        self.tokens: dict[str, str | None] = {}
+
+    def poll(self) -> int:
+        try:
+            streams = self.client.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=self.name)
+        except self.client.exceptions.ResourceNotFoundException:
+            return 0  # the group appears once the first instance starts
+        printed = 0
+        for stream in streams.get("logStreams", []):
+            stream_name = stream["logStreamName"]
+            kwargs = {"logGroupName": LOG_GROUP, "logStreamName": stream_name, "startFromHead": True}
+            if self.tokens.get(stream_name):
+                kwargs["nextToken"] = self.tokens[stream_name]
+            while True:
+                page = self.client.get_log_events(**kwargs)
+                for event in page["events"]:
+                    self.echo(f"[{stream_name.removeprefix(self.name + '/')}] {event['message']}")
+                    printed += 1
+                token = page.get("nextForwardToken")
+                self.tokens[stream_name] = token
+                if not page["events"] or token == kwargs.get("nextToken"):
+                    break
+                kwargs["nextToken"] = token
+        return printed
+
+
+def wait_for_job(
+    sagemaker_client, logs_client, name: str, poll_s: float = 30.0, echo: Callable[[str], None] = print
+) -> dict[str, Any]:
+    """Wait for a terminal status while echoing logs; the description of a Completed job."""
+    tail = CloudWatchTail(logs_client, name, echo)
+    last_status = None
+    while True:
+        description = sagemaker_client.describe_training_job(TrainingJobName=name)
+        tail.poll()
+        status = (description["TrainingJobStatus"], description.get("SecondaryStatus"))
+        if status != last_status:
+            echo(f"training job {name}: {status[0]} ({status[1]})")
+            last_status = status
+        if status[0] in _TERMINAL:
+            break
+        time.sleep(poll_s)
+    tail.poll()  # the last lines often arrive after the status changes
+    if description["TrainingJobStatus"] != "Completed":
+        reason = description.get("FailureReason") or "SageMaker gave no failure reason"
+        raise TrainingJobError(
+            f"SageMaker training job {name} ended {description['TrainingJobStatus']}: {reason} "
+            f"(logs: CloudWatch {LOG_GROUP}/{name}/*)"
+        )
+    return description
+
+
+def job_record(description: dict[str, Any]) -> dict[str, Any]:
+    """What the flow keeps about a finished job: ARN, billable seconds, final metrics."""
+    return {
+        "arn": description["TrainingJobArn"],
+        "name": description["TrainingJobName"],
+        "status": description["TrainingJobStatus"],
+        "billable_seconds": description.get("BillableTimeInSeconds"),
+        "training_seconds": description.get("TrainingTimeInSeconds"),
+        "spot": bool(description.get("EnableManagedSpotTraining")),
+        "instance_type": description.get("ResourceConfig", {}).get("InstanceType"),
+        "instance_count": description.get("ResourceConfig", {}).get("InstanceCount"),
+        "metrics": {m["MetricName"]: m["Value"] for m in description.get("FinalMetricDataList", [])},
+    }
+
+
+def collect_train_folder(
+    storage: RunStorage, prefixes: dict[str, str], name: str
+) -> tuple[StoredDir, dict[str, Any], list[dict[str, Any]]]:
+    """Publish the job's checkpoints and records as the run's `train` folder (the local stage's layout).
+
+    Returns the folder's reference, the training summary and the metrics records.
+    """
+    work = Path(tempfile.mkdtemp(prefix="tune-sagemaker-train-"))
+    try:
+        download_prefix(prefixes["checkpoints"], work / "checkpoints")
+        records = download_prefix(f"{prefixes['output']}/{name}/output/model", work / "records")
+        for record in TRAIN_RECORDS:
+            if not (records / record).is_file():
+                raise TrainingJobError(f"training job {name} completed without {record} in its model output")
+            shutil.move(str(records / record), work / record)
+        shutil.rmtree(records)
+        summary = json.loads((work / "train_summary.json").read_text())
+        metrics = [json.loads(line) for line in (work / "metrics.jsonl").read_text().splitlines()]
+        return storage.publish(work, "train"), summary, metrics
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def code_folder() -> Path:
+    """This checkout's `steps/` and `configs/`, for the job's `code` channel.
+
+    The image carries only dependencies (its tag is their hash); the code comes with
+    each job, so a job always runs the code of the run that submitted it.
+    """
+    folder = Path(tempfile.mkdtemp(prefix="tune-code-"))
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for part in ("steps", "configs"):
+        shutil.copytree(REPO_ROOT / part, folder / part, ignore=ignore)
+    return folder
+
+
+def sagemaker_train_stage(
+    config: TuneConfig,
+    storage: RunStorage,
+    dataset: dict,
+    tokenizer: dict,
+    name: str,
+    clients: tuple[Any, Any] | None = None,
+    poll_s: float = 30.0,
+) -> dict[str, Any]:
+    """Train as a SageMaker job; returns what `stages.train_stage` returns, plus the job's record."""
+    if not storage.is_s3:
+        raise TrainingJobError(
+            "compute.train.target 'sagemaker' needs the run's files on S3: run with --datastore s3 "
+            "(METAFLOW_DEFAULT_DATASTORE=s3)"
+        )
+    import boto3
+
+    sagemaker_client, logs_client = clients or (boto3.client("sagemaker"), boto3.client("logs"))
+    prefixes = job_prefixes(storage, name)
+    config_dir = Path(tempfile.mkdtemp(prefix="tune-sagemaker-config-"))
+    (config_dir / "config.json").write_text(json.dumps(config.model_dump(), indent=1))
+    channels = {
+        "code": storage.publish(code_folder(), f"sagemaker/{name}/code").uri,
+        "config": storage.publish(config_dir, f"sagemaker/{name}/config").uri,
+        "dataset": StoredDir.from_dict(dataset).uri,
+        "tokenizer": StoredDir.from_dict(tokenizer).uri,
+    }
+    if config.model.base_model:
+        if not config.model.base_model.startswith("s3://"):
+            raise TrainingJobError(
+                f"model.base_model = {config.model.base_model!r}: a SageMaker job reads the base model "
+                "from S3; upload the folder and give its s3:// prefix"
+            )
+        channels["base_model"] = config.model.base_model
+    request = build_request(config, name, channels, prefixes)
+    arn = sagemaker_client.create_training_job(**request)["TrainingJobArn"]
+    print(f"submitted SageMaker training job {arn}", flush=True)
+    description = wait_for_job(sagemaker_client, logs_client, name, poll_s)
+    train, summary, metrics = collect_train_folder(storage, prefixes, name)
+    return {"checkpoint": train.to_dict(), "summary": summary, "metrics": metrics, "job": job_record(description)}
