@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
@@ -140,7 +141,9 @@ def run_prepare(data: DataConfig, out_dir: str | Path, base_model_dir: str | Pat
     ):
         report = CorpusReport(rows=rows)
         cleaned = Path(scratch) / "cleaned.jsonl"
+        started = time.perf_counter()
         doc_chars = _clean_to_file(data, report, cleaned, split)
+        timings = {"read_clean_dedupe": time.perf_counter() - started}
         if base_model_dir is not None:
             tokenizer = load_base_tokenizer(base_model_dir)
         else:
@@ -148,7 +151,9 @@ def run_prepare(data: DataConfig, out_dir: str | Path, base_model_dir: str | Pat
             train_texts = (text for doc_id, text in _read_cleaned(cleaned) if not split.is_validation(doc_id))
             tokenizer = train_bpe_tokenizer(train_texts, data.vocab_size)
         tokenizer.save_pretrained(str(out_dir / "tokenizer"))
+        timings["tokenizer"] = time.perf_counter() - started - sum(timings.values())
         packed = _encode_and_pack(cleaned, tokenizer, split, data, dataset_dir)
+        timings["encode_pack"] = time.perf_counter() - started - sum(timings.values())
         validation_ids = [doc_id for doc_id, _ in _read_cleaned(cleaned) if split.is_validation(doc_id)]
 
     summary = {
@@ -168,6 +173,7 @@ def run_prepare(data: DataConfig, out_dir: str | Path, base_model_dir: str | Pat
             side: {p.name: file_sha256(p) for p in sorted((dataset_dir / side).glob("*.arrow"))}
             for side in ("train", "validation")
         },
+        "timings_s": {phase: round(seconds, 3) for phase, seconds in timings.items()},
         "validation_doc_ids": validation_ids,
         "config": data.model_dump(),
     }
