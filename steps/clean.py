@@ -30,6 +30,7 @@ _CONTROLS = _control_table()
 _SPACES = re.compile(r"[^\S\n]+")
 _EDGE_SPACES = re.compile(r" ?\n ?")
 _BLANK_RUNS = re.compile(r"\n{3,}")
+_NOT_ALNUM = re.compile(r"[\W_]+")
 
 
 def normalise(text: str) -> str:
@@ -42,10 +43,10 @@ def normalise(text: str) -> str:
 
 def alnum_fraction(text: str) -> float:
     """Share of letters and digits among the non-space characters (language-agnostic: any script counts)."""
-    visible = len(text) - sum(text.count(c) for c in " \n\t")
-    if visible == 0:
+    visible = len(text) - text.count(" ") - text.count("\n") - text.count("\t")
+    if visible <= 0:
         return 0.0
-    return sum(ch.isalnum() for ch in text) / visible
+    return len(_NOT_ALNUM.sub("", text)) / visible
 
 
 @dataclass(frozen=True)

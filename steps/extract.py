@@ -1,6 +1,6 @@
 """Text out of one corpus file, whatever its format, with a bounded read.
 
-A file (or a zip member) is a `Source`; `read_source` yields `(key, text)` for
+A file (or a zip member) is a `Source`; `read_source` yields `(key, text, format)` for
 each document in it, or `RecordSkip` for a record it had to leave out (an
 over-long line, a malformed JSON line). A whole file that cannot be read raises
 `SkipFile` with the reason. Nothing larger than the configured limits is ever

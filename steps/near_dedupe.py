@@ -22,24 +22,45 @@ SCHEME = "affine32"
 _WORD = re.compile(r"\w+")
 
 
-def _hash32(data: bytes) -> int:
-    # xxhash instead of datasketch's default SHA-1: same job, several times faster on many small shingles.
-    return xxhash.xxh32_intdigest(data)
+_FNV_PRIME = np.uint64(1099511628211)
+_LOW32 = np.uint64(0xFFFFFFFF)
+# The permutations depend only on (num_perm, seed): made once per process, not once per document.
+_PERMUTATIONS = MinHash(num_perm=NUM_PERM, seed=_SEED, scheme=SCHEME).permutations
+_word_hashes: dict[str, int] = {}
+
+
+def _word_hash(word: str) -> int:
+    value = _word_hashes.get(word)
+    if value is None:
+        if len(_word_hashes) > 1 << 20:  # a bound, so a huge vocabulary cannot grow the cache forever
+            _word_hashes.clear()
+        value = _word_hashes[word] = xxhash.xxh32_intdigest(word.encode())
+    return value
 
 
 def content_digest(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
-def minhash_signature(text: str) -> np.ndarray:
-    """MinHash values of the document's lower-cased word 5-grams (the whole text when shorter)."""
+def shingle_hashes(text: str) -> np.ndarray:
+    """32-bit hashes of the document's lower-cased word 5-grams (one hash of all words when shorter).
+
+    Each word is hashed once (xxhash) and the 5-gram hashes are combined from them with numpy:
+    hashing every 5-gram string in Python was most of the cost of near-duplicate detection.
+    """
     words = _WORD.findall(text.lower())
-    if len(words) <= SHINGLE_WORDS:
-        shingles = {" ".join(words).encode()}
-    else:
-        shingles = {" ".join(words[i : i + SHINGLE_WORDS]).encode() for i in range(len(words) - SHINGLE_WORDS + 1)}
-    sketch = MinHash(num_perm=NUM_PERM, seed=_SEED, hashfunc=_hash32, scheme=SCHEME)
-    sketch.update_batch(list(shingles))
+    hashes = np.fromiter(map(_word_hash, words), dtype=np.uint64, count=len(words))
+    count = max(len(hashes) - SHINGLE_WORDS + 1, 1)
+    combined = np.zeros(count, dtype=np.uint64)
+    for offset in range(min(SHINGLE_WORDS, len(hashes))):
+        combined = combined * _FNV_PRIME + hashes[offset : offset + count]
+    return np.unique((combined ^ (combined >> np.uint64(32))) & _LOW32)
+
+
+def minhash_signature(text: str) -> np.ndarray:
+    """MinHash values (datasketch, affine32 scheme) of the document's word 5-gram hashes."""
+    sketch = MinHash(num_perm=NUM_PERM, seed=_SEED, scheme=SCHEME, hashfunc=int, permutations=_PERMUTATIONS)
+    sketch.update_batch(shingle_hashes(text).tolist())
     return sketch.hashvalues
 
 
