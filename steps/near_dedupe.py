@@ -67,12 +67,16 @@ def minhash_signature(text: str) -> np.ndarray:
 class DuplicateIndex:
     """Remembers kept documents; says which earlier document a new one duplicates, if any.
 
-    Memory grows with the number of kept documents (a digest and the LSH band keys per document),
+    LSH only proposes candidates (its banding lets through pairs well below the threshold), so each
+    candidate is confirmed with the Jaccard similarity its signature estimates. Memory grows with the
+    number of kept documents (a digest, the LSH band keys and a 128-value signature each, about 1 KB),
     not with their length: that is the price of a corpus-wide dedupe.
     """
 
     def __init__(self, near_threshold: float) -> None:
+        self.near_threshold = near_threshold
         self._exact: dict[bytes, str] = {}
+        self._sketches: dict[str, LeanMinHash] = {}
         self._lsh = MinHashLSH(threshold=near_threshold, num_perm=NUM_PERM) if near_threshold < 1.0 else None
 
     def check_and_add(self, doc_id: str, digest: bytes, signature: np.ndarray | None) -> tuple[str, str] | None:
@@ -83,10 +87,11 @@ class DuplicateIndex:
         sketch = None
         if self._lsh is not None and signature is not None:
             sketch = LeanMinHash(seed=_SEED, hashvalues=signature, scheme=SCHEME)
-            similar = self._lsh.query(sketch)
-            if similar:
-                return "near_duplicate", min(similar)
+            for candidate in sorted(self._lsh.query(sketch)):
+                if sketch.jaccard(self._sketches[candidate]) >= self.near_threshold:
+                    return "near_duplicate", candidate
         self._exact[digest] = doc_id
         if sketch is not None:
             self._lsh.insert(doc_id, sketch, check_duplication=False)
+            self._sketches[doc_id] = sketch
         return None
