@@ -16,7 +16,6 @@ import multiprocessing
 import os
 import re
 import tempfile
-import xml.etree.ElementTree as ET
 import zipfile
 import zlib
 from collections import Counter, deque
@@ -38,9 +37,9 @@ _BATCH_DOCS = 256
 _BATCH_CHARS = 4 << 20
 _SKIPPED_FILES_ON_CARD = 50
 # What a damaged file raises while being read: a truncated gzip (EOFError, zlib.error, BadGzipFile is an
-# OSError), broken XML (ParseError), bad text or JSON or CSV (ValueError and its subclasses), an encrypted
-# zip member (RuntimeError, zipfile's choice).
-_READ_ERRORS = (SkipFile, OSError, EOFError, zlib.error, ET.ParseError, ValueError, zipfile.BadZipFile, RuntimeError)
+# OSError), broken XML (lxml's XMLSyntaxError is a SyntaxError), bad text or JSON or CSV (ValueError and its
+# subclasses), an encrypted zip member (RuntimeError, zipfile's choice).
+_READ_ERRORS = (SkipFile, OSError, EOFError, zlib.error, SyntaxError, ValueError, zipfile.BadZipFile, RuntimeError)
 
 
 class CorpusError(ValueError):

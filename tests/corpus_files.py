@@ -172,6 +172,7 @@ def write_bad_files(root: Path) -> dict[str, str]:
     (root / "broken.json").write_text('{"text": "unterminated')
     (root / "encrypted.pdf").write_bytes(pdf_bytes([prose(51, 10)], password="s3cret"))
     (root / "broken.pdf").write_bytes(b"%PDF-1.7\n1 0 obj << /Type /Catalog >>\ngarbage without xref\n")
+    (root / "truncated.xml").write_text(CWE_XML[:150])
     return {
         "binary.txt": "binary content",
         "latin1.txt": "not UTF-8",
@@ -180,4 +181,5 @@ def write_bad_files(root: Path) -> dict[str, str]:
         "broken.json": "malformed JSON",
         "encrypted.pdf": "encrypted PDF",
         "broken.pdf": "PDF",
+        "truncated.xml": "XMLSyntaxError",
     }
