@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import tracemalloc
 from pathlib import Path
@@ -13,9 +14,18 @@ from steps.config import DataConfig
 from steps.corpus import CorpusError, load_corpus
 from steps.domain_tokenizer import load_tokenizer
 from steps.packing import load_blocks
-from steps.prepare import run_prepare
+from steps.prepare import run_prepare, sample_blocks
 
 SMALL = {"min_chars": 40, "vocab_size": 300, "block_size": 32, "num_proc": 1}
+FLOWS = Path(__file__).resolve().parent.parent / "flows"
+
+
+def _prepare_card(result: dict) -> list:
+    """The prepare card's components, built by the flow's card module (a file beside the flow, not a package)."""
+    spec = importlib.util.spec_from_file_location("tune_cards", FLOWS / "tune_cards.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.prepare_card(result)
 
 
 def _decoded(out: Path, split: str) -> str:
@@ -103,7 +113,11 @@ def test_canary_secrets_never_reach_shards_report_or_card(tmp_path: Path) -> Non
     data = DataConfig(corpus=str(tmp_path / "corpus"), validation_fraction=0.3, **SMALL)
     out = tmp_path / "out"
     summary = run_prepare(data, out)
+    ref = {"uri": str(out), "sha256": "0" * 64, "files": 1, "bytes": 1}
+    card_summary = {**summary, "sample_blocks": sample_blocks(out / "dataset", load_tokenizer(out / "tokenizer"))}
+    card = _prepare_card({"summary": card_summary, "dataset": ref, "tokenizer": ref})
     published = [
+        json.dumps([part.render() for part in card], default=str),
         _decoded(out, "train"),
         _decoded(out, "validation"),
         (out / "dataset" / "report.jsonl").read_text(),
