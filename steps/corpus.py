@@ -168,6 +168,8 @@ def _raw_documents(
                 key, text, fmt = item
                 fmt = f"{fmt}.gz" if source.compressed else fmt
                 yield _Raw(f"{source.name}#{key}" if key else source.name, source.name, fmt), text
+        except CorpusError:
+            raise  # strict mode's own failure (a ValueError too), not a read error
         except _READ_ERRORS as exc:
             reason = str(exc) if isinstance(exc, SkipFile) else f"{type(exc).__name__}: {exc}"
             _skip(report, source.name, reason[:300], strict)

@@ -95,6 +95,9 @@ def test_a_200_mb_line_is_skipped_without_being_loaded(tmp_path: Path) -> None:
     assert [d.doc_id for d in documents] == ["records.jsonl#0", "records.jsonl#2"]
     assert "larger than data.max_document_bytes" in dict(report.skipped_files)["one-line.txt"]
     assert report.dropped["unreadable_record"] == 1
+    strict = data.model_copy(update={"strict": True, "corpus": str(corpus / "records.jsonl")})
+    with pytest.raises(CorpusError, match=r"^records.jsonl record 1: line longer than data.max_document_bytes"):
+        load_corpus(strict)
 
 
 def _canary_corpus(root: Path) -> None:
