@@ -26,16 +26,10 @@ _FNV_PRIME = np.uint64(1099511628211)
 _LOW32 = np.uint64(0xFFFFFFFF)
 # The permutations depend only on (num_perm, seed): made once per process, not once per document.
 _PERMUTATIONS = MinHash(num_perm=NUM_PERM, seed=_SEED, scheme=SCHEME).permutations
-_word_hashes: dict[str, int] = {}
 
 
 def _word_hash(word: str) -> int:
-    value = _word_hashes.get(word)
-    if value is None:
-        if len(_word_hashes) > 1 << 20:  # a bound, so a huge vocabulary cannot grow the cache forever
-            _word_hashes.clear()
-        value = _word_hashes[word] = xxhash.xxh32_intdigest(word.encode())
-    return value
+    return xxhash.xxh32_intdigest(word.encode())
 
 
 def content_digest(text: str) -> bytes:

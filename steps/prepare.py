@@ -4,7 +4,7 @@ Three streaming passes:
 1. read, clean, redact and deduplicate (`steps.corpus`, in worker processes) into a
    temporary JSONL of kept documents, deciding each document's side of the split;
 2. train the BPE tokenizer on the training side of that file (or load the base model's);
-3. batch-encode the file chunk by chunk (the tokenizer's own threads) and pack each
+3. batch-encode the file about 1 MB of text at a time (the tokenizer's own threads) and pack each
    side straight into Arrow shards.
 
 Writes `<out>/tokenizer/` (a Hugging Face tokenizer folder) and `<out>/dataset/`:
@@ -33,7 +33,9 @@ from steps.domain_tokenizer import load_base_tokenizer, train_bpe_tokenizer
 from steps.packing import BlockWriter, DocumentSplit
 from steps.storage import file_sha256
 
-_ENCODE_CHUNK = 2048
+# Text encoded per call: enough for the tokenizer's threads to share, small enough that the Encoding
+# objects (ids, offsets, token strings) held per call stay a few tens of MB whatever the corpus size.
+_ENCODE_CHARS = 1 << 20
 
 
 def _histogram(values: array, bins: int = 20) -> dict[str, list[float]]:
@@ -48,13 +50,15 @@ def _read_cleaned(path: Path) -> Iterator[tuple[str, str]]:
             yield row["id"], row["text"]
 
 
-def _chunks(rows: Iterator[tuple[str, str]], size: int) -> Iterator[list[tuple[str, str]]]:
+def _chunks(rows: Iterator[tuple[str, str]], chars: int) -> Iterator[list[tuple[str, str]]]:
     chunk: list[tuple[str, str]] = []
+    size = 0
     for row in rows:
         chunk.append(row)
-        if len(chunk) == size:
+        size += len(row[1])
+        if size >= chars:
             yield chunk
-            chunk = []
+            chunk, size = [], 0
     if chunk:
         yield chunk
 
@@ -101,7 +105,7 @@ def _encode_and_pack(cleaned: Path, tokenizer, split: DocumentSplit, data: DataC
     tokens = {"train": 0, "validation": 0}
     token_counts = array("I")
     prompts: list[dict[str, Any]] = []
-    for chunk in _chunks(_read_cleaned(cleaned), _ENCODE_CHUNK):
+    for chunk in _chunks(_read_cleaned(cleaned), _ENCODE_CHARS):
         by_side: dict[str, list[list[int]]] = {"train": [], "validation": []}
         for (doc_id, _), ids in zip(chunk, _encode([text for _, text in chunk], tokenizer), strict=True):
             side = "validation" if split.is_validation(doc_id) else "train"
