@@ -87,8 +87,9 @@ _KEY_HEADERS = PrivateKeyDetector.denylist
 # - Bearer tokens that are not JWTs (opaque OAuth tokens in Authorization headers).
 _EXTRA: tuple[tuple[str, re.Pattern], ...] = (("gcp_api_key", re.compile(r"AIza[0-9A-Za-z\-_]{35}")),)
 _BEARER = re.compile(r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{16,}=*)")
-# Every token-shaped secret above is at least 16 characters long: scanning only such runs keeps the scan
-# fast on prose (a whole pass of every plugin pattern over the text costs more than tokenizing it).
+# Issued tokens of every type above are at least 16 characters long (a few patterns also accept shorter
+# strings no service issues): scanning only such runs keeps the scan fast on prose, where a pass of every
+# plugin pattern over the whole text cost more than tokenizing it.
 _LONG_TOKEN = re.compile(r"\S{16,}")
 # The JWT plugin's pattern ends lazily, so its match stops before the signature: extend over it.
 _JWT_TAIL = re.compile(r"[A-Za-z0-9\-_.+/=]*")
@@ -121,6 +122,7 @@ def _inside_hash(text: str, start: int, end: int) -> bool:
 
 # Patterns whose only group is a prefix alternation (`(ghp|gho|...)_...`): the secret is the whole match.
 _WHOLE_MATCH = {"github_token", "gitlab_token"}
+_DELIMITERS = frozenset(" \t\n\"'=:")
 
 
 def _match_span(kind: str, match: re.Match) -> tuple[int, int]:
@@ -184,6 +186,11 @@ def _pattern_spans(kind: str, pattern: re.Pattern, text: str, start: int = 0, en
     spans = []
     for match in pattern.finditer(text, start, len(text) if end is None else end):
         first, last = _match_span(kind, match)
+        # Some patterns include their delimiters (`(?:\s|=|:|"|^)AKC...(?:\s|"|$)`): keep those in the text.
+        while first < last and text[first] in _DELIMITERS:
+            first += 1
+        while last > first and text[last - 1] in _DELIMITERS:
+            last -= 1
         if kind == "jwt":
             if not JwtTokenDetector.is_formally_valid(match.group()):
                 continue
@@ -202,8 +209,10 @@ def find_secrets(text: str) -> list[Span]:
     """(start, end, type) of every secret in `text`, overlapping spans merged."""
     spans: list[Span] = []
     for token in _LONG_TOKEN.finditer(text):
+        # One character of context each side: some patterns start or end with `(?:\s|=|:|"|^)`.
+        start, end = max(token.start() - 1, 0), min(token.end() + 1, len(text))
         for kind, pattern in _TOKEN_PATTERNS + _EXTRA:
-            spans += _pattern_spans(kind, pattern, text, token.start(), token.end())
+            spans += _pattern_spans(kind, pattern, text, start, end)
     for line_start, line_end in _hinted_lines(text):
         for kind, pattern in _ASSIGNMENT_PATTERNS:
             spans += _pattern_spans(kind, pattern, text, line_start, line_end)

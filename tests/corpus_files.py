@@ -70,6 +70,8 @@ CANARIES = {
     "password_in_url": "mirror https://backup:QCanaryUrlPw77@files.example.net/dump",
     "password": "db_password = QCanaryConfigPw88",
     "api_key": 'api_key: "QCanaryGenericApiKey0123456789"',
+    "stripe_key": "billing sk_live_QCanaryStripe01234567890 in use",
+    "artifactory_key": "repo token AKCpQCanaryArtifactory0123456789abcdefXYZ for builds",
 }
 CANARY_VALUES = [
     "AKIAQCANARY7EXAMPLE1",
@@ -84,6 +86,8 @@ CANARY_VALUES = [
     "QCanaryUrlPw77",
     "QCanaryConfigPw88",
     "QCanaryGenericApiKey",
+    "QCanaryStripe",
+    "QCanaryArtifactory",
 ]
 IOCS = [
     "185.220.101.47",
