@@ -10,6 +10,7 @@ so the result does not depend on the number of workers.
 
 from __future__ import annotations
 
+import gc
 import glob
 import json
 import multiprocessing
@@ -196,7 +197,10 @@ def _cleaned_batches(batches: Iterator[tuple[list[_Raw], list[str]]], settings: 
             yield metas, clean_batch(texts, settings)
         return
     # Pool.imap would read every batch ahead into its task queue; apply_async with a bounded window keeps
-    # at most 2 batches per worker in flight, which is what bounds memory.
+    # at most 2 batches per worker in flight, which is what bounds memory. gc.freeze keeps the workers'
+    # garbage collector off the objects inherited from this process, so it does not dirty (and copy) their
+    # pages: without it a long-running worker slowly duplicates the parent's heap.
+    gc.freeze()
     with multiprocessing.get_context("fork").Pool(num_proc) as pool:
         pending: deque = deque()
         for metas, texts in batches:
@@ -207,6 +211,7 @@ def _cleaned_batches(batches: Iterator[tuple[list[_Raw], list[str]]], settings: 
         while pending:
             metas_done, result = pending.popleft()
             yield metas_done, result.get()
+    gc.unfreeze()
 
 
 def iter_documents(data: DataConfig, report: CorpusReport) -> Iterator[Document]:
