@@ -62,8 +62,11 @@ def prepare_card(result: dict[str, Any]) -> list:
     s = result["summary"]
     report = s["report"]
     rows = [["documents kept", report["kept_documents"]], ["characters kept", report["kept_chars"]]]
-    rows += [[f"dropped: {reason}", count] for reason, count in report["dropped"].items()]
-    rows += [[f"files ({fmt})", count] for fmt, count in report["files_by_format"].items()]
+    rows += [[f"dropped: {reason}", count] for reason, count in sorted(report["dropped"].items())]
+    rows += [
+        ["duplicates found: exact / near", f"{report['duplicates']['exact']} / {report['duplicates']['near']}"],
+        ["documents with redactions", report["redacted_documents"]],
+    ]
     for split in ("train", "validation"):
         rows.append(
             [
@@ -72,18 +75,27 @@ def prepare_card(result: dict[str, Any]) -> list:
             ]
         )
     rows += [["block size", s["block_size"]], ["vocabulary", s["vocab_size"]], ["evaluation prompts", s["prompts"]]]
+    mix = [["files", fmt, n] for fmt, n in sorted(report["files_by_format"].items())]
+    mix += [["documents kept", fmt, n] for fmt, n in sorted(report["documents_by_format"].items())]
+    redactions = [[kind, count] for kind, count in sorted(report["redactions"].items())] or [["none", 0]]
     parts = [
         Markdown(f"# prepare\nCorpus: `{s['corpus']}`"),
         Table(rows, headers=["", "value"]),
+        Markdown("## Source mix"),
+        Table(mix, headers=["", "format", "count"]),
+        Markdown("## Redactions (counts only; every change is in the dataset's report.jsonl)"),
+        Table(redactions, headers=["type", "count"]),
         _histogram_chart(s["doc_chars_histogram"], "Document length", "characters"),
         _histogram_chart(s["doc_tokens_histogram"], "Document length", "tokens"),
         Markdown("## Sample blocks (decoded)"),
     ]
     parts += [Markdown(f"```\n{block}\n```") for block in s["sample_blocks"]]
     if report["skipped_files"]:
-        parts.append(
-            Table([[f["path"], f["reason"]] for f in report["skipped_files"]], headers=["skipped file", "why"])
-        )
+        title = f"## Skipped files ({report['skipped_file_count']}, first {len(report['skipped_files'])} shown)"
+        parts += [
+            Markdown(title),
+            Table([[f["path"], f["reason"]] for f in report["skipped_files"]], headers=["skipped file", "why"]),
+        ]
     parts.append(refs_table({"dataset": result["dataset"], "tokenizer": result["tokenizer"]}))
     return parts
 

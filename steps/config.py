@@ -31,11 +31,29 @@ class _Section(BaseModel):
 
 class DataConfig(_Section):
     corpus: str = DEFAULT_CORPUS
-    """`cwe` for the CWE catalogue, or a folder, glob or s3:// prefix of .txt/.md/.json/.jsonl/.xml files."""
+    """`cwe` for the CWE catalogue, or a folder, glob or s3:// prefix (read recursively) of text, Markdown,
+    reStructuredText, HTML, JSON/JSONL, CSV, PDF, STIX 2.1 bundle and CWE XML files, plain, .gz or in .zip."""
     text_fields: list[str] = ["text"]
     """Fields holding text in JSON/JSONL records, joined in this order."""
+    csv_columns: list[str] = ["text"]
+    """Columns holding text in CSV files, joined in this order."""
     min_chars: int = Field(200, ge=1)
     """Documents shorter than this after clean-up are dropped."""
+    min_alnum_fraction: float = Field(0.5, ge=0.0, le=1.0)
+    """Documents whose share of letters and digits (among non-space characters) is below this are dropped."""
+    max_document_bytes: int = Field(16 * 2**20, ge=1024)
+    """Largest document, record or line read as text; larger ones are skipped without being loaded whole."""
+    max_file_bytes: int = Field(256 * 2**20, ge=1024)
+    """Largest file parsed whole (PDF, JSON, STIX bundle, zip member); larger ones are skipped."""
+    near_duplicate_threshold: float = Field(0.85, gt=0.0, le=1.0)
+    """Estimated Jaccard similarity (word 5-grams, MinHash LSH) at or above which a document is a near duplicate;
+    1.0 turns near-duplicate removal off."""
+    redact_emails: bool = False
+    """Replace e-mail addresses by `<PII:email>` (secrets are always redacted; indicators are always kept)."""
+    strict: bool = False
+    """Fail on the first file that cannot be read instead of skipping it and naming it in the report."""
+    num_proc: int | None = Field(None, ge=1)
+    """Worker processes for cleaning and tokenizer threads; empty means every core."""
     vocab_size: int = Field(4096, ge=256, le=262144)
     """Vocabulary size of the BPE tokenizer trained on the corpus (ignored with a base model)."""
     block_size: int = Field(256, ge=16)

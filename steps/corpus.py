@@ -1,32 +1,46 @@
-"""Read a corpus into clean, deduplicated documents, accounting for every drop.
+"""Read a corpus into clean, deduplicated, redacted documents, accounting for every drop and change.
 
 Sources: `cwe` (the CWE catalogue bundled with `cwe2`), a folder (recursive), a
-glob, or an s3:// prefix. Formats: plain text and Markdown, JSON and JSONL
-(text taken from the configured fields) and the CWE catalogue XML.
+glob, or an s3:// prefix; formats are in `steps.extract`. Files are read in a
+stable order by this process; clean-up runs in `num_proc` worker processes on
+batches of documents, with a bounded number of batches in flight, so memory
+does not grow with the corpus; duplicates are decided here, in corpus order,
+so the result does not depend on the number of workers.
 """
 
 from __future__ import annotations
 
+import gc
 import glob
-import hashlib
 import json
+import multiprocessing
+import os
 import re
 import tempfile
-import unicodedata
-import xml.etree.ElementTree as ET
-from collections import Counter
+import zipfile
+import zlib
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
-from steps.config import DEFAULT_CORPUS
-from steps.cwe_catalogue import bundled_catalogue_path, looks_like_cwe_catalogue, read_cwe_catalogue
+from steps.clean import CleanSettings, clean_batch, normalise
+from steps.config import DEFAULT_CORPUS, DataConfig
+from steps.cwe_catalogue import bundled_catalogue_path
+from steps.extract import Limits, RecordSkip, SkipFile, Source, expand_zip, read_source
+from steps.near_dedupe import DuplicateIndex
 from steps.storage import download_prefix
 
-TEXT_SUFFIXES = {".txt", ".md", ".markdown", ".rst"}
-JSON_SUFFIXES = {".json", ".jsonl"}
-XML_SUFFIXES = {".xml"}
-SUPPORTED = TEXT_SUFFIXES | JSON_SUFFIXES | XML_SUFFIXES
+__all__ = ["CorpusError", "CorpusReport", "Document", "iter_documents", "load_corpus", "normalise", "resolve_sources"]
+
+_BATCH_DOCS = 256
+_BATCH_CHARS = 4 << 20
+_SKIPPED_FILES_ON_CARD = 50
+# What a damaged file raises while being read: a truncated gzip (EOFError, zlib.error, BadGzipFile is an
+# OSError), broken XML (lxml's XMLSyntaxError is a SyntaxError), bad text or JSON or CSV (ValueError and its
+# subclasses), an encrypted zip member (RuntimeError, zipfile's choice).
+_READ_ERRORS = (SkipFile, OSError, EOFError, zlib.error, SyntaxError, ValueError, zipfile.BadZipFile, RuntimeError)
 
 
 class CorpusError(ValueError):
@@ -42,22 +56,54 @@ class Document:
 
 @dataclass
 class CorpusReport:
-    """What was read, kept and dropped, and why (counts only)."""
+    """What was read, kept, dropped and changed. Counts for the card; one JSONL row per event in `rows`.
 
+    A row has the source, the document id, the action and the reason; a redaction row names the secret
+    types and counts, never the secret.
+    """
+
+    rows: IO[str] | None = None
     files_by_format: Counter = field(default_factory=Counter)
+    documents_by_format: Counter = field(default_factory=Counter)
     dropped: Counter = field(default_factory=Counter)
+    redactions: Counter = field(default_factory=Counter)
+    redacted_documents: int = 0
     skipped_files: list[tuple[str, str]] = field(default_factory=list)
+    skipped_file_count: int = 0
     kept: int = 0
     kept_chars: int = 0
+
+    def record(self, source: str, doc_id: str, action: str, reason: str) -> None:
+        if self.rows is not None:
+            self.rows.write(json.dumps({"source": source, "doc_id": doc_id, "action": action, "reason": reason}) + "\n")
+
+    def skip_file(self, source: str, reason: str) -> None:
+        self.skipped_file_count += 1
+        self.dropped["unreadable_file"] += 1
+        if len(self.skipped_files) < _SKIPPED_FILES_ON_CARD:
+            self.skipped_files.append((source, reason))
+        self.record(source, source, "skipped_file", reason)
 
     def to_dict(self) -> dict:
         return {
             "files_by_format": dict(self.files_by_format),
+            "documents_by_format": dict(self.documents_by_format),
             "dropped": dict(self.dropped),
+            "duplicates": {"exact": self.dropped["exact_duplicate"], "near": self.dropped["near_duplicate"]},
+            "redactions": dict(self.redactions),
+            "redacted_documents": self.redacted_documents,
             "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped_files],
+            "skipped_file_count": self.skipped_file_count,
             "kept_documents": self.kept,
             "kept_chars": self.kept_chars,
         }
+
+
+@dataclass(frozen=True)
+class _Raw:
+    doc_id: str
+    source: str
+    format: str
 
 
 def resolve_sources(corpus: str) -> tuple[Path, list[Path]]:
@@ -83,89 +129,134 @@ def resolve_sources(corpus: str) -> tuple[Path, list[Path]]:
     return root, sorted(files)
 
 
-def _records_from_json(path: Path, name: str, text_fields: list[str]) -> Iterator[tuple[str, str]]:
-    raw = path.read_text(encoding="utf-8")
-    if path.suffix == ".jsonl":
-        records = [json.loads(line) for line in raw.splitlines() if line.strip()]
-    else:
-        loaded = json.loads(raw)
-        records = loaded if isinstance(loaded, list) else [loaded]
-    for index, record in enumerate(records):
-        if not isinstance(record, dict):
-            continue
-        parts = [str(record[f]) for f in text_fields if record.get(f)]
-        yield f"{name}#{index}", "\n".join(parts)
+def _format_label(source: Source) -> str:
+    label = source.format if source.format != "unknown" else (Path(source.inner_name).suffix.lstrip(".") or "none")
+    return f"{label}.gz" if source.compressed else label
 
 
-def read_file(path: Path, name: str, text_fields: list[str]) -> Iterator[tuple[str, str]]:
-    """(doc_id, raw text) pairs from one file named `name` in ids; raises on unreadable content."""
-    suffix = path.suffix.lower()
-    if suffix in TEXT_SUFFIXES:
-        yield name, path.read_text(encoding="utf-8")
-    elif suffix in JSON_SUFFIXES:
-        yield from _records_from_json(path, name, text_fields)
-    elif suffix in XML_SUFFIXES:
-        with open(path, "rb") as handle:
-            if not looks_like_cwe_catalogue(handle.read(4096)):
-                raise ValueError("XML that is not a CWE catalogue")
-        for weakness_id, text in read_cwe_catalogue(path):
-            yield f"{name}#{weakness_id}", text
-    else:
-        raise ValueError(f"unsupported format {suffix or '(no suffix)'}; supported: {sorted(SUPPORTED)}")
-
-
-def normalise(text: str) -> str:
-    """NFKC, no control characters, runs of spaces folded, at most one blank line in a row."""
-    text = unicodedata.normalize("NFKC", text)
-    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch)[0] != "C")
-    lines = [" ".join(line.split()) for line in text.splitlines()]
-    out: list[str] = []
-    for line in lines:
-        if line or (out and out[-1]):
-            out.append(line)
-    return "\n".join(out).strip()
-
-
-def read_documents(
-    root: Path, files: Iterable[Path], text_fields: list[str], min_chars: int, report: CorpusReport
-) -> Iterator[Document]:
-    """Clean documents from files, without exact duplicates; drops are counted in `report`.
-
-    Document ids are paths relative to `root`, so the split does not depend on where the corpus lives.
-    """
-    seen: set[bytes] = set()
+def _sources(root: Path, files: Iterable[Path], report: CorpusReport, strict: bool) -> Iterator[Source]:
     for path in files:
-        report.files_by_format[path.suffix.lower().lstrip(".") or "none"] += 1
         name = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+        if path.suffix.lower() != ".zip":
+            yield Source(name, path)
+            continue
         try:
-            for doc_id, raw in read_file(path, name, text_fields):
-                text = normalise(raw)
-                if len(text) < min_chars:
-                    report.dropped["too_short"] += 1
-                    continue
-                digest = hashlib.sha256(text.encode()).digest()
-                if digest in seen:
-                    report.dropped["exact_duplicate"] += 1
-                    continue
-                seen.add(digest)
-                report.kept += 1
-                report.kept_chars += len(text)
-                yield Document(doc_id, text)
-        except (UnicodeDecodeError, json.JSONDecodeError, ET.ParseError, ValueError, OSError) as exc:
-            reason = f"{type(exc).__name__}: {exc}"[:200]
-            report.skipped_files.append((str(path), reason))
-            report.dropped["unreadable_file"] += 1
+            yield from expand_zip(path, name)
+        except SkipFile as exc:
+            _skip(report, name, str(exc), strict)
 
 
-def load_corpus(corpus: str, text_fields: list[str], min_chars: int) -> tuple[list[Document], CorpusReport]:
-    """All clean documents of a corpus and the report of what was dropped."""
+def _skip(report: CorpusReport, source: str, reason: str, strict: bool) -> None:
+    if strict:
+        raise CorpusError(f"{source}: {reason}; data.strict is on, so any unreadable file fails the step")
+    report.skip_file(source, reason)
+
+
+def _raw_documents(
+    root: Path, files: Iterable[Path], limits: Limits, report: CorpusReport, strict: bool
+) -> Iterator[tuple[_Raw, str]]:
+    for source in _sources(root, files, report, strict):
+        label = _format_label(source)
+        report.files_by_format[label] += 1
+        try:
+            for item in read_source(source, limits):
+                if isinstance(item, RecordSkip):
+                    if strict:
+                        raise CorpusError(f"{source.name} record {item.key}: {item.reason}; data.strict is on")
+                    report.dropped["unreadable_record"] += 1
+                    report.record(source.name, f"{source.name}#{item.key}", "skipped_record", item.reason)
+                    continue
+                key, text, fmt = item
+                fmt = f"{fmt}.gz" if source.compressed else fmt
+                yield _Raw(f"{source.name}#{key}" if key else source.name, source.name, fmt), text
+        except CorpusError:
+            raise  # strict mode's own failure (a ValueError too), not a read error
+        except _READ_ERRORS as exc:
+            reason = str(exc) if isinstance(exc, SkipFile) else f"{type(exc).__name__}: {exc}"
+            _skip(report, source.name, reason[:300], strict)
+
+
+def _batches(raw: Iterator[tuple[_Raw, str]]) -> Iterator[tuple[list[_Raw], list[str]]]:
+    metas: list[_Raw] = []
+    texts: list[str] = []
+    size = 0
+    for meta, text in raw:
+        metas.append(meta)
+        texts.append(text)
+        size += len(text)
+        if len(texts) >= _BATCH_DOCS or size >= _BATCH_CHARS:
+            yield metas, texts
+            metas, texts, size = [], [], 0
+    if texts:
+        yield metas, texts
+
+
+def _cleaned_batches(batches: Iterator[tuple[list[_Raw], list[str]]], settings: CleanSettings, num_proc: int):
+    if num_proc == 1:
+        for metas, texts in batches:
+            yield metas, clean_batch(texts, settings)
+        return
+    # Pool.imap would read every batch ahead into its task queue; apply_async with a bounded window keeps
+    # at most 2 batches per worker in flight, which is what bounds memory. gc.freeze keeps the workers'
+    # garbage collector off the objects inherited from this process, so it does not dirty (and copy) their
+    # pages: without it a long-running worker slowly duplicates the parent's heap.
+    gc.freeze()
+    with multiprocessing.get_context("fork").Pool(num_proc) as pool:
+        pending: deque = deque()
+        for metas, texts in batches:
+            pending.append((metas, pool.apply_async(clean_batch, (texts, settings))))
+            if len(pending) >= 2 * num_proc:
+                metas_done, result = pending.popleft()
+                yield metas_done, result.get()
+        while pending:
+            metas_done, result = pending.popleft()
+            yield metas_done, result.get()
+    gc.unfreeze()
+
+
+def iter_documents(data: DataConfig, report: CorpusReport) -> Iterator[Document]:
+    """Clean documents of the corpus in a stable order; drops, skips and redactions go to `report`."""
+    root, files = resolve_sources(data.corpus)
+    limits = Limits(data.max_document_bytes, data.max_file_bytes, tuple(data.text_fields), tuple(data.csv_columns))
+    settings = CleanSettings(
+        data.min_chars, data.min_alnum_fraction, data.redact_emails, data.near_duplicate_threshold < 1.0
+    )
+    index = DuplicateIndex(data.near_duplicate_threshold)
+    raw = _raw_documents(root, files, limits, report, data.strict)
+    for metas, cleaned in _cleaned_batches(_batches(raw), settings, data.num_proc or os.cpu_count() or 1):
+        for meta, doc in zip(metas, cleaned, strict=True):
+            if doc.redactions:
+                report.redactions.update(doc.redactions)
+                report.redacted_documents += 1
+                counts = ", ".join(f"{kind}={n}" for kind, n in sorted(doc.redactions.items()))
+                report.record(meta.source, meta.doc_id, "redacted", counts)
+            reason = doc.drop_reason
+            if reason is None:
+                duplicate = index.check_and_add(meta.doc_id, doc.digest, doc.signature)
+                if duplicate is not None:
+                    reason = f"{duplicate[0]} of {duplicate[1]}"
+            if reason is not None:
+                report.dropped[reason.split(" ", 1)[0]] += 1
+                report.record(meta.source, meta.doc_id, "dropped", reason)
+                continue
+            report.kept += 1
+            report.kept_chars += len(doc.text)
+            report.documents_by_format[meta.format] += 1
+            yield Document(meta.doc_id, doc.text)
+
+
+def load_corpus(data: DataConfig) -> tuple[list[Document], CorpusReport]:
+    """All clean documents of a corpus in memory (for tests and small corpora) and the report."""
     report = CorpusReport()
-    root, files = resolve_sources(corpus)
-    documents = list(read_documents(root, files, text_fields, min_chars, report))
+    documents = list(iter_documents(data, report))
     if not documents:
-        raise CorpusError(
-            f"data.corpus = {corpus!r} left no documents after cleaning "
-            f"(dropped: {dict(report.dropped) or 'none'}; skipped files: {report.skipped_files[:3]}); "
-            f"check the files or lower data.min_chars ({min_chars})"
-        )
+        raise empty_corpus_error(data, report)
     return documents, report
+
+
+def empty_corpus_error(data: DataConfig, report: CorpusReport) -> CorpusError:
+    return CorpusError(
+        f"data.corpus = {data.corpus!r} left no documents after cleaning "
+        f"(dropped: {dict(report.dropped) or 'none'}; skipped files: {report.skipped_files[:3]}); "
+        f"check the files or lower data.min_chars ({data.min_chars})"
+    )

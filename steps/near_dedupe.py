@@ -1,0 +1,91 @@
+"""Exact and near-duplicate detection at document level.
+
+Exact duplicates share the SHA-256 of their cleaned text. Near duplicates are
+found with MinHash signatures of word 5-grams and an LSH index (`datasketch`):
+the signature is computed where the document is cleaned (in a worker), the
+index lives in the one process that decides, in corpus order, what to keep.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+import numpy as np
+import xxhash
+from datasketch import LeanMinHash, MinHash, MinHashLSH
+
+NUM_PERM = 128
+SHINGLE_WORDS = 5
+_SEED = 1
+SCHEME = "affine32"
+_WORD = re.compile(r"\w+")
+
+
+_FNV_PRIME = np.uint64(1099511628211)
+_LOW32 = np.uint64(0xFFFFFFFF)
+# The permutations depend only on (num_perm, seed): made once per process, not once per document.
+_PERMUTATIONS = MinHash(num_perm=NUM_PERM, seed=_SEED, scheme=SCHEME).permutations
+
+
+def _word_hash(word: str) -> int:
+    return xxhash.xxh32_intdigest(word.encode())
+
+
+def content_digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+def shingle_hashes(text: str) -> np.ndarray:
+    """32-bit hashes of the document's lower-cased word 5-grams (one hash of all words when shorter).
+
+    Each word is hashed once (xxhash) and the 5-gram hashes are combined from them with numpy:
+    hashing every 5-gram string in Python was most of the cost of near-duplicate detection.
+    """
+    words = _WORD.findall(text.lower())
+    hashes = np.fromiter(map(_word_hash, words), dtype=np.uint64, count=len(words))
+    count = max(len(hashes) - SHINGLE_WORDS + 1, 1)
+    combined = np.zeros(count, dtype=np.uint64)
+    for offset in range(min(SHINGLE_WORDS, len(hashes))):
+        combined = combined * _FNV_PRIME + hashes[offset : offset + count]
+    return np.unique((combined ^ (combined >> np.uint64(32))) & _LOW32)
+
+
+def minhash_signature(text: str) -> np.ndarray:
+    """MinHash values (datasketch, affine32 scheme) of the document's word 5-gram hashes."""
+    sketch = MinHash(num_perm=NUM_PERM, seed=_SEED, scheme=SCHEME, hashfunc=int, permutations=_PERMUTATIONS)
+    sketch.update_batch(shingle_hashes(text).tolist())
+    return sketch.hashvalues
+
+
+class DuplicateIndex:
+    """Remembers kept documents; says which earlier document a new one duplicates, if any.
+
+    LSH only proposes candidates (its banding lets through pairs well below the threshold), so each
+    candidate is confirmed with the Jaccard similarity its signature estimates. Memory grows with the
+    number of kept documents (a digest, the LSH band keys and a 128-value signature each, about 1 KB),
+    not with their length: that is the price of a corpus-wide dedupe.
+    """
+
+    def __init__(self, near_threshold: float) -> None:
+        self.near_threshold = near_threshold
+        self._exact: dict[bytes, str] = {}
+        self._sketches: dict[str, LeanMinHash] = {}
+        self._lsh = MinHashLSH(threshold=near_threshold, num_perm=NUM_PERM) if near_threshold < 1.0 else None
+
+    def check_and_add(self, doc_id: str, digest: bytes, signature: np.ndarray | None) -> tuple[str, str] | None:
+        """None when the document is new (and now remembered), else (`exact_duplicate`|`near_duplicate`, of-id)."""
+        original = self._exact.get(digest)
+        if original is not None:
+            return "exact_duplicate", original
+        sketch = None
+        if self._lsh is not None and signature is not None:
+            sketch = LeanMinHash(seed=_SEED, hashvalues=signature, scheme=SCHEME)
+            for candidate in sorted(self._lsh.query(sketch)):
+                if sketch.jaccard(self._sketches[candidate]) >= self.near_threshold:
+                    return "near_duplicate", candidate
+        self._exact[digest] = doc_id
+        if sketch is not None:
+            self._lsh.insert(doc_id, sketch, check_duplication=False)
+            self._sketches[doc_id] = sketch
+        return None
