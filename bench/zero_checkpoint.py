@@ -7,7 +7,7 @@ Training a model of 50+ MB to a checkpoint would take minutes on CPU; conversion
 does not care whether the weights learned anything, only about their layout.
 So this builds the Llama of the pipeline, takes one optimizer step under
 DeepSpeed (so that Adam's states exist as in a real checkpoint) and saves it
-with `steps.checkpoint.save_checkpoint`, plus `verify_logits.pt` and a
+with `steps.checkpoint.CheckpointStore`, plus `verify_logits.pt` and a
 tokenizer sized to the vocabulary. Used by the conversion memory test and
 bench/convert.py.
 """
@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import deepspeed  # noqa: E402
 import torch  # noqa: E402
 
-from steps.checkpoint import save_checkpoint  # noqa: E402
+from steps.checkpoint import CheckpointStore  # noqa: E402
 from steps.config import ModelConfig  # noqa: E402
 from steps.distributed import init_distributed, shutdown  # noqa: E402
 from steps.domain_tokenizer import train_bpe_tokenizer  # noqa: E402
@@ -58,7 +58,8 @@ def main() -> None:
     ids = torch.randint(0, args.vocab, (1, 16), generator=torch.Generator().manual_seed(0))
     engine.backward(engine(input_ids=ids, labels=ids).loss)
     engine.step()
-    save_checkpoint(engine, args.out / "checkpoints", 1, {"tokens_seen": 16}, ctx)
+    store = CheckpointStore(str(args.out / "checkpoints"), args.out / "staging", keep=1, ctx=ctx)
+    store.save(engine, 1, {"tokens_seen": 16, "zero_stage": args.stage}, metrics_file=None)
     engine.eval()
     with torch.no_grad():
         logits = engine(input_ids=ids).logits.float()
