@@ -18,7 +18,12 @@ def run_storage(flow, run_id: str | None = None) -> RunStorage:
 
 
 def resumed_checkpoints(flow) -> list[str]:
-    """The checkpoint root of the run this one resumes (`resume`), so training continues where it stopped."""
+    """Checkpoint roots of the run this one resumes (`resume`), so training continues where it stopped.
+
+    Both places a train step may have written: under torchrun here or on Batch/Kubernetes,
+    and as a SageMaker job; the newest complete checkpoint among them wins.
+    """
     if not current.origin_run_id:
         return []
-    return [run_storage(flow, current.origin_run_id).uri("train/checkpoints")]
+    origin = run_storage(flow, current.origin_run_id)
+    return [origin.uri("train/checkpoints"), origin.uri("sagemaker/checkpoints")]

@@ -92,7 +92,14 @@ class TuneFlow(FlowSpec):
         try:
             if self.tune.compute.train.target == "sagemaker":  # this one task submits and waits for the whole job
                 name = training_job_name(current.flow_name, current.run_id, current.retry_count)
-                result = sagemaker_train_stage(self.tune, run_storage(self), self.dataset, self.tokenizer, name)
+                result = sagemaker_train_stage(
+                    self.tune,
+                    run_storage(self),
+                    self.dataset,
+                    self.tokenizer,
+                    name,
+                    resume_from=resumed_checkpoints(self),
+                )
                 self.training_job = result["job"]
             else:
                 rdzv = Rendezvous(

@@ -124,6 +124,9 @@ def run_training_host(contract: HostContract) -> Path:
         # them into a restarted Spot job, where steps.train continues from the newest complete one.
         checkpoint_uri=checkpoints,
     )
+    earlier = contract.channel("checkpoints", required=False)  # the checkpoints of a run this one resumes
+    if earlier is not None:
+        args += ["--resume-from", str(earlier)]
     nproc = contract.gpus or config.train.nproc_per_node
     rdzv = Rendezvous(
         len(contract.hosts), contract.node_rank, contract.hosts[0], int(os.environ.get("MASTER_PORT", DEFAULT_PORT))

@@ -19,7 +19,7 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -227,8 +227,13 @@ def sagemaker_train_stage(
     name: str,
     clients: tuple[Any, Any] | None = None,
     poll_s: float = 30.0,
+    resume_from: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """Train as a SageMaker job; returns what `stages.train_stage` returns, plus the job's record."""
+    """Train as a SageMaker job; returns what `stages.train_stage` returns, plus the job's record.
+
+    `resume_from`: checkpoint roots of the run this one resumes; the newest complete
+    checkpoint among them goes in as the `checkpoints` channel and training continues from it.
+    """
     if not storage.is_s3:
         raise TrainingJobError(
             "compute.train.target 'sagemaker' needs the run's files on S3: run with --datastore s3 "
@@ -253,6 +258,12 @@ def sagemaker_train_stage(
                 "from S3; upload the folder and give its s3:// prefix"
             )
         channels["base_model"] = config.model.base_model
+    from steps.checkpoint import newest_of  # torch: kept out of the flow file's imports
+
+    found = newest_of(resume_from)
+    if found is not None:
+        channels["checkpoints"] = found.root
+        print(f"the job resumes from {found.uri}", flush=True)
     request = build_request(config, name, channels, prefixes)
     arn = sagemaker_client.create_training_job(**request)["TrainingJobArn"]
     print(f"submitted SageMaker training job {arn}", flush=True)

@@ -108,6 +108,25 @@ def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(run_on_s3, deb
     assert converted["verification"]["logits_match"] is True
     assert converted["verification"]["trained_world_size"] == 2
 
+    # `resume` of this run (a new run id, a new job): its checkpoints go in as a channel and training continues.
+    resumed_storage = RunStorage(storage.root.replace("/7/files", "/8/files"))
+    earlier = [storage.uri("train/checkpoints"), storage.uri("sagemaker/checkpoints")]
+    again = sagemaker_train_stage(
+        _sagemaker_config(debug_config, secret_arn, max_steps=9),
+        resumed_storage,
+        dataset,
+        tokenizer,
+        training_job_name("TuneFlow", "8", 0),
+        clients=(client, boto3.client("logs")),
+        poll_s=0.1,
+        resume_from=earlier,
+    )
+    resumed_channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in client.requests[-1]["InputDataConfig"]
+    }
+    assert resumed_channels["checkpoints"].rstrip("/") in earlier
+    assert again["summary"]["resumed_from_step"] == 6 and again["summary"]["steps"] == 9
+
 
 def test_failed_host_fails_the_step_with_the_job_failure_reason(run_on_s3, debug_config, tmp_path) -> None:
     storage, dataset, tokenizer, secret_arn = run_on_s3
