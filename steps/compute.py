@@ -15,33 +15,27 @@ from steps.config import StepCompute, TuneConfig
 DISPATCHED_STEPS = ("prepare", "train", "convert", "evaluate")
 
 
+def _set(options: dict[str, Any]) -> dict[str, Any]:
+    """The options given a value: the decorators' own defaults stand for the others."""
+    return {key: value for key, value in options.items() if value}
+
+
 def step_decorators(step: StepCompute) -> list[tuple[str, dict[str, Any]]]:
     """Decorators (name, kwargs) for one step; empty for a local or SageMaker step."""
     decorators: list[tuple[str, dict[str, Any]]] = []
     if step.target == "batch":
-        kwargs: dict[str, Any] = {
+        kwargs = {
             "image": step.image,
             "cpu": step.cpus,
             "memory": step.memory_mb,
             "gpu": step.gpus,
+            **_set({"queue": step.queue, "iam_role": step.role_arn, "efa": step.efa}),
+            **_set({"shared_memory": step.shared_memory_mb}),
         }
-        if step.queue:
-            kwargs["queue"] = step.queue
-        if step.role_arn:
-            kwargs["iam_role"] = step.role_arn
-        if step.shared_memory_mb:
-            kwargs["shared_memory"] = step.shared_memory_mb
-        if step.efa:
-            kwargs["efa"] = step.efa
         decorators.append(("batch", kwargs))
     elif step.target == "kubernetes":
         kwargs = {"image": step.image, "cpu": step.cpus, "memory": step.memory_mb}
-        if step.gpus:
-            kwargs["gpu"] = step.gpus
-        if step.namespace:
-            kwargs["namespace"] = step.namespace
-        if step.shared_memory_mb:
-            kwargs["shared_memory"] = step.shared_memory_mb
+        kwargs |= _set({"gpu": step.gpus, "namespace": step.namespace, "shared_memory": step.shared_memory_mb})
         decorators.append(("kubernetes", kwargs))
     # A SageMaker job reads its secrets itself (by ARN); everywhere else @secrets
     # sets them in the step's environment at run time, out of the job definition.

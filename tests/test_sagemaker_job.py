@@ -46,6 +46,18 @@ def _sagemaker_config(debug_config: TuneConfig, secret_arn: str, **train) -> Tun
     return TuneConfig.model_validate(raw)
 
 
+def _on_demand_sagemaker(debug_config: TuneConfig) -> dict:
+    """The debug config as a raw mapping, training as a one-instance on-demand SageMaker job."""
+    raw = debug_config.model_dump()
+    raw["compute"]["train"] = {
+        "target": "sagemaker",
+        "image": IMAGE,
+        "instance_type": "ml.g5.2xlarge",
+        "role_arn": ROLE,
+    }
+    return raw
+
+
 @pytest.fixture
 def run_on_s3(aws_env, prepared: Path, request) -> tuple[RunStorage, dict, dict, str]:
     """Run storage on moto S3 with the debug dataset and tokenizer published, and a canary secret."""
@@ -151,13 +163,7 @@ def test_failed_host_fails_the_step_with_the_job_failure_reason(run_on_s3, debug
 
 def test_waiter_streams_logs_and_reports_a_failed_job(aws_env, debug_config) -> None:
     sagemaker, logs = boto3.client("sagemaker"), boto3.client("logs")
-    raw = debug_config.model_dump()
-    raw["compute"]["train"] = {
-        "target": "sagemaker",
-        "image": IMAGE,
-        "instance_type": "ml.g5.2xlarge",
-        "role_arn": ROLE,
-    }
+    raw = _on_demand_sagemaker(debug_config)
     config = TuneConfig.model_validate(raw)
     storage = RunStorage("s3://runs-waiter/TuneFlow/9/files")
     name = training_job_name("TuneFlow", "9", 0)
@@ -192,12 +198,6 @@ def test_job_names_fit_sagemaker() -> None:
 
 
 def test_sagemaker_needs_s3_run_storage(debug_config, tmp_path) -> None:
-    raw = debug_config.model_dump()
-    raw["compute"]["train"] = {
-        "target": "sagemaker",
-        "image": IMAGE,
-        "instance_type": "ml.g5.2xlarge",
-        "role_arn": ROLE,
-    }
+    raw = _on_demand_sagemaker(debug_config)
     with pytest.raises(TrainingJobError, match="--datastore s3"):
         sagemaker_train_stage(TuneConfig.model_validate(raw), RunStorage(str(tmp_path)), {}, {}, "job")
