@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import time
 from typing import Any
 
 from metaflow.cards import Markdown, Table, VegaChart
@@ -109,8 +111,9 @@ class LiveTrainCard:
 
     CHARTS = (("loss", "Training loss"), ("lr", "Learning rate"), ("tokens_per_s", "Throughput (tokens/s)"))
 
-    def __init__(self, total_steps: int) -> None:
-        self.total = total_steps
+    def __init__(self, total_steps: int, refresh_interval_s: float) -> None:
+        self.total, self.refresh_interval_s = total_steps, refresh_interval_s
+        self._card = None
         self.status = Markdown("# train\nWaiting for the first metrics...")
         self.charts = {field: VegaChart(_line_spec([], field, title)) for field, title in self.CHARTS}
         self.efficiency = VegaChart(_line_spec([], "tflops", "Achieved TFLOP/s per device"))
@@ -132,6 +135,27 @@ class LiveTrainCard:
         for field, title in self.CHARTS:
             self.charts[field].update(_line_spec(records, field, title))
         self.efficiency.update(_line_spec(records, "tflops", "Achieved TFLOP/s per device"))
+
+    @contextlib.contextmanager
+    def shown_on(self, card):
+        """Put the live components on the step's card; on a failure, leave them marked FAILED."""
+        self._card = card
+        card.extend(self.components)
+        try:
+            yield self
+        except Exception as exc:
+            # Metaflow renders no final card for a failed task, so the live card is what stays; its
+            # refreshes are rate-limited (even forced ones), hence the wait before the last one.
+            self.failed(exc)
+            time.sleep(self.refresh_interval_s)
+            card.refresh(force=True)
+            raise
+
+    def refresh_with(self, records: list[dict]) -> None:
+        """The metrics so far onto the plots, and the card refreshed (Metaflow rate-limits it)."""
+        self.update(records)
+        if self._card is not None:
+            self._card.refresh()
 
     def failed(self, error: BaseException) -> None:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__

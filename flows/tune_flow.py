@@ -10,7 +10,6 @@ references (URI and content hash) and small summaries.
 
 import os
 import sys
-import time
 from pathlib import Path
 
 # The stage code is the `steps` package beside this folder.
@@ -31,7 +30,7 @@ from steps import stages  # noqa: E402
 from steps.compute import train_tasks  # noqa: E402
 from steps.config import TuneConfig, parse_config_text  # noqa: E402
 from steps.launch import Rendezvous, free_port  # noqa: E402
-from steps.sagemaker_job import sagemaker_train_stage, training_job_name  # noqa: E402
+from steps.sagemaker_job import training_job_name  # noqa: E402
 
 LIVE_CARD_INTERVAL_S = 5
 """Seconds between refreshes of the train step's live card."""
@@ -82,48 +81,22 @@ class TuneFlow(FlowSpec):
     @parallel
     @step
     def train(self):
-        live = tune_cards.LiveTrainCard(self.tune.train.max_steps)
-        current.card.extend(live.components)
-
-        def on_metrics(records: list[dict]) -> None:
-            live.update(records)
-            current.card.refresh()
-
-        try:
-            if self.tune.compute.train.target == "sagemaker":  # this one task submits and waits for the whole job
-                name = training_job_name(current.flow_name, current.run_id, current.retry_count)
-                result = sagemaker_train_stage(
-                    self.tune,
-                    run_storage(self),
-                    self.dataset,
-                    self.tokenizer,
-                    name,
-                    resume_from=resumed_checkpoints(self),
-                )
-                self.training_job = result["job"]
-            else:
-                rdzv = Rendezvous(
-                    current.parallel.num_nodes,
-                    current.parallel.node_index,
-                    current.parallel.main_ip,
-                    self.rendezvous_port,
-                )
-                result = stages.train_stage(
-                    self.tune,
-                    run_storage(self),
-                    self.dataset,
-                    self.tokenizer,
-                    rdzv,
-                    resumed_checkpoints(self),
-                    on_metrics,
-                )
-        except Exception as exc:
-            # Metaflow renders no final card for a failed task, so the live card is what stays; its
-            # refreshes are rate-limited (even forced ones), hence the wait before the last one.
-            live.failed(exc)
-            time.sleep(LIVE_CARD_INTERVAL_S)
-            current.card.refresh(force=True)
-            raise
+        live = tune_cards.LiveTrainCard(self.tune.train.max_steps, refresh_interval_s=LIVE_CARD_INTERVAL_S)
+        rdzv = Rendezvous(
+            current.parallel.num_nodes, current.parallel.node_index, current.parallel.main_ip, self.rendezvous_port
+        )
+        with live.shown_on(current.card):
+            result = stages.train_on_target(
+                self.tune,
+                run_storage(self),
+                self.dataset,
+                self.tokenizer,
+                rdzv,
+                resume_from=resumed_checkpoints(self),
+                on_metrics=live.refresh_with,
+                job_name=training_job_name(current.flow_name, current.run_id, current.retry_count),
+            )
+        self.training_job = (result or {}).get("job")  # a SageMaker job's ARN, billable seconds, metrics
         if result is not None:
             self.checkpoint, self.train_summary, self.train_metrics = (
                 result["checkpoint"],

@@ -162,6 +162,24 @@ def train_stage(
     }
 
 
+def train_on_target(
+    config: TuneConfig,
+    storage: RunStorage,
+    dataset: dict,
+    tokenizer: dict,
+    rdzv: Rendezvous,
+    resume_from: Sequence[str],
+    on_metrics: Callable[[list[dict]], None] | None,
+    job_name: str,
+) -> dict[str, Any] | None:
+    """Train where `compute.train` says: under torchrun on this node, or as a SageMaker job named `job_name`."""
+    if config.compute.train.target == "sagemaker":  # this one task submits and waits for the whole job
+        from steps.sagemaker_job import sagemaker_train_stage
+
+        return sagemaker_train_stage(config, storage, dataset, tokenizer, job_name, resume_from=resume_from)
+    return train_stage(config, storage, dataset, tokenizer, rdzv, resume_from, on_metrics)
+
+
 def convert_stage(config: TuneConfig, storage: RunStorage, checkpoint: dict, tokenizer: dict) -> dict[str, Any]:
     from steps.convert import run_convert
 
