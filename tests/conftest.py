@@ -7,6 +7,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -16,6 +17,8 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 # Metaflow needs a user name and refuses "root"; CI has neither USERNAME nor a login.
 os.environ.setdefault("USERNAME", "tune-tests")
+# moto's request recorder writes `moto_recording` into the working folder (the repository) unless told where.
+os.environ.setdefault("MOTO_RECORDER_FILEPATH", os.path.join(tempfile.gettempdir(), f"moto_recording_{os.getpid()}"))
 
 from steps.config import TuneConfig, load_config  # noqa: E402
 
