@@ -129,10 +129,12 @@ class CheckpointStore:
     """Save to and resume from one training run's checkpoint root, on every rank."""
 
     def __init__(self, root: str, staging: Path, keep: int, ctx: DistContext) -> None:
+        """`staging`: a local folder of this machine, the same for all its ranks, outside the run's storage."""
         self.root = root.rstrip("/")
         self.remote = _is_remote(self.root)
+        self.staging = staging
         # DeepSpeed writes local files; with local storage they are the stored files.
-        self.local = staging if self.remote else Path(self.root)
+        self.local = staging / "checkpoints" if self.remote else Path(self.root)
         self.local.mkdir(parents=True, exist_ok=True)
         self.keep, self.ctx = keep, ctx
 
@@ -189,7 +191,7 @@ class CheckpointStore:
     def _to_universal(self, local_root: Path, found: FoundCheckpoint) -> Path:
         """DeepSpeed's universal checkpoint of `found`, which loads on any world size and stage."""
         tag = found.manifest["tag"]
-        target = self.local.parent / "universal"
+        target = self.staging / "universal"
         if self._node_leader and not (target / tag).is_dir():
             command = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--inject_missing_state"]
             command += ["--input_folder", str(local_root / tag), "--output_folder", str(target / tag)]
@@ -210,7 +212,7 @@ class CheckpointStore:
         if not _is_remote(found.root):
             return Path(found.root)
         tag = found.manifest["tag"]
-        target = self.local.parent / f"resume-{tag}"
+        target = self.staging / f"resume-{tag}"
         if self._node_leader:
             for entry in found.manifest["files"]:
                 get_file(f"{found.uri}/{entry['path']}", target / tag / entry["path"])

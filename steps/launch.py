@@ -82,24 +82,37 @@ def torchrun_command(
     ]
 
 
-_ROOT_CAUSE = re.compile(
-    r"Root Cause \(first observed failure\):.*?rank\s*:\s*(?P<rank>\d+) \(local_rank: (?P<local>\d+)\)"
-    r".*?exitcode\s*:\s*(?P<code>-?\d+).*?traceback\s*:\s*(?P<trace>[^\n]*)",
+_FAILED_RANK = re.compile(
+    r"rank\s*:\s*(?P<rank>\d+) \(local_rank: (?P<local>\d+)\)\s*\n\s*exitcode\s*:\s*(?P<code>-?\d+)"
+    r".*?traceback\s*:\s*(?P<trace>[^\n]*)",
     re.S,
 )
 
 
-def root_cause(log: str) -> str | None:
-    """torchrun's first observed failure, in one line: which rank died, how."""
-    matches = list(_ROOT_CAUSE.finditer(log))
-    if not matches:
+def root_cause(summary: str) -> str | None:
+    """Which rank died and how, in one line, from torchrun's failure summary.
+
+    torchrun names the failure it observed first, but when a rank is killed by a
+    signal its peers often raise (connection reset) before torchrun polls, and
+    one of them gets named. A rank killed by a signal (other than torchrun's own
+    SIGTERM to the survivors) is the cause, so it wins.
+    """
+    summary = summary[summary.rfind("Failures:") :] if "Failures:" in summary else summary
+    failed = list(_FAILED_RANK.finditer(summary))
+    if not failed:
         return None
-    match = matches[-1]  # the last summary printed is the one of the failed attempt
-    code = int(match["code"])
+    root = summary.find("Root Cause (first observed failure)")
+    first = next((m for m in failed if m.start() > root), failed[0]) if root >= 0 else failed[0]
+    # SIGTERM is what torchrun sends the survivors once one rank has failed: a consequence, not a cause.
+    killed = [m for m in failed if int(m["code"]) < 0 and int(m["code"]) != -signal.SIGTERM]
+    cause = first if first in killed or not killed else killed[0]
+    code = int(cause["code"])
     how = f"exit code {code}"
-    if code < 0:
-        how += f" ({signal.Signals(-code).name})" if -code in signal.valid_signals() else ""
-    return f"rank {match['rank']} (local rank {match['local']}) failed first with {how}: {match['trace'].strip()}"
+    if code < 0 and -code in signal.valid_signals():
+        how += f" ({signal.Signals(-code).name})"
+    others = sorted({f"rank {m['rank']} (exit code {m['code']})" for m in failed if m["rank"] != cause["rank"]})
+    also = f"; then {', '.join(others)}" if others else ""
+    return f"rank {cause['rank']} (local rank {cause['local']}) failed first with {how}: {cause['trace'].strip()}{also}"
 
 
 def _child_env(nproc_per_node: int) -> dict[str, str]:
@@ -147,7 +160,7 @@ def run_torchrun(
                 log.write(line)
             tail.append(line.rstrip())
             # torchrun's failure summary can be longer than the tail; keep it whole.
-            if failure_summary or "Root Cause (first observed failure)" in line:
+            if failure_summary or line.strip() == "Failures:":
                 failure_summary.append(line)
         code = process.wait()
     sys.stdout.flush()

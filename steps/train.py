@@ -14,8 +14,10 @@ and `<out>/train_summary.json`.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +110,12 @@ def check_dtype(config: TuneConfig) -> None:
         raise ConfigError("train.dtype: got 'fp16', which DeepSpeed does not train in on CPU; use fp32 or bf16")
     if dtype == "bf16" and ON_GPU and not torch.cuda.is_bf16_supported():
         raise ConfigError(f"train.dtype: got 'bf16', which {torch.cuda.get_device_name()} lacks; use fp16 or fp32")
+
+
+def default_staging(out: Path) -> Path:
+    """A local folder for checkpoint copies, outside the run's storage, the same for every rank of a machine."""
+    key = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"tune-checkpoint-staging-{key}"
 
 
 @dataclass(frozen=True)
@@ -275,7 +283,7 @@ def main(argv: list[str] | None = None) -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     plan = CheckpointPlan(
         uri=args.checkpoint_uri or str(args.out / "checkpoints"),
-        staging=args.checkpoint_staging or args.out / "checkpoint-staging",
+        staging=args.checkpoint_staging or default_staging(args.out),
         resume_from=tuple(args.resume_from),
     )
     run_training(load_config(args.config), args.dataset, args.tokenizer, args.out, args.base_model, plan)
