@@ -109,18 +109,22 @@ class LiveTrainCard:
     and returns True when the card should be refreshed.
     """
 
-    CHARTS = (("loss", "Training loss"), ("lr", "Learning rate"), ("tokens_per_s", "Throughput (tokens/s)"))
+    CHARTS = (
+        ("loss", "Training loss"),
+        ("lr", "Learning rate"),
+        ("tokens_per_s", "Throughput (tokens/s)"),
+        ("tflops", "Achieved TFLOP/s per device"),
+    )
 
     def __init__(self, total_steps: int, refresh_interval_s: float) -> None:
         self.total, self.refresh_interval_s = total_steps, refresh_interval_s
         self._card = None
         self.status = Markdown("# train\nWaiting for the first metrics...")
         self.charts = {field: VegaChart(_line_spec([], field, title)) for field, title in self.CHARTS}
-        self.efficiency = VegaChart(_line_spec([], "tflops", "Achieved TFLOP/s per device"))
 
     @property
     def components(self) -> list:
-        return [self.status, *self.charts.values(), self.efficiency]
+        return [self.status, *self.charts.values()]
 
     def update(self, records: list[dict]) -> None:
         if not records:
@@ -134,7 +138,6 @@ class LiveTrainCard:
         )
         for field, title in self.CHARTS:
             self.charts[field].update(_line_spec(records, field, title))
-        self.efficiency.update(_line_spec(records, "tflops", "Achieved TFLOP/s per device"))
 
     @contextlib.contextmanager
     def shown_on(self, card):

@@ -81,11 +81,6 @@ def newest_of(roots: Sequence[str | Path]) -> FoundCheckpoint | None:
     return best
 
 
-def complete_checkpoints(root: Path) -> list[tuple[int, Path]]:
-    """(step, folder) of every complete checkpoint in a local folder, oldest first."""
-    return [(c.manifest["step"], Path(c.uri)) for c in list_complete(root)]
-
-
 def newest_checkpoint(root: Path) -> tuple[Path, dict[str, Any]] | None:
     """The newest complete checkpoint in a local folder and its manifest, if any."""
     found = newest_of([root])
