@@ -248,7 +248,9 @@ def evaluate_card(result: dict[str, Any]) -> list:
     speed = [{"engine": e, "tokens_per_s": t["tokens_per_s"]} for e, t in s["throughput"].items()]
     agreement = "required and met" if s["agreement_required"] else "reported (not required on GPU or when sampling)"
     samples = [r for r in result["table"] if r["engine"] == s["engines"][0]][:8]
-    probe_samples = [r for r in result.get("probes", []) if r["model"] == "tuned" and r["completion"] is not None]
+    completed = [r for r in result.get("probes", []) if r["model"] == "tuned" and r["completion"] is not None]
+    # The names the model got right first: with a whole catalogue probed they are the news, and rare.
+    probe_samples = sorted(completed, key=lambda r: not r["exact_match"])
     parts = [
         Markdown(f"# evaluate\n{s['prompts']} prompts {s['prompt_sources']}, generation {s['generation']}"),
         Markdown("## Before and after tuning"),
@@ -273,7 +275,10 @@ def evaluate_card(result: dict[str, Any]) -> list:
     ]
     if probe_samples:
         parts += [
-            Markdown("## Probe completions (tuned)"),
+            Markdown(
+                f"## Probe completions (tuned)\n{sum(r['exact_match'] for r in completed)} of {len(completed)} "
+                "completed exactly; those first, then the others in probe order."
+            ),
             Table(
                 [
                     [r["split"], r["prompt"], r["answer"], r["completion"], str(r["exact_match"])]
@@ -296,9 +301,13 @@ def end_card(refs: dict[str, dict], evaluation: dict, verification: dict, train_
         f"(max difference {verification['max_logit_difference']:.2g})",
         f"- held-out perplexity {ppl['untuned']:.1f} → {ppl['tuned']:.1f}",
         f"- engines {', '.join(evaluation['engines'])} agree token for token: {evaluation['engines_agree']}",
-        f"- probe choice accuracy {evaluation['probes']['untuned'].get('all', {}).get('choice_accuracy')} → "
-        f"{evaluation['probes']['tuned'].get('all', {}).get('choice_accuracy')}",
     ]
+    before, after = evaluation["probes"]["untuned"].get("all"), evaluation["probes"]["tuned"].get("all")
+    if before and after:
+        lines += [
+            f"- probe {metric} {_fmt(before[metric])} → {_fmt(after[metric])}"
+            for metric in ("exact_match", "answer_logprob_per_token", "choice_accuracy")
+        ]
     return [Markdown("\n".join(lines)), refs_table(refs)]
 
 

@@ -229,7 +229,8 @@ class EvaluateConfig(_Section):
     perplexity_blocks: int = Field(64, ge=1)
     """Held-out blocks scored for perplexity."""
     probes: int = Field(48, ge=0)
-    """Domain probes of each kind (CWE corpus: ID to name, description to name); 0 turns them off."""
+    """Domain probes of each kind (CWE corpus: ID to name, description to name); 0 turns them off, more
+    than the catalogue has probes every weakness."""
     probe_choices: int = Field(4, ge=2)
     """Candidate names per probe when scoring by log-likelihood (the right one and distractors)."""
     probe_file: str | None = None

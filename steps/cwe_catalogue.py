@@ -1,4 +1,4 @@
-"""MITRE's CWE catalogue XML turned into one document per weakness.
+"""MITRE's CWE catalogue XML turned into one document per weakness and per category.
 
 The default corpus is the catalogue shipped in the `cwe2` package, so the demo
 needs no download. The file is streamed with lxml's `iterparse`, which hands
@@ -86,8 +86,20 @@ def _examples(weakness: ET.Element) -> list[str]:
     return lines
 
 
-def weakness_to_text(weakness: ET.Element) -> str:
-    """One weakness as a readable document: name, description, consequences, mitigations, examples."""
+def _related(weakness: ET.Element, names: dict[str, str]) -> list[str]:
+    """`ChildOf CWE-74: <name>` per related weakness, once each (the XML repeats them per view)."""
+    lines = []
+    for related in _children(_child(weakness, "Related_Weaknesses"), "Related_Weakness"):
+        cwe_id = related.get("CWE_ID")
+        name = names.get(cwe_id)
+        line = f"{related.get('Nature')} CWE-{cwe_id}" + (f": {name}" if name else "")
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
+def weakness_to_text(weakness: ET.Element, names: dict[str, str]) -> str:
+    """One weakness as a readable document: name, description, related weaknesses, consequences, ..."""
     cwe_id = weakness.get("ID")
     parts = [f"CWE-{cwe_id}: {weakness.get('Name')}"]
     parts.append(f"Abstraction: {weakness.get('Abstraction')}. Status: {weakness.get('Status')}.")
@@ -96,6 +108,9 @@ def weakness_to_text(weakness: ET.Element) -> str:
     if extended:
         parts.append(f"Extended description: {extended}")
     for title, lines in (
+        # Named, so that the hierarchy an analyst navigates by (CWE-79 is a child of CWE-74, ...) is in
+        # the text, not only bare numbers.
+        ("Related weaknesses", _related(weakness, names)),
         ("Common consequences", _consequences(weakness)),
         ("Potential mitigations", _mitigations(weakness)),
         ("Examples", _examples(weakness)),
@@ -105,15 +120,52 @@ def weakness_to_text(weakness: ET.Element) -> str:
     return "\n".join(parts)
 
 
-def read_cwe_catalogue(source: str | Path | IO[bytes]) -> Iterator[tuple[str, str]]:
-    """Yield (`CWE-<id>`, text) for each weakness of a CWE catalogue XML."""
-    source = str(source) if isinstance(source, Path) else source
-    for _, element in ET.iterparse(source, events=("end",), tag="{*}Weakness", resolve_entities=False):
-        yield f"CWE-{element.get('ID')}", weakness_to_text(element)
-        # Free the weakness and the (now empty) ones before it, so the tree never grows.
+def category_to_text(category: ET.Element, names: dict[str, str]) -> str:
+    """A category (an OWASP Top Ten entry, a CERT rule, ...) as a document listing its members by ID and name."""
+    parts = [f"CWE-{category.get('ID')}: {category.get('Name')}", f"Category. Status: {category.get('Status')}."]
+    summary = _text(_child(category, "Summary"))
+    if summary:
+        parts.append(f"Summary: {summary}")
+    members = [
+        f"CWE-{member.get('CWE_ID')}" + (f": {names[member.get('CWE_ID')]}" if member.get("CWE_ID") in names else "")
+        for member in _children(_child(category, "Relationships"), "Has_Member")
+    ]
+    if members:
+        parts.append("Members:\n" + "\n".join(f"- {line}" for line in dict.fromkeys(members)))
+    return "\n".join(parts)
+
+
+def _entries(source: str | IO[bytes], tags: tuple[str, ...]) -> Iterator[ET.Element]:
+    for _, element in ET.iterparse(source, events=("end",), tag=tags, resolve_entities=False):
+        yield element
+        # Free the entry and the (now empty) ones before it, so the tree never grows.
         element.clear()
         while element.getprevious() is not None:
             del element.getparent()[0]
+
+
+def weakness_names(source: str | Path | IO[bytes]) -> dict[str, str]:
+    """ID → name of every weakness and category: a first pass, since an entry may name one defined after it."""
+    source = str(source) if isinstance(source, Path) else source
+    return {element.get("ID"): element.get("Name") for element in _entries(source, ("{*}Weakness", "{*}Category"))}
+
+
+def read_cwe_catalogue(
+    source: str | Path | IO[bytes], names: dict[str, str] | None = None, categories: bool = True
+) -> Iterator[tuple[str, str]]:
+    """Yield (`CWE-<id>`, text) for each weakness, then each category, of a CWE catalogue XML.
+
+    `names` (from `weakness_names`) names related weaknesses and category members; a path is read
+    twice to find them when not given, a stream's are left as bare IDs.
+    """
+    source = str(source) if isinstance(source, Path) else source
+    if names is None and isinstance(source, str):
+        names = weakness_names(source)
+    names = names or {}
+    tags = ("{*}Weakness", "{*}Category") if categories else ("{*}Weakness",)
+    for element in _entries(source, tags):
+        to_text = weakness_to_text if _local(element.tag) == "Weakness" else category_to_text
+        yield f"CWE-{element.get('ID')}", to_text(element, names)
 
 
 def looks_like_cwe_catalogue(head: bytes) -> bool:

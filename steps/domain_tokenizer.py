@@ -42,7 +42,9 @@ def load_base_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
 
 
 def load_tokenizer(folder: str | Path) -> PreTrainedTokenizerBase:
-    """A tokenizer saved by prepare, set up for left-padded batch generation."""
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    tokenizer.padding_side = "left"
-    return tokenizer
+    """A tokenizer saved by prepare, set up for left-padded batch generation.
+
+    Passed to the constructor rather than set afterwards, so that the converted model's saved
+    tokenizer pads on the left too: right padding makes batched `generate` continue after pads.
+    """
+    return AutoTokenizer.from_pretrained(str(folder), padding_side="left")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NamedTuple
 
-from steps.cwe_catalogue import looks_like_cwe_catalogue, read_cwe_catalogue
+from steps.cwe_catalogue import looks_like_cwe_catalogue, read_cwe_catalogue, weakness_names
 
 FORMATS = {
     ".txt": "text",
@@ -246,7 +246,9 @@ def read_source(source: Source, limits: Limits) -> Iterator[Extracted | RecordSk
             if not looks_like_cwe_catalogue(handle.read(4096)):
                 raise SkipFile("XML that is not a CWE catalogue (the only XML format read)")
         with source.open() as handle:
-            for key, text in read_cwe_catalogue(handle):
+            names = weakness_names(handle)
+        with source.open() as handle:
+            for key, text in read_cwe_catalogue(handle, names):
                 yield key, text, "cwe_xml"
     else:
         raise SkipFile(f"unsupported format; supported suffixes: {sorted(FORMATS)}, also .gz and .zip")

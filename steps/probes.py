@@ -14,10 +14,22 @@ in the layout the training documents have (`CWE-<id>: <name>` then
   A base model has no question-answer format to complete, so there is no
   exact match for this kind.
 
-Both are also scored as multiple choice (true name against distractors by
-log-likelihood). Probes are drawn half from weaknesses whose documents went to
-training (what tuning should have taught) and half from held-out ones (which
-only generalisation can answer), and reported per split. A user probe file
+Both are also scored as multiple choice: the true name against distractors
+(names of other weaknesses). For `description_to_name` every candidate is
+followed by the same description tokens, so their likelihoods compare directly.
+For `id_to_name` they do not: the raw likelihood of a name mostly measures how
+formulaic it is ("Improper Neutralization of Special Elements ..." is easy to
+continue whatever the ID), so a model that reads well but ignores the ID would
+always pick the same fluent names. Each candidate is instead scored by how much
+this weakness's ID raises its log-likelihood over the average across the
+candidates' own IDs, an estimate of the pointwise mutual information between ID
+and name (the "surface form competition" correction of Holtzman et al., 2021).
+Probes are drawn half from weaknesses whose documents went to
+training (what tuning should have taught) and half from held-out ones, as many
+as there are, and reported per split. A held-out weakness's own document was
+never trained on, but its ID and name may be: the catalogue names related
+weaknesses and category members in other documents. Asking for more probes
+than there are weaknesses probes the whole catalogue. A user probe file
 (JSONL: prompt, answer, optional choices) adds probes of kind `user`.
 """
 
@@ -48,6 +60,9 @@ class Probe:
     weakness: str = ""
     generate: bool = True
     """Whether exact match applies (a completion of the prompt is the answer)."""
+    choice_prompts: list[str] = field(default_factory=list)
+    """The prompt each choice answers (its own weakness's ID), aligned with `choices`: when set, a choice
+    scores by how much `prompt` raises its likelihood over these prompts on average."""
     extra: dict = field(default_factory=dict)
 
 
@@ -55,7 +70,7 @@ def _weaknesses(catalogue: Path) -> list[dict[str, str]]:
     from steps.cwe_catalogue import read_cwe_catalogue
 
     found = []
-    for weakness_id, text in read_cwe_catalogue(catalogue):
+    for weakness_id, text in read_cwe_catalogue(catalogue, categories=False):
         lines = text.split("\n")
         name = lines[0].split(": ", 1)[1]
         description = next(
@@ -74,14 +89,20 @@ def cwe_probes(catalogue: Path, validation_ids: set[str], count: int, choices: i
     held_out = [w for w in weaknesses if w["id"] in validation_ids]
     trained = [w for w in weaknesses if w["id"] not in validation_ids]
     picks = rng.sample(held_out, min(len(held_out), count // 2))
-    picks = [(w, "validation") for w in picks] + [(w, "train") for w in rng.sample(trained, count - len(picks))]
-    names = [w["name"] for w in weaknesses]
+    picks = [(w, "validation") for w in picks] + [
+        (w, "train") for w in rng.sample(trained, min(len(trained), count - len(picks)))
+    ]
+    # One weakness per name, so that no two choices read the same.
+    by_name = list({w["name"]: w for w in weaknesses}.values())
     probes = []
     for weakness, split in picks:
-        distractors = rng.sample([n for n in names if n != weakness["name"]], choices - 1)
-        options = [" " + n for n in [weakness["name"], *distractors]]
+        distractors = rng.sample([w for w in by_name if w["name"] != weakness["name"]], choices - 1)
+        options = [" " + w["name"] for w in [weakness, *distractors]]
         prompt = f"{weakness['id']}:"
-        probes.append(Probe("id_to_name", split, prompt, options[0], options, weakness=weakness["id"]))
+        own_prompts = [f"{w['id']}:" for w in [weakness, *distractors]]
+        probes.append(
+            Probe("id_to_name", split, prompt, options[0], options, weakness=weakness["id"], choice_prompts=own_prompts)
+        )
         suffix = f"\n{weakness['header']}\nDescription: {weakness['description'][:DESCRIPTION_CHARS]}"
         probes.append(
             Probe("description_to_name", split, prompt, options[0], options, suffix, weakness["id"], generate=False)
@@ -118,43 +139,66 @@ def _sequence_logprobs(model, sequences: list[tuple[list[int], list[int]]], pad_
     return out
 
 
-def score_probes(model, tokenizer, probes: list[Probe], device, batch_size: int = 16) -> list[dict[str, Any]]:
+def _scored_part(logprobs: list[float], name_tokens: int, suffix: str) -> list[float]:
+    """The tokens a choice is judged on: the name's own, or the suffix's after it when there is one."""
+    return logprobs[name_tokens:] if suffix else logprobs[:name_tokens]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / max(1, len(values))
+
+
+def choice_scores(probe: Probe, part: dict[tuple[str, int], list[float]]) -> list[float]:
+    """Each choice's score from the log-probabilities of its judged tokens after each context.
+
+    `part[(context, c)]` holds those of choice `c` after `context` (the probe's prompt, and each
+    of `probe.choice_prompts` when set).
+    """
+    choices = range(len(probe.choices))
+    if probe.choice_prompts:
+        # Pointwise mutual information of ID and name, over whole names: the name's log-likelihood after
+        # this prompt minus its average after every candidate's own prompt.
+        prompts = probe.choice_prompts
+        return [sum(part[(probe.prompt, c)]) - sum(sum(part[(x, c)]) for x in prompts) / len(prompts) for c in choices]
+    # Length-neutral: mean log-likelihood per token of a name or, with a suffix, of the description given
+    # the name (the same tokens for every candidate). Summed log-likelihoods would favour the shortest
+    # name, which is all an untrained model "knows".
+    return [_mean(part[(probe.prompt, c)]) for c in choices]
+
+
+def score_probes(model, tokenizer, probes: list[Probe], device, batch_size: int = 32) -> list[dict[str, Any]]:
     """One row per probe: greedy completion, exact match, answer log-likelihood, choice picked."""
     model.eval()
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
-    pairs, owners = [], []
+    # Every (context, choice) pair to score: the probe's own prompt, plus each choice's own prompt when
+    # the choices are calibrated against them.
+    pairs, owners, name_tokens = [], [], {}
     for p_index, probe in enumerate(probes):
-        context = encode(probe.prompt)
-        for c_index, choice in enumerate(probe.choices):
-            pairs.append((context, encode(choice + probe.suffix)))
-            owners.append((p_index, c_index, len(encode(choice))))
-    owners_length = {(p, c): n for p, c, n in owners}
-    scores: dict[tuple[int, int], list[float]] = {}
+        for context in dict.fromkeys([probe.prompt, *probe.choice_prompts]):
+            for c_index, choice in enumerate(probe.choices):
+                pairs.append((encode(context), encode(choice + probe.suffix)))
+                owners.append((p_index, context, c_index))
+                name_tokens[(p_index, c_index)] = len(encode(choice))
+    scores: dict[tuple[int, str, int], list[float]] = {}
     for start in range(0, len(pairs), batch_size):
         batch = pairs[start : start + batch_size]
-        for (p_index, c_index, _), logprobs in zip(
-            owners[start : start + batch_size],
-            _sequence_logprobs(model, batch, tokenizer.pad_token_id, device),
-            strict=True,
-        ):
-            scores[(p_index, c_index)] = logprobs
+        logprobs = _sequence_logprobs(model, batch, tokenizer.pad_token_id, device)
+        scores.update(zip(owners[start : start + batch_size], logprobs, strict=True))
     rows = []
     for p_index, probe in enumerate(probes):
-        # Length-neutral scores: a name's mean log-likelihood per token or, with a suffix, that of the
-        # description given the name (the same tokens for every candidate). Summed log-likelihoods would
-        # favour the shortest name, which is all an untrained model "knows".
-        totals = []
-        for c_index in range(len(probe.choices)):
-            name_tokens = owners_length[(p_index, c_index)]
-            logprobs = scores[(p_index, c_index)]
-            part = logprobs[name_tokens:] if probe.suffix else logprobs[:name_tokens]
-            totals.append(sum(part) / max(1, len(part)))
+        choices = range(len(probe.choices))
         answer_index = probe.choices.index(probe.answer)
-        best = max(range(len(totals)), key=totals.__getitem__)
+        part = {
+            (context, c): _scored_part(scores[(p_index, context, c)], name_tokens[(p_index, c)], probe.suffix)
+            for context in dict.fromkeys([probe.prompt, *probe.choice_prompts])
+            for c in choices
+        }
+        totals = choice_scores(probe, part)
+        best = max(choices, key=totals.__getitem__)
         rows.append(
             {
-                **{k: v for k, v in asdict(probe).items() if k not in ("extra", "generate")},
-                "answer_logprob_per_token": totals[answer_index],
+                **{k: v for k, v in asdict(probe).items() if k not in ("extra", "generate", "choice_prompts")},
+                "answer_logprob_per_token": _mean(part[(probe.prompt, answer_index)]),
                 "picked": probe.choices[best],
                 "choice_correct": best == answer_index,
                 "completion": None,
@@ -168,6 +212,8 @@ def score_probes(model, tokenizer, probes: list[Probe], device, batch_size: int 
 def _complete(model, tokenizer, probes: list[Probe], rows: list[dict], device, batch_size: int) -> None:
     """Greedy completions of the generative probes, cut at the first newline, matched against the answer."""
     wanted = [i for i, p in enumerate(probes) if p.generate]
+    if tokenizer.padding_side != "left":
+        raise ValueError("probe completions need a left-padding tokenizer (steps.domain_tokenizer.load_tokenizer)")
     for start in range(0, len(wanted), batch_size):
         chunk = wanted[start : start + batch_size]
         encoded = tokenizer([probes[i].prompt for i in chunk], return_tensors="pt", padding=True)

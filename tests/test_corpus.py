@@ -13,19 +13,36 @@ LONG = "Attackers abuse CVE-2024-3094 in xz-utils to backdoor sshd; hash 3f78685
 
 
 def test_cwe_catalogue_has_every_weakness_with_its_sections() -> None:
-    docs = dict(read_cwe_catalogue(bundled_catalogue_path()))
+    docs = dict(read_cwe_catalogue(bundled_catalogue_path(), categories=False))
     assert len(docs) == 963
     xss = docs["CWE-79"]
     assert xss.startswith("CWE-79: Improper Neutralization of Input During Web Page Generation")
     for section in (
         "Description:",
         "Extended description:",
+        # a parent defined later in the file is still named
+        "Related weaknesses:\n- ChildOf CWE-74: Improper Neutralization of Special Elements in Output",
         "Common consequences:",
         "Potential mitigations:",
         "Examples:",
         "CVE-2021-25926",
     ):
         assert section in xss
+
+
+def test_cwe_categories_list_their_members_by_id_and_name() -> None:
+    docs = dict(read_cwe_catalogue(bundled_catalogue_path()))
+    assert len(docs) == 963 + 409
+    owasp = docs["CWE-1347"]
+    assert owasp.startswith("CWE-1347: OWASP Top Ten 2021 Category A03:2021 - Injection\nCategory.")
+    assert "\n- CWE-20: Improper Input Validation\n" in owasp
+    assert "- CWE-79: Improper Neutralization of Input During Web Page Generation" in owasp
+
+
+def test_a_streamed_catalogue_without_names_keeps_bare_ids() -> None:
+    with bundled_catalogue_path().open("rb") as handle:
+        docs = dict(read_cwe_catalogue(handle))
+    assert "- ChildOf CWE-74\n" in docs["CWE-79"]
 
 
 def test_default_corpus_ids_do_not_depend_on_install_path() -> None:

@@ -10,7 +10,7 @@ import torch
 from steps.cwe_catalogue import bundled_catalogue_path
 from steps.domain_tokenizer import train_bpe_tokenizer
 from steps.eval_data import EvalDataError, load_prompts, read_jsonl
-from steps.probes import Probe, cwe_probes, score_probes, summarize, user_probes
+from steps.probes import Probe, choice_scores, cwe_probes, score_probes, summarize, user_probes
 
 
 def test_cwe_probes_split_between_trained_and_held_out_weaknesses() -> None:
@@ -24,11 +24,30 @@ def test_cwe_probes_split_between_trained_and_held_out_weaknesses() -> None:
     assert xss.prompt == "CWE-79:" and xss.answer.startswith(" Improper Neutralization of Input")
     for probe in probes:
         assert probe.answer in probe.choices and len(set(probe.choices)) == 4
+    # each ID → name choice carries the ID of the weakness it names, the probe's own first
+    assert xss.choice_prompts[0] == "CWE-79:" and len(set(xss.choice_prompts)) == 4
     described = next(p for p in probes if p.weakness == "CWE-79" and p.kind == "description_to_name")
     assert "Description: " in described.suffix and not described.generate
 
 
-def _overfit(tokenizer, text: str, steps: int = 80) -> torch.nn.Module:
+def test_id_to_name_choices_are_judged_by_what_the_id_adds_not_by_fluency() -> None:
+    # A formulaic name is likely after any ID (-0.5 per token); the right name is fairly likely after its
+    # own ID only. Mean likelihood picks the formulaic one; the ID's contribution picks the right one.
+    formulaic, right = " Improper Neutralization of Special Elements", " Cross-site Scripting"
+    probe = Probe("id_to_name", "train", "CWE-79:", right, [right, formulaic], choice_prompts=["CWE-79:", "CWE-74:"])
+    part = {
+        ("CWE-79:", 0): [-1.0, -1.0],
+        ("CWE-74:", 0): [-6.0, -6.0],
+        ("CWE-79:", 1): [-0.5] * 5,
+        ("CWE-74:", 1): [-0.5] * 5,
+    }
+    assert choice_scores(probe, part) == [5.0, 0.0]
+    uncalibrated = Probe("user", "user", "CWE-79:", right, [right, formulaic])
+    assert choice_scores(uncalibrated, part) == [-1.0, -0.5]
+
+
+def _overfit(tokenizer, text: str | list[str], steps: int = 80) -> torch.nn.Module:
+    """A one-layer model trained on each text as its own sequence until it recites them."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -43,11 +62,12 @@ def _overfit(tokenizer, text: str, steps: int = 80) -> torch.nn.Module:
         pad_token_id=tokenizer.pad_token_id,
     )
     model = LlamaForCausalLM(config)
-    ids = torch.tensor([tokenizer(text)["input_ids"] + [tokenizer.eos_token_id]])
+    texts = [text] if isinstance(text, str) else text
+    sequences = [torch.tensor([tokenizer(t)["input_ids"] + [tokenizer.eos_token_id]]) for t in texts]
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
     for _ in range(steps):
-        loss = model(input_ids=ids, labels=ids).loss
-        loss.backward()
+        for ids in sequences:
+            model(input_ids=ids, labels=ids).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     return model.eval()
@@ -72,6 +92,25 @@ def test_a_model_that_learned_the_fact_scores_it_and_an_untrained_one_does_not()
     assert summary["id_to_name/train"]["exact_match"] == 1.0
     assert summary["description_to_name/train"]["exact_match"] is None  # not a completion task
     assert summary["all"]["choice_accuracy"] == 1.0
+
+
+def test_prompts_of_different_lengths_complete_in_one_batch() -> None:
+    # Right padding would make the shorter prompt continue after its pads; completions must not
+    # depend on which other probes share the batch.
+    facts = ["CWE-79: Cross-site Scripting", "CWE-1004: Sensitive Cookie Without HttpOnly"]
+    tokenizer = train_bpe_tokenizer([*facts, "Path Traversal of folders"], 300)
+    tokenizer.padding_side = "left"
+    prompts = [fact.split(" ", 1)[0] for fact in facts]
+    assert len({len(tokenizer(p)["input_ids"]) for p in prompts}) == 2
+    model = _overfit(tokenizer, facts)
+    probes = [
+        Probe("id_to_name", "train", p, " " + f.split(" ", 1)[1], [" " + f.split(" ", 1)[1]])
+        for p, f in zip(prompts, facts, strict=True)
+    ]
+    assert [row["exact_match"] for row in score_probes(model, tokenizer, probes, torch.device("cpu"))] == [True, True]
+    tokenizer.padding_side = "right"
+    with pytest.raises(ValueError, match="left-padding tokenizer"):
+        score_probes(model, tokenizer, probes, torch.device("cpu"))
 
 
 @pytest.mark.parametrize(
