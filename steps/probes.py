@@ -166,7 +166,7 @@ def choice_scores(probe: Probe, part: dict[tuple[str, int], list[float]]) -> lis
     return [_mean(part[(probe.prompt, c)]) for c in choices]
 
 
-def score_probes(model, tokenizer, probes: list[Probe], device, batch_size: int = 32) -> list[dict[str, Any]]:
+def score_probes(model, tokenizer, probes: list[Probe], device, batch_size: int = 16) -> list[dict[str, Any]]:
     """One row per probe: greedy completion, exact match, answer log-likelihood, choice picked."""
     model.eval()
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
