@@ -65,7 +65,7 @@ def test_training_learns_and_checkpoints(trained) -> None:
 
 
 def test_conversion_matches_the_trained_engine_and_loads(trained, prepared: Path, tmp_path: Path) -> None:
-    from transformers import AutoModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from steps.convert import run_convert
 
@@ -83,6 +83,8 @@ def test_conversion_matches_the_trained_engine_and_loads(trained, prepared: Path
     model = AutoModelForCausalLM.from_pretrained(str(tmp_path / "model"))
     assert model.config.num_hidden_layers == config.model.num_layers
     assert all(p.abs().sum() > 0 for p in model.parameters())
+    # Loaded the plain way, the tokenizer pads on the left, as batched generation needs.
+    assert AutoTokenizer.from_pretrained(str(tmp_path / "model")).padding_side == "left"
 
 
 def test_conversion_to_bf16_halves_the_weights_within_tolerance(trained, prepared: Path, tmp_path: Path) -> None:
