@@ -228,6 +228,9 @@ def _bar_chart(values: list[dict], x: str, y: str, title: str) -> VegaChart:
     )
 
 
+PROBE_METRICS = ("exact_match", "answer_logprob_per_token", "choice_accuracy")
+
+
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.3f}"
 
@@ -238,7 +241,7 @@ def evaluate_card(result: dict[str, Any]) -> list:
     before_after = [["held-out perplexity", f"{ppl['untuned']:.2f}", f"{ppl['tuned']:.2f}"]]
     tuned, untuned = s["probes"]["tuned"], s["probes"]["untuned"]
     for group in tuned:
-        for metric in ("exact_match", "answer_logprob_per_token", "choice_accuracy"):
+        for metric in PROBE_METRICS:
             before_after.append([f"probes {group}: {metric}", _fmt(untuned[group][metric]), _fmt(tuned[group][metric])])
     engines = [
         [e, t["tokens"], f"{t['tokens_per_s']:.1f}", f"{t['latency_s_mean']:.4f}", f"{s['agreement'][e]:.2f}"]
@@ -304,10 +307,7 @@ def end_card(refs: dict[str, dict], evaluation: dict, verification: dict, train_
     ]
     before, after = evaluation["probes"]["untuned"].get("all"), evaluation["probes"]["tuned"].get("all")
     if before and after:
-        lines += [
-            f"- probe {metric} {_fmt(before[metric])} → {_fmt(after[metric])}"
-            for metric in ("exact_match", "answer_logprob_per_token", "choice_accuracy")
-        ]
+        lines += [f"- probe {metric} {_fmt(before[metric])} → {_fmt(after[metric])}" for metric in PROBE_METRICS]
     return [Markdown("\n".join(lines)), refs_table(refs)]
 
 

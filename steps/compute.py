@@ -12,8 +12,6 @@ from typing import Any
 
 from steps.config import StepCompute, TuneConfig
 
-DISPATCHED_STEPS = ("prepare", "train", "convert", "evaluate")
-
 
 def _set(options: dict[str, Any]) -> dict[str, Any]:
     """The options given a value: the decorators' own defaults stand for the others."""
@@ -46,7 +44,7 @@ def step_decorators(step: StepCompute) -> list[tuple[str, dict[str, Any]]]:
 
 def flow_decorators(config: TuneConfig) -> dict[str, list[tuple[str, dict[str, Any]]]]:
     """The decorators of every dispatched step of the flow."""
-    return {name: step_decorators(getattr(config.compute, name)) for name in DISPATCHED_STEPS}
+    return {name: step_decorators(getattr(config.compute, name)) for name in type(config.compute).model_fields}
 
 
 def train_tasks(config: TuneConfig) -> int:

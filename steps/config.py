@@ -296,7 +296,7 @@ class ComputeConfig(_Section):
     @model_validator(mode="after")
     def _targets_fit(self) -> ComputeConfig:
         problems = []
-        for name in ("prepare", "train", "convert", "evaluate"):
+        for name in type(self).model_fields:
             problems += _step_compute_problems(name, getattr(self, name))
         if problems:
             raise ValueError("\n  ".join(problems))

@@ -27,9 +27,9 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 from steps.checkpoint import newest_checkpoint
 from steps.config import TuneConfig, load_config, parse_size
 from steps.domain_tokenizer import load_tokenizer
+from steps.model import TORCH_DTYPES
 from steps.zero_consolidation import ZeroCheckpointReader
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 LOGITS_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 1e-1}
 """Largest allowed absolute logit difference from the trained engine, by written precision.
 
@@ -156,8 +156,10 @@ def run_convert(config: TuneConfig, train_dir: Path, tokenizer_dir: Path, out_di
 
     precision = written_dtype(config)
     out_dir.mkdir(parents=True, exist_ok=True)
-    rows, total = write_shards(reader, expected, DTYPES[precision], parse_size(config.convert.max_shard_size), out_dir)
-    model_config.dtype = DTYPES[precision]
+    rows, total = write_shards(
+        reader, expected, TORCH_DTYPES[precision], parse_size(config.convert.max_shard_size), out_dir
+    )
+    model_config.dtype = TORCH_DTYPES[precision]
     model_config.save_pretrained(str(out_dir))
     tokenizer = load_tokenizer(tokenizer_dir)
     tokenizer.save_pretrained(str(out_dir))

@@ -86,16 +86,16 @@ def _examples(weakness: ET.Element) -> list[str]:
     return lines
 
 
+def _named(cwe_id: str, names: dict[str, str]) -> str:
+    """`CWE-74: <name>`, or the bare `CWE-74` when the name is unknown."""
+    name = names.get(cwe_id)
+    return f"CWE-{cwe_id}: {name}" if name else f"CWE-{cwe_id}"
+
+
 def _related(weakness: ET.Element, names: dict[str, str]) -> list[str]:
     """`ChildOf CWE-74: <name>` per related weakness, once each (the XML repeats them per view)."""
-    lines = []
-    for related in _children(_child(weakness, "Related_Weaknesses"), "Related_Weakness"):
-        cwe_id = related.get("CWE_ID")
-        name = names.get(cwe_id)
-        line = f"{related.get('Nature')} CWE-{cwe_id}" + (f": {name}" if name else "")
-        if line not in lines:
-            lines.append(line)
-    return lines
+    related = _children(_child(weakness, "Related_Weaknesses"), "Related_Weakness")
+    return list(dict.fromkeys(f"{r.get('Nature')} {_named(r.get('CWE_ID'), names)}" for r in related))
 
 
 def weakness_to_text(weakness: ET.Element, names: dict[str, str]) -> str:
@@ -126,12 +126,10 @@ def category_to_text(category: ET.Element, names: dict[str, str]) -> str:
     summary = _text(_child(category, "Summary"))
     if summary:
         parts.append(f"Summary: {summary}")
-    members = [
-        f"CWE-{member.get('CWE_ID')}" + (f": {names[member.get('CWE_ID')]}" if member.get("CWE_ID") in names else "")
-        for member in _children(_child(category, "Relationships"), "Has_Member")
-    ]
+    members = _children(_child(category, "Relationships"), "Has_Member")
     if members:
-        parts.append("Members:\n" + "\n".join(f"- {line}" for line in dict.fromkeys(members)))
+        lines = dict.fromkeys(_named(member.get("CWE_ID"), names) for member in members)
+        parts.append("Members:\n" + "\n".join(f"- {line}" for line in lines))
     return "\n".join(parts)
 
 

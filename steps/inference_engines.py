@@ -19,7 +19,7 @@ from transformers import PreTrainedModel
 
 from steps.config import EvaluateConfig
 from steps.distributed import ON_GPU, DistContext
-from steps.model import load_pretrained
+from steps.model import TORCH_DTYPES, load_pretrained
 
 
 class EngineUnavailable(RuntimeError):
@@ -68,11 +68,7 @@ class InferenceEngine:
 
 def _dtype(settings: EvaluateConfig) -> torch.dtype:
     # CPU kernels for half precision are slow or missing, and the parity check needs fp32 there.
-    return (
-        {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[settings.dtype]
-        if ON_GPU
-        else torch.float32
-    )
+    return TORCH_DTYPES[settings.dtype] if ON_GPU else torch.float32
 
 
 def hf_engine(model_dir: Path, ctx: DistContext, settings: EvaluateConfig) -> InferenceEngine:

@@ -27,6 +27,10 @@ def llama_config(model: ModelConfig, vocab_size: int, eos_id: int, pad_id: int) 
     )
 
 
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+"""The config's precision names (train.dtype, convert.dtype, evaluate.dtype) as torch dtypes."""
+
+
 def build_model(model: ModelConfig, vocab_size: int, eos_id: int, pad_id: int) -> PreTrainedModel:
     """A freshly initialised model; the same config and seed give the same weights on CPU."""
     devices = [torch.cuda.current_device()] if torch.cuda.is_available() else []

@@ -70,7 +70,8 @@ def _weaknesses(catalogue: Path) -> list[dict[str, str]]:
     from steps.cwe_catalogue import read_cwe_catalogue
 
     found = []
-    for weakness_id, text in read_cwe_catalogue(catalogue, categories=False):
+    # names={}: the related weaknesses' names are not read here, so the XML is parsed once, not twice.
+    for weakness_id, text in read_cwe_catalogue(catalogue, names={}, categories=False):
         lines = text.split("\n")
         name = lines[0].split(": ", 1)[1]
         description = next(
@@ -172,13 +173,17 @@ def score_probes(model, tokenizer, probes: list[Probe], device, batch_size: int 
     encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
     # Every (context, choice) pair to score: the probe's own prompt, plus each choice's own prompt when
     # the choices are calibrated against them.
+    contexts = [list(dict.fromkeys([probe.prompt, *probe.choice_prompts])) for probe in probes]
     pairs, owners, name_tokens = [], [], {}
     for p_index, probe in enumerate(probes):
-        for context in dict.fromkeys([probe.prompt, *probe.choice_prompts]):
-            for c_index, choice in enumerate(probe.choices):
-                pairs.append((encode(context), encode(choice + probe.suffix)))
+        continuations = [encode(choice + probe.suffix) for choice in probe.choices]
+        for c_index, choice in enumerate(probe.choices):
+            name_tokens[(p_index, c_index)] = len(encode(choice))
+        for context in contexts[p_index]:
+            context_ids = encode(context)
+            for c_index, continuation in enumerate(continuations):
+                pairs.append((context_ids, continuation))
                 owners.append((p_index, context, c_index))
-                name_tokens[(p_index, c_index)] = len(encode(choice))
     scores: dict[tuple[int, str, int], list[float]] = {}
     for start in range(0, len(pairs), batch_size):
         batch = pairs[start : start + batch_size]
@@ -190,7 +195,7 @@ def score_probes(model, tokenizer, probes: list[Probe], device, batch_size: int 
         answer_index = probe.choices.index(probe.answer)
         part = {
             (context, c): _scored_part(scores[(p_index, context, c)], name_tokens[(p_index, c)], probe.suffix)
-            for context in dict.fromkeys([probe.prompt, *probe.choice_prompts])
+            for context in contexts[p_index]
             for c in choices
         }
         totals = choice_scores(probe, part)

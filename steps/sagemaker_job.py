@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from steps.config import REPO_ROOT, TuneConfig
+from steps.config import REPO_ROOT, TuneConfig, write_config
 from steps.storage import RunStorage, StoredDir, download_prefix
 
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
@@ -243,8 +243,7 @@ def sagemaker_train_stage(
 
     sagemaker_client, logs_client = clients or (boto3.client("sagemaker"), boto3.client("logs"))
     prefixes = job_prefixes(storage, name)
-    config_dir = Path(tempfile.mkdtemp(prefix="tune-sagemaker-config-"))
-    (config_dir / "config.json").write_text(json.dumps(config.model_dump(), indent=1))
+    config_dir = write_config(config, Path(tempfile.mkdtemp(prefix="tune-sagemaker-config-")) / "config.json").parent
     channels = {
         "code": storage.publish(code_folder(), f"sagemaker/{name}/code").uri,
         "config": storage.publish(config_dir, f"sagemaker/{name}/config").uri,
