@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -21,10 +20,9 @@ import torch
 import torch.distributed as dist
 from datasets import load_from_disk
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from steps.config import load_config  # noqa: E402
-from steps.domain_tokenizer import load_tokenizer  # noqa: E402
-from steps.model import build_model  # noqa: E402
+from steps.config import load_config
+from steps.formats.model import build_model
+from steps.formats.tokenizer_folder import load_tokenizer
 
 
 def main() -> None:

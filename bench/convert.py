@@ -2,7 +2,7 @@
 
     python bench/convert.py [--stages 2 3] [--hidden 384 --layers 6 --vocab 8192] [--shard 10MB]
 
-For each ZeRO stage: builds one checkpoint from 2 ranks (bench/zero_checkpoint.py),
+For each ZeRO stage: builds one checkpoint from 2 ranks (steps.train.synthetic_checkpoint),
 then runs, each in its own process, (a) `python -m steps.convert` (gather shard by
 shard, cast, write safetensors, config, tokenizer, then verify logits) and
 (b) DeepSpeed's `convert_zero_checkpoint_to_fp32_state_dict` writing safetensors
@@ -19,13 +19,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from steps.config import TuneConfig, write_config
+from steps.runtime.launch import run_torchrun
+from steps.runtime.peak_memory import peak_rss
 
-from peak_memory import baseline_command, peak_rss  # noqa: E402
 
-from steps.config import TuneConfig, write_config  # noqa: E402
-from steps.launch import run_torchrun  # noqa: E402
+def baseline_command(checkpoint_folder: Path) -> list[str]:
+    """Our conversion's imports and meta model, no weights: what its peak is measured above."""
+    return [sys.executable, "-m", "steps.convert.memory_baseline", str(checkpoint_folder)]
 
 
 def deepspeed_command(checkpoint_root: Path, tag: str, out: Path, shard: str) -> list[str]:
@@ -43,7 +44,9 @@ def deepspeed_baseline() -> list[str]:
 def bench_stage(stage: int, args: argparse.Namespace, work: Path) -> dict:
     out = work / f"zero{stage}"
     size = ["--hidden", str(args.hidden), "--layers", str(args.layers), "--vocab", str(args.vocab)]
-    run_torchrun("bench.zero_checkpoint", ["--out", str(out), "--stage", str(stage), *size], nproc_per_node=2)
+    run_torchrun(
+        "steps.train.synthetic_checkpoint", ["--out", str(out), "--stage", str(stage), *size], nproc_per_node=2
+    )
     config = write_config(TuneConfig().with_overrides(**{"convert.max_shard_size": args.shard}), work / "c.json")
     ours = [sys.executable, "-m", "steps.convert", "--config", str(config), "--train", str(out)]
     ours += ["--tokenizer", str(out / "tokenizer"), "--out", str(work / f"ours{stage}")]

@@ -16,14 +16,20 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-from steps.config import EvaluateConfig, TuneConfig  # noqa: E402
+from steps.config import EvaluateConfig, TuneConfig
+from steps.evaluate.engines import build_engine
+from steps.evaluate.generation import run_engine
+from steps.formats.model import build_model
+from steps.formats.tokenizer_folder import load_tokenizer
+from steps.prepare.tokenizer_training import train_bpe_tokenizer
+from steps.runtime.distributed import barrier, init_distributed, shutdown
+from steps.runtime.launch import run_torchrun
 
 ENGINES = ["hf", "deepspeed", "zero"]
 
@@ -39,9 +45,6 @@ def _settings(args: argparse.Namespace) -> EvaluateConfig:
 
 
 def build_model_folder(folder: Path) -> None:
-    from steps.domain_tokenizer import train_bpe_tokenizer
-    from steps.model import build_model
-
     tokenizer = train_bpe_tokenizer(["CWE-79: Improper Neutralization of Input " * 8] * 8, 300)
     tokenizer.save_pretrained(str(folder))
     model = build_model(TuneConfig().model, 4096, tokenizer.eos_token_id, tokenizer.pad_token_id)
@@ -50,13 +53,6 @@ def build_model_folder(folder: Path) -> None:
 
 def measure(args: argparse.Namespace) -> None:
     """One rank's part: every engine on the same prompts; rank 0 writes the figures."""
-    import torch
-
-    from steps.distributed import barrier, init_distributed, shutdown
-    from steps.domain_tokenizer import load_tokenizer
-    from steps.evaluate import run_engine
-    from steps.inference_engines import build_engine
-
     ctx = init_distributed()
     settings = _settings(args)
     tokenizer = load_tokenizer(args.model)
@@ -96,14 +92,12 @@ def main() -> None:
         measure(args)
         return
 
-    from steps.launch import run_torchrun
-
     with tempfile.TemporaryDirectory(prefix="bench-inference-") as work:
         model, result = Path(work) / "model", Path(work) / "result.json"
         build_model_folder(model)
         passed = ["--prompts", str(args.prompts), "--batch", str(args.batch), "--new-tokens", str(args.new_tokens)]
         passed += ["--model", str(model), "--result", str(result)] + (["--gpu"] if args.gpu else [])
-        run_torchrun("bench.inference", passed, nproc_per_node=2)
+        run_torchrun(__file__, passed, nproc_per_node=2)
         figures = json.loads(result.read_text())
     hf = figures["hf"]["tokens_per_s"]
     print(

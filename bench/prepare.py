@@ -38,10 +38,13 @@ from pathlib import Path
 
 import psutil
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
-
-from steps.config import DataConfig, load_config  # noqa: E402
+from steps.config import DataConfig, load_config
+from steps.formats.cwe_catalogue import bundled_catalogue_path
+from steps.formats.tokenizer_folder import load_tokenizer
+from steps.prepare.corpus import iter_documents
+from steps.prepare.pipeline import run_prepare
+from steps.prepare.report import CorpusReport
+from steps.project_files import DEFAULT_CONFIG
 
 
 def _rotated_catalogue(source: Path, target: Path, shift: int) -> None:
@@ -58,8 +61,6 @@ def _rotated_catalogue(source: Path, target: Path, shift: int) -> None:
 
 
 def build_corpora(root: Path) -> dict[str, Path]:
-    from steps.cwe_catalogue import bundled_catalogue_path
-
     catalogue = bundled_catalogue_path()
     one, four = root / "1x", root / "4x"
     one.mkdir()
@@ -120,8 +121,6 @@ def run_prepare_child(data: DataConfig, out: Path) -> dict:
 
 
 def child_main(config_path: str, out: str) -> None:
-    from steps.prepare import run_prepare
-
     data = DataConfig.model_validate_json(Path(config_path).read_text())
     setup_cpu = time.process_time()
     started = time.perf_counter()
@@ -132,10 +131,10 @@ def child_main(config_path: str, out: str) -> None:
             {
                 "prepare_s": round(seconds, 3),
                 "setup_cpu_s": setup_cpu,
-                "phases_s": summary["timings_s"],
-                "documents": summary["report"]["kept_documents"],
-                "tokens": summary["tokens"]["train"] + summary["tokens"]["validation"],
-                "near_duplicates": summary["report"]["duplicates"]["near"],
+                "phases_s": summary.timings_s,
+                "documents": summary.report.kept_documents,
+                "tokens": summary.tokens.train + summary.tokens.validation,
+                "near_duplicates": summary.report.duplicates.near,
             }
         )
     )
@@ -143,9 +142,6 @@ def child_main(config_path: str, out: str) -> None:
 
 def encode_ceiling(data: DataConfig, tokenizer_dir: Path, repeats: int) -> tuple[float, float, int]:
     """Best wall and CPU time of the trained tokenizer's batch encode over the cleaned text, held in memory."""
-    from steps.corpus import CorpusReport, iter_documents
-    from steps.domain_tokenizer import load_tokenizer
-
     texts = [doc.text for doc in iter_documents(data, CorpusReport())]
     backend = load_tokenizer(tokenizer_dir).backend_tokenizer
     best = best_cpu = float("inf")
@@ -161,7 +157,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeats", type=int, default=2, help="runs per size; the fastest counts")
     args = parser.parse_args()
-    base = load_config(REPO_ROOT / "configs" / "default.yaml").data
+    base = load_config(DEFAULT_CONFIG).data
     figures: dict[str, dict] = {}
     load_at_start = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="bench-prepare-") as scratch:

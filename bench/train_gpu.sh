@@ -41,8 +41,8 @@ import json, statistics, sys
 from pathlib import Path
 
 from steps.config import load_config, write_config
-from steps.launch import run_torchrun
-from steps.prepare import run_prepare
+from steps.prepare.pipeline import run_prepare
+from steps.runtime.launch import run_torchrun
 
 work = Path(sys.argv[1])
 config = load_config(work / "config.yaml")

@@ -23,13 +23,13 @@ import tempfile
 import time
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+from steps.config import load_config, write_config
+from steps.prepare.pipeline import run_prepare
+from steps.project_files import DEFAULT_CONFIG
+from steps.runtime.launch import run_torchrun
+from steps.train.deepspeed_config import build_deepspeed_config
 
-from steps.config import load_config, write_config  # noqa: E402
-from steps.deepspeed_config import build_deepspeed_config  # noqa: E402
-from steps.launch import run_torchrun  # noqa: E402
-from steps.prepare import run_prepare  # noqa: E402
+BARE = Path(__file__).resolve().parent / "bare_deepspeed_train.py"
 
 
 def loop_tokens_per_s(records: list[dict], tokens_per_step: int) -> float:
@@ -40,7 +40,7 @@ def loop_tokens_per_s(records: list[dict], tokens_per_step: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--config", default=str(REPO / "configs" / "default.yaml"))
+    parser.add_argument("--config", default=str(DEFAULT_CONFIG))
     parser.add_argument("--steps", type=int, default=40)
     parser.add_argument("--log-every", type=int, default=5)
     parser.add_argument("--repeats", type=int, default=3)
@@ -69,13 +69,13 @@ def main() -> None:
 
         records_file = work / f"bare-{repeat}.jsonl"
         command = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={nproc}"]
-        command += [str(REPO / "bench" / "bare_deepspeed_train.py"), "--config", str(config_file)]
+        command += [str(BARE), "--config", str(config_file)]
         command += ["--deepspeed", str(ds_file), "--dataset", str(dataset), "--tokenizer", str(tokenizer)]
         command += ["--steps", str(args.steps), "--log-every", str(args.log_every), "--out", str(records_file)]
         started = time.perf_counter()
         # The same thread budget our launcher gives each rank: the comparison is of code, not of BLAS pools.
         env = {**os.environ, "OMP_NUM_THREADS": str(max(1, (os.cpu_count() or 1) // nproc))}
-        subprocess.run(command, check=True, cwd=REPO, env=env)
+        subprocess.run(command, check=True, env=env)
         print(f"bare run {repeat}: {time.perf_counter() - started:.1f} s wall", flush=True)
         records = [json.loads(line) for line in records_file.read_text().splitlines()]
         bare.append(loop_tokens_per_s(records, tokens_per_step))

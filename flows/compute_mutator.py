@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from metaflow import FlowMutator
 
-from steps.compute import flow_decorators
 from steps.config import TuneConfig
+from steps.dispatch.decorators import flow_decorators
 
 
 class ComputeFromConfig(FlowMutator):

@@ -3,34 +3,36 @@
     python flows/tune_flow.py run
     python flows/tune_flow.py --config config configs/default.yaml run --max-steps 300
 
-The flow only wires: each step makes one call into `steps.stages` and puts the
-result on a card. Large files stay in the run's storage; artifacts hold their
-references (URI and content hash) and small summaries.
+The flow only wires: each step makes one call into its stage's controller
+(`steps.<stage>.stage`), keeps the typed result's parts as plain artifacts and
+puts the result on a card. Large files stay in the run's storage; artifacts hold
+their references (URI and content hash) and small summaries.
 """
 
 import os
-import sys
-from pathlib import Path
-
-# The stage code is the `steps` package beside this folder.
-REPO_ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO_ROOT))
 
 # Metaflow refuses to run without a user name and does not accept "root"; fresh
 # machines, containers and CI often have neither USERNAME nor a login user.
 if not any(os.environ.get(v, "root") != "root" for v in ("METAFLOW_USER", "SUDO_USER", "USERNAME", "USER")):
     os.environ["METAFLOW_USER"] = "tune"
 
-import tune_cards  # noqa: E402
-from compute_mutator import ComputeFromConfig  # noqa: E402
 from metaflow import Config, FlowSpec, Parameter, card, current, parallel, step  # noqa: E402
-from run_files import resumed_checkpoints, run_storage  # noqa: E402
 
-from steps import stages  # noqa: E402
-from steps.compute import train_tasks  # noqa: E402
+from flows import cards  # noqa: E402
+from flows.compute_mutator import ComputeFromConfig  # noqa: E402
+from flows.live_card import LiveTrainCard  # noqa: E402
+from flows.run_files import resumed_checkpoints, run_storage  # noqa: E402
 from steps.config import TuneConfig, parse_config_text  # noqa: E402
-from steps.launch import Rendezvous, free_port  # noqa: E402
-from steps.sagemaker_job import training_job_name  # noqa: E402
+from steps.convert.stage import convert_stage  # noqa: E402
+from steps.dispatch.decorators import train_tasks  # noqa: E402
+from steps.dispatch.sagemaker_job import training_job_name  # noqa: E402
+from steps.dispatch.targets import train_on_target  # noqa: E402
+from steps.evaluate.stage import evaluate_stage  # noqa: E402
+from steps.prepare.stage import prepare_stage  # noqa: E402
+from steps.project_files import DEFAULT_CONFIG  # noqa: E402
+from steps.results import TrainSummary  # noqa: E402
+from steps.runtime.launch import Rendezvous, free_port  # noqa: E402
+from steps.runtime.storage import StoredDir  # noqa: E402
 
 LIVE_CARD_INTERVAL_S = 5
 """Seconds between refreshes of the train step's live card."""
@@ -40,9 +42,9 @@ LIVE_CARD_INTERVAL_S = 5
 class TuneFlow(FlowSpec):
     config = Config(
         "config",
-        default=str(REPO_ROOT / "configs" / "default.yaml"),
+        default=str(DEFAULT_CONFIG),
         parser=parse_config_text,
-        help="Pipeline config (YAML), validated against steps/config.py and stored with the run.",
+        help="Pipeline config (YAML), validated against steps/config/ and stored with the run.",
     )
     corpus = Parameter("corpus", default="", help="Override data.corpus: a folder, glob, s3:// prefix or 'cwe'.")
     base_model = Parameter(
@@ -51,84 +53,82 @@ class TuneFlow(FlowSpec):
     max_steps = Parameter("max-steps", default=0, type=int, help="Override train.max_steps (0 keeps the config's).")
 
     @property
-    def tune(self) -> TuneConfig:
-        return TuneConfig.model_validate(self.settings)
+    def tune_config(self) -> TuneConfig:
+        """The `run_config` artifact (the config file with the command line's overrides), typed."""
+        return TuneConfig.model_validate(self.run_config)
 
     @card
     @step
     def start(self):
-        resolved = TuneConfig.model_validate(self.config.to_dict()).with_overrides(
-            **{
-                "data.corpus": self.corpus,
-                "model.base_model": self.base_model,
-                "train.max_steps": self.max_steps or None,
-            }
-        )
-        self.settings = resolved.model_dump()
-        current.card.extend(tune_cards.config_card(self.settings))
+        overrides = {"data.corpus": self.corpus, "model.base_model": self.base_model}
+        overrides["train.max_steps"] = self.max_steps or None
+        resolved = TuneConfig.model_validate(self.config.to_dict()).with_overrides(**overrides)
+        self.run_config = resolved.model_dump()
+        current.card.extend(cards.config_card(resolved))
         self.next(self.prepare)
 
     @card
     @step
     def prepare(self):
-        result = stages.prepare_stage(self.tune, run_storage(self))
-        self.dataset, self.tokenizer, self.prepare_summary = result["dataset"], result["tokenizer"], result["summary"]
+        result = prepare_stage(self.tune_config, run_storage(self))
+        self.dataset, self.tokenizer = result.dataset.to_dict(), result.tokenizer.to_dict()
+        self.prepare_summary = result.summary.model_dump()
         self.rendezvous_port = free_port()
-        current.card.extend(tune_cards.prepare_card(result))
-        self.next(self.train, num_parallel=train_tasks(self.tune))
+        current.card.extend(cards.prepare_card(result))
+        self.next(self.train, num_parallel=train_tasks(self.tune_config))
 
     @card(refresh_interval=LIVE_CARD_INTERVAL_S)
     @parallel
     @step
     def train(self):
-        live = tune_cards.LiveTrainCard(self.tune.train.max_steps, refresh_interval_s=LIVE_CARD_INTERVAL_S)
-        rdzv = Rendezvous(
-            current.parallel.num_nodes, current.parallel.node_index, current.parallel.main_ip, self.rendezvous_port
-        )
+        config = self.tune_config
+        live = LiveTrainCard(config.train.max_steps, refresh_interval_s=LIVE_CARD_INTERVAL_S)
+        node = current.parallel
         with live.shown_on(current.card):
-            result = stages.train_on_target(
-                self.tune,
+            result = train_on_target(
+                config,
                 run_storage(self),
-                self.dataset,
-                self.tokenizer,
-                rdzv,
+                StoredDir.from_dict(self.dataset),
+                StoredDir.from_dict(self.tokenizer),
+                Rendezvous(node.num_nodes, node.node_index, node.main_ip, self.rendezvous_port),
                 resume_from=resumed_checkpoints(self),
                 on_metrics=live.refresh_with,
                 job_name=training_job_name(current.flow_name, current.run_id, current.retry_count),
             )
-        self.training_job = (result or {}).get("job")  # a SageMaker job's ARN, billable seconds, metrics
-        if result is not None:
-            self.checkpoint, self.train_summary, self.train_metrics = (
-                result["checkpoint"],
-                result["summary"],
-                result["metrics"],
-            )
-            live.update(self.train_metrics)
-            current.card.extend(tune_cards.train_card(result))
+        if result is not None:  # the node that holds the result: node 0, or the task that ran the SageMaker job
+            self.checkpoint, self.train_summary = result.checkpoint.to_dict(), result.summary.model_dump()
+            self.train_metrics = [record.model_dump() for record in result.metrics]
+            self.training_job = result.job.model_dump() if result.job else None
+            live.update(result.metrics)
+            current.card.extend(cards.train_card(result))
         self.next(self.convert)
 
     @card
     @step
     def convert(self, inputs):
+        self.merge_artifacts(inputs, include=["run_config", "dataset", "tokenizer", "prepare_summary"])
         main = next(i for i in inputs if getattr(i, "checkpoint", None))
-        self.merge_artifacts(inputs, include=["settings", "dataset", "tokenizer", "prepare_summary"])
-        self.training_job = getattr(main, "training_job", None)  # ARN, billable seconds, metrics on SageMaker
         self.checkpoint, self.train_summary, self.train_metrics = (
             main.checkpoint,
             main.train_summary,
             main.train_metrics,
         )
-        result = stages.convert_stage(self.tune, run_storage(self), self.checkpoint, self.tokenizer)
-        self.model, self.conversion = result["model"], result["verification"]
-        current.card.extend(tune_cards.convert_card(result))
+        self.training_job = main.training_job
+        checkpoint, tokenizer = StoredDir.from_dict(self.checkpoint), StoredDir.from_dict(self.tokenizer)
+        result = convert_stage(self.tune_config, run_storage(self), checkpoint, tokenizer)
+        self.model, self.conversion = result.model.to_dict(), result.conversion.model_dump()
+        current.card.extend(cards.convert_card(result))
         self.next(self.evaluate)
 
     @card
     @step
     def evaluate(self):
-        result = stages.evaluate_stage(self.tune, run_storage(self), self.model, self.dataset, self.train_summary)
-        self.evaluation, self.eval_summary, self.eval_table = result["evaluation"], result["summary"], result["table"]
-        current.card.extend(tune_cards.evaluate_card(result))
+        model, dataset = StoredDir.from_dict(self.model), StoredDir.from_dict(self.dataset)
+        train_summary = TrainSummary.model_validate(self.train_summary)
+        result = evaluate_stage(self.tune_config, run_storage(self), model, dataset, train_summary)
+        self.evaluation, self.eval_summary = result.evaluation.to_dict(), result.summary.model_dump()
+        self.eval_table = [row.model_dump() for row in result.table]
+        current.card.extend(cards.evaluate_card(result))
         self.next(self.end)
 
     @card
@@ -141,9 +141,7 @@ class TuneFlow(FlowSpec):
             "model": self.model,
             "evaluation": self.evaluation,
         }
-        current.card.extend(
-            tune_cards.end_card(self.references, self.eval_summary, self.conversion, self.train_summary)
-        )
+        current.card.extend(cards.end_card(self.references, self.eval_summary, self.conversion, self.train_summary))
 
 
 if __name__ == "__main__":

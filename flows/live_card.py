@@ -1,0 +1,91 @@
+"""The train step's live card: status line and plots, refreshed while training runs, left marked FAILED if it fails."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Sequence
+
+from metaflow.cards import Markdown, VegaChart
+
+from steps.results import TrainMetric
+
+
+def _line_spec(records: Sequence[TrainMetric], field: str, title: str) -> dict:
+    return {
+        "$schema": "https://vega.github.io/schema/vega-lite/v5.json",
+        "title": title,
+        "width": 480,
+        "height": 220,
+        "data": {
+            "values": [{"step": r.step, field: getattr(r, field)} for r in records if getattr(r, field) is not None]
+        },
+        "mark": {"type": "line", "point": True},
+        "encoding": {
+            "x": {"field": "step", "type": "quantitative"},
+            "y": {"field": field, "type": "quantitative", "scale": {"zero": False}},
+        },
+    }
+
+
+class LiveTrainCard:
+    """The train card while training runs: status line, loss and throughput plots, refreshed in place.
+
+    `components` go on the card when the step starts; `update` takes the metrics so far
+    and returns True when the card should be refreshed.
+    """
+
+    CHARTS = (
+        ("loss", "Training loss"),
+        ("lr", "Learning rate"),
+        ("tokens_per_s", "Throughput (tokens/s)"),
+        ("tflops", "Achieved TFLOP/s per device"),
+    )
+
+    def __init__(self, total_steps: int, refresh_interval_s: float) -> None:
+        self.total, self.refresh_interval_s = total_steps, refresh_interval_s
+        self._card = None
+        self.status = Markdown("# train\nWaiting for the first metrics...")
+        self.charts = {field: VegaChart(_line_spec([], field, title)) for field, title in self.CHARTS}
+
+    @property
+    def components(self) -> list:
+        return [self.status, *self.charts.values()]
+
+    def update(self, records: Sequence[TrainMetric]) -> None:
+        if not records:
+            return
+        last = records[-1]
+        mfu = f", MFU {last.mfu:.1%}" if last.mfu is not None else ""
+        self.status.update(
+            f"# train\nStep **{last.step} / {self.total}**: loss {last.loss:.4f}, "
+            f"{last.tokens_per_s:.0f} tokens/s, {last.tflops:.2f} TFLOP/s per device{mfu}, "
+            f"memory {last.memory_gib:.2f} GiB"
+        )
+        for field, title in self.CHARTS:
+            self.charts[field].update(_line_spec(records, field, title))
+
+    @contextlib.contextmanager
+    def shown_on(self, card):
+        """Put the live components on the step's card; on a failure, leave them marked FAILED."""
+        self._card = card
+        card.extend(self.components)
+        try:
+            yield self
+        except Exception as exc:
+            # Metaflow renders no final card for a failed task, so the live card is what stays; its
+            # refreshes are rate-limited (even forced ones), hence the wait before the last one.
+            self.failed(exc)
+            time.sleep(self.refresh_interval_s)
+            card.refresh(force=True)
+            raise
+
+    def refresh_with(self, records: Sequence[TrainMetric]) -> None:
+        """The metrics so far onto the plots, and the card refreshed (Metaflow rate-limits it)."""
+        self.update(records)
+        if self._card is not None:
+            self._card.refresh()
+
+    def failed(self, error: BaseException) -> None:
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        self.status.update(f"# train: FAILED\n`{first_line}`\n\nThe plots show the metrics up to the failure.")

@@ -1,0 +1,135 @@
+"""The one typed configuration of the pipeline, nested by concern.
+
+Every field has a default and a short docstring. `parse_config_text` is what the
+flow hands to Metaflow's `Config(parser=...)`, so a bad file fails before any
+step runs; `load_config` reads the same schema from a path for the stage
+entrypoints, which run without Metaflow. The sections live beside this file:
+`stages.py` (data, model, train, deepspeed, convert, evaluate) and `compute.py`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError, model_validator
+
+from steps.config.base import ConfigError, Section
+from steps.config.compute import ComputeConfig, ComputeTarget, StepCompute
+from steps.config.stages import (
+    DEFAULT_CORPUS,
+    ConvertConfig,
+    DataConfig,
+    DeepSpeedConfig,
+    EvaluateConfig,
+    ModelConfig,
+    TrainConfig,
+    parse_size,
+)
+
+__all__ = [
+    "DEFAULT_CORPUS",
+    "ComputeConfig",
+    "ComputeTarget",
+    "ConfigError",
+    "ConvertConfig",
+    "DataConfig",
+    "DeepSpeedConfig",
+    "EvaluateConfig",
+    "ModelConfig",
+    "StepCompute",
+    "TrainConfig",
+    "TuneConfig",
+    "load_config",
+    "parse_config_text",
+    "parse_size",
+    "validate_config",
+    "write_config",
+    "write_temp_config",
+]
+
+
+class TuneConfig(Section):
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    train: TrainConfig = TrainConfig()
+    deepspeed: DeepSpeedConfig = DeepSpeedConfig()
+    convert: ConvertConfig = ConvertConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+    compute: ComputeConfig = ComputeConfig()
+
+    @model_validator(mode="after")
+    def _multi_node_fits_compute(self) -> TuneConfig:
+        train = self.compute.train
+        if train.target in ("batch", "kubernetes") and train.gpus and train.gpus != self.train.nproc_per_node:
+            raise ValueError(
+                f"compute.train.gpus ({train.gpus}) must equal train.nproc_per_node ({self.train.nproc_per_node}): "
+                "torchrun starts one process per GPU"
+            )
+        return self
+
+    def with_overrides(self, **dotted: Any) -> TuneConfig:
+        """A validated copy with `section.field` values replaced; None leaves a field alone."""
+        raw = self.model_dump()
+        for key, value in dotted.items():
+            if value is None or value == "":
+                continue
+            section, field = key.split(".")
+            raw[section][field] = value
+        return validate_config(raw)
+
+
+def _describe(error: dict[str, Any]) -> str:
+    field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    if error["type"] == "extra_forbidden":
+        return f"{field}: unknown field; check the spelling against steps/config/"
+    if error["type"] == "value_error":
+        return error["msg"].removeprefix("Value error, ")
+    return f"{field}: got {error.get('input')!r}, {error['msg'].lower()}"
+
+
+def validate_config(raw: Any, source: str = "config") -> TuneConfig:
+    """Validate a mapping against the schema, with all problems in one message."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: expected a mapping of sections, got {type(raw).__name__}")
+    try:
+        return TuneConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(e) for e in exc.errors())
+        raise ConfigError(f"invalid configuration in {source}:\n  {problems}") from None
+
+
+def parse_config_text(text: str) -> dict[str, Any]:
+    """Metaflow `Config` parser: YAML (or JSON) text to a validated, fully defaulted dict."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config is not valid YAML: {exc}") from None
+    return validate_config(raw).model_dump()
+
+
+def load_config(path: str | Path) -> TuneConfig:
+    """Read and validate a YAML or JSON config file."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    return validate_config(yaml.safe_load(text), source=str(path))
+
+
+def write_config(config: TuneConfig, path: str | Path) -> Path:
+    """Write the resolved config as JSON for the stage entrypoints."""
+    path = Path(path)
+    path.write_text(json.dumps(config.model_dump(), indent=2))
+    return path
+
+
+def write_temp_config(config: TuneConfig) -> Path:
+    """The resolved config as JSON in a fresh temporary folder: the `--config` of a stage entrypoint."""
+    return write_config(config, Path(tempfile.mkdtemp(prefix="tune-config-")) / "config.json")

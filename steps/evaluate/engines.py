@@ -1,0 +1,150 @@
+"""Three ways to generate with one model, behind one interface.
+
+- `hf`: plain Hugging Face `generate`; each rank takes its own share of prompts.
+- `deepspeed`: DeepSpeed-Inference with automatic tensor parallelism over all
+  ranks; every rank works on the same prompts (kernel injection is a GPU path).
+- `zero`: ZeRO-Inference, a ZeRO-3 engine whose parameters are gathered layer by
+  layer; ranks take their own prompts but must step together, hence
+  `synced_gpus=True` and the same number of generate calls on every rank.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import deepspeed
+import torch
+from deepspeed.ops.op_builder import AsyncIOBuilder
+from transformers import PreTrainedModel
+
+from steps.config import EvaluateConfig
+from steps.formats.model import TORCH_DTYPES, load_pretrained
+from steps.runtime.distributed import ON_GPU, DistContext
+
+
+class EngineUnavailable(RuntimeError):
+    """An engine setting this machine cannot honour (say NVMe offload without DeepSpeed's async I/O op)."""
+
+
+@dataclass
+class InferenceEngine:
+    name: str
+    model: PreTrainedModel
+    shards_prompts: bool
+    """True when each rank generates for its own prompts; False when all ranks share them (tensor parallel)."""
+    synced: bool = False
+    """True when ranks must call generate together (ZeRO-3 gathers parameters across ranks)."""
+    notes: list[str] = field(default_factory=list)
+    """What the engine could not do as configured, and why (shown on the card)."""
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        settings: EvaluateConfig,
+        eos_ids: list[int],
+        pad_id: int,
+    ) -> torch.Tensor:
+        """Continuations under the configured search; returns only the new tokens."""
+        search: dict = {"do_sample": False, "num_beams": 1}
+        if settings.decoding == "sampling":
+            # The same seed on every rank: tensor-parallel ranks must draw the same token.
+            torch.manual_seed(settings.seed)
+            search = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p}
+        elif settings.decoding == "beams":
+            search = {"do_sample": False, "num_beams": settings.num_beams}
+        out = self.model.generate(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            max_new_tokens=settings.max_new_tokens,
+            eos_token_id=eos_ids,
+            pad_token_id=pad_id,
+            synced_gpus=self.synced,
+            **search,
+        )
+        return out[:, input_ids.shape[1] :]
+
+
+def _dtype(settings: EvaluateConfig) -> torch.dtype:
+    # CPU kernels for half precision are slow or missing, and the parity check needs fp32 there.
+    return TORCH_DTYPES[settings.dtype] if ON_GPU else torch.float32
+
+
+def hf_engine(model_dir: Path, ctx: DistContext, settings: EvaluateConfig) -> InferenceEngine:
+    model = load_pretrained(model_dir, _dtype(settings)).to(ctx.device).eval()
+    return InferenceEngine("hf", model, shards_prompts=True)
+
+
+def deepspeed_inference_engine(model_dir: Path, ctx: DistContext, settings: EvaluateConfig) -> InferenceEngine:
+    model = load_pretrained(model_dir, _dtype(settings)).eval()
+    notes = []
+    inject = settings.kernel_inject and ON_GPU
+    if settings.kernel_inject and not ON_GPU:
+        notes.append(
+            "kernel injection off: DeepSpeed's fused inference kernels exist for CUDA only; "
+            "AutoTP shards the plain modules"
+        )
+    try:
+        engine = deepspeed.init_inference(
+            model,
+            tensor_parallel={"tp_size": ctx.world_size},
+            dtype=_dtype(settings),
+            replace_with_kernel_inject=inject,
+        )
+    except (ValueError, NotImplementedError, RuntimeError) as exc:
+        if not inject:
+            raise
+        # Kernel injection covers a fixed list of architectures (and needs the ops to build); fall back to AutoTP.
+        notes.append(f"kernel injection unavailable for {type(model).__name__} ({exc}); using AutoTP")
+        model = load_pretrained(model_dir, _dtype(settings)).eval()
+        engine = deepspeed.init_inference(
+            model, tensor_parallel={"tp_size": ctx.world_size}, dtype=_dtype(settings), replace_with_kernel_inject=False
+        )
+    return InferenceEngine("deepspeed", engine.module.eval(), shards_prompts=False, notes=notes)
+
+
+def zero_inference_config(settings: EvaluateConfig) -> tuple[dict, list[str]]:
+    """The ZeRO-3 config of ZeRO-Inference and notes on what the machine changed."""
+    zero: dict = {"stage": 3, "stage3_param_persistence_threshold": 0}
+    notes = []
+    if settings.zero_offload != "none" and not ON_GPU:
+        notes.append(
+            f"zero_offload={settings.zero_offload} not applied: on CPU the parameters already live in host memory"
+        )
+    elif settings.zero_offload == "cpu":
+        # Parameters live in pinned CPU memory and stream to the GPU layer by layer.
+        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    elif settings.zero_offload == "nvme":
+        if not AsyncIOBuilder().is_compatible():
+            raise EngineUnavailable(
+                "evaluate.zero_offload = 'nvme' needs DeepSpeed's async I/O op (libaio); install libaio-dev "
+                "and reinstall DeepSpeed, or set evaluate.zero_offload to 'cpu'"
+            )
+        Path(settings.nvme_path).mkdir(parents=True, exist_ok=True)
+        zero["offload_param"] = {"device": "nvme", "nvme_path": settings.nvme_path, "pin_memory": True}
+    precision = settings.dtype if ON_GPU else "fp32"
+    config = {
+        "zero_optimization": zero,
+        "train_micro_batch_size_per_gpu": 1,
+        "fp16": {"enabled": precision == "fp16"},
+        "bf16": {"enabled": precision == "bf16"},
+    }
+    return config, notes
+
+
+def zero_inference_engine(model_dir: Path, ctx: DistContext, settings: EvaluateConfig) -> InferenceEngine:
+    model = load_pretrained(model_dir, _dtype(settings)).eval()
+    config, notes = zero_inference_config(settings)
+    engine, *_ = deepspeed.initialize(model=model, config=config)
+    engine.module.eval()
+    return InferenceEngine("zero", engine.module, shards_prompts=True, synced=True, notes=notes)
+
+
+ENGINES = {"hf": hf_engine, "deepspeed": deepspeed_inference_engine, "zero": zero_inference_engine}
+
+
+def build_engine(name: str, model_dir: Path, ctx: DistContext, settings: EvaluateConfig) -> InferenceEngine:
+    """A fresh engine over a freshly loaded model (tensor parallelism and ZeRO-3 both rewrite the model)."""
+    return ENGINES[name](model_dir, ctx, settings)

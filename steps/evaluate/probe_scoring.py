@@ -1,0 +1,128 @@
+"""Scoring probes on a model: log-likelihoods of the choices, the pick, greedy completions.
+
+See `steps.evaluate.probes` for what each kind of probe asks and why choices are
+scored the way they are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import torch
+
+from steps.evaluate.probes import Probe
+
+
+def _sequence_logprobs(model, sequences: list[tuple[list[int], list[int]]], pad_id: int, device) -> list[list[float]]:
+    """Log-probability of each continuation token given everything before it, for (context, continuation) pairs."""
+    width = max(len(c) + len(t) for c, t in sequences)
+    ids = torch.full((len(sequences), width), pad_id, dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, (context, target) in enumerate(sequences):
+        row = context + target
+        ids[i, : len(row)] = torch.tensor(row)
+        mask[i, : len(row)] = 1
+    with torch.no_grad():
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits.float()
+    logprobs = torch.log_softmax(logits, dim=-1).cpu()
+    out = []
+    for i, (context, target) in enumerate(sequences):
+        positions = torch.arange(len(context) - 1, len(context) + len(target) - 1)
+        out.append(logprobs[i, positions, torch.tensor(target)].tolist())
+    return out
+
+
+def _scored_part(logprobs: list[float], name_tokens: int, suffix: str) -> list[float]:
+    """The tokens a choice is judged on: the name's own, or the suffix's after it when there is one."""
+    return logprobs[name_tokens:] if suffix else logprobs[:name_tokens]
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / max(1, len(values))
+
+
+def choice_scores(probe: Probe, part: dict[tuple[str, int], list[float]]) -> list[float]:
+    """Each choice's score from the log-probabilities of its judged tokens after each context.
+
+    `part[(context, c)]` holds those of choice `c` after `context` (the probe's prompt, and each
+    of `probe.choice_prompts` when set).
+    """
+    choices = range(len(probe.choices))
+    if probe.choice_prompts:
+        # Pointwise mutual information of ID and name, over whole names: the name's log-likelihood after
+        # this prompt minus its average after every candidate's own prompt.
+        prompts = probe.choice_prompts
+        return [sum(part[(probe.prompt, c)]) - sum(sum(part[(x, c)]) for x in prompts) / len(prompts) for c in choices]
+    # Length-neutral: mean log-likelihood per token of a name or, with a suffix, of the description given
+    # the name (the same tokens for every candidate). Summed log-likelihoods would favour the shortest
+    # name, which is all an untrained model "knows".
+    return [_mean(part[(probe.prompt, c)]) for c in choices]
+
+
+def score_probes(model, tokenizer, probes: list[Probe], device, batch_size: int = 16) -> list[dict[str, Any]]:
+    """One row per probe: greedy completion, exact match, answer log-likelihood, choice picked."""
+    model.eval()
+    encode = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+    # Every (context, choice) pair to score: the probe's own prompt, plus each choice's own prompt when
+    # the choices are calibrated against them.
+    contexts = [list(dict.fromkeys([probe.prompt, *probe.choice_prompts])) for probe in probes]
+    pairs, owners, name_tokens = [], [], {}
+    for p_index, probe in enumerate(probes):
+        continuations = [encode(choice + probe.suffix) for choice in probe.choices]
+        for c_index, choice in enumerate(probe.choices):
+            name_tokens[(p_index, c_index)] = len(encode(choice))
+        for context in contexts[p_index]:
+            context_ids = encode(context)
+            for c_index, continuation in enumerate(continuations):
+                pairs.append((context_ids, continuation))
+                owners.append((p_index, context, c_index))
+    scores: dict[tuple[int, str, int], list[float]] = {}
+    for start in range(0, len(pairs), batch_size):
+        batch = pairs[start : start + batch_size]
+        logprobs = _sequence_logprobs(model, batch, tokenizer.pad_token_id, device)
+        scores.update(zip(owners[start : start + batch_size], logprobs, strict=True))
+    rows = []
+    for p_index, probe in enumerate(probes):
+        choices = range(len(probe.choices))
+        answer_index = probe.choices.index(probe.answer)
+        part = {
+            (context, c): _scored_part(scores[(p_index, context, c)], name_tokens[(p_index, c)], probe.suffix)
+            for context in contexts[p_index]
+            for c in choices
+        }
+        totals = choice_scores(probe, part)
+        best = max(choices, key=totals.__getitem__)
+        rows.append(
+            {
+                **{k: v for k, v in asdict(probe).items() if k not in ("extra", "generate", "choice_prompts")},
+                "answer_logprob_per_token": _mean(part[(probe.prompt, answer_index)]),
+                "picked": probe.choices[best],
+                "choice_correct": best == answer_index,
+                "completion": None,
+                "exact_match": None,
+            }
+        )
+    _complete(model, tokenizer, probes, rows, device, batch_size)
+    return rows
+
+
+def _complete(model, tokenizer, probes: list[Probe], rows: list[dict], device, batch_size: int) -> None:
+    """Greedy completions of the generative probes, cut at the first newline, matched against the answer."""
+    wanted = [i for i, p in enumerate(probes) if p.generate]
+    if tokenizer.padding_side != "left":
+        raise ValueError(
+            "probe completions need a left-padding tokenizer (steps.formats.tokenizer_folder.load_tokenizer)"
+        )
+    for start in range(0, len(wanted), batch_size):
+        chunk = wanted[start : start + batch_size]
+        encoded = tokenizer([probes[i].prompt for i in chunk], return_tensors="pt", padding=True)
+        longest = max(len(tokenizer(probes[i].answer, add_special_tokens=False)["input_ids"]) for i in chunk)
+        with torch.no_grad():
+            out = model.generate(
+                **encoded.to(device), max_new_tokens=longest + 2, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        for i, tokens in zip(chunk, out[:, encoded["input_ids"].shape[1] :].tolist(), strict=True):
+            text = tokenizer.decode(tokens, skip_special_tokens=True).split("\n")[0]
+            rows[i]["completion"] = text
+            rows[i]["exact_match"] = text.strip() == probes[i].answer.strip()

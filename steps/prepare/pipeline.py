@@ -1,0 +1,195 @@
+"""prepare: corpus in, tokenizer and packed Arrow datasets out, in memory that does not grow with the corpus.
+
+Three streaming passes:
+1. read, clean, redact and deduplicate (`steps.prepare.corpus`, in worker processes) into a
+   temporary JSONL of kept documents, deciding each document's side of the split;
+2. train the BPE tokenizer on the training side of that file (or load the base model's);
+3. batch-encode the file about 1 MB of text at a time (the tokenizer's own threads) and pack each
+   side straight into Arrow shards.
+
+Writes `<out>/tokenizer/` (`steps.formats.tokenizer_folder`) and `<out>/dataset/`
+(`steps.formats.dataset`: Arrow blocks, held-out prompts, the report of every skipped,
+dropped or redacted document, and the summary: counts, token totals, shard hashes, the
+config used).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from array import array
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from datasets import disable_progress_bars, load_from_disk
+
+from steps.config import DataConfig
+from steps.formats.blocks import BlockWriter
+from steps.formats.dataset import REPORT_FILE, SPLITS, SUMMARY_FILE, write_prompts
+from steps.formats.tokenizer_folder import load_tokenizer
+from steps.prepare.corpus import CorpusError, empty_corpus_error, iter_documents
+from steps.prepare.report import CorpusReport
+from steps.prepare.split import DocumentSplit
+from steps.prepare.tokenizer_training import load_base_tokenizer, train_bpe_tokenizer
+from steps.results import PrepareSummary
+from steps.runtime.storage import file_sha256
+
+# Text encoded per call: enough for the tokenizer's threads to share, small enough that the Encoding
+# objects (ids, offsets, token strings) held per call stay a few tens of MB whatever the corpus size.
+_ENCODE_CHARS = 1 << 20
+
+
+def _histogram(values: array, bins: int = 20) -> dict[str, list[float]]:
+    counts, edges = np.histogram(np.frombuffer(values, dtype=np.uint32), bins=bins)
+    return {"counts": counts.tolist(), "edges": edges.round(1).tolist()}
+
+
+def _read_cleaned(path: Path) -> Iterator[tuple[str, str]]:
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            yield row["id"], row["text"]
+
+
+def _chunks(rows: Iterator[tuple[str, str]], chars: int) -> Iterator[list[tuple[str, str]]]:
+    chunk: list[tuple[str, str]] = []
+    size = 0
+    for row in rows:
+        chunk.append(row)
+        size += len(row[1])
+        if size >= chars:
+            yield chunk
+            chunk, size = [], 0
+    if chunk:
+        yield chunk
+
+
+def _clean_to_file(data: DataConfig, report: CorpusReport, path: Path, split: DocumentSplit) -> array:
+    """Pass 1: kept documents to a JSONL file; returns their lengths in characters."""
+    chars = array("I")
+    with open(path, "w", encoding="utf-8") as handle:
+        for doc in iter_documents(data, report):
+            handle.write(json.dumps({"id": doc.doc_id, "text": doc.text}, ensure_ascii=False) + "\n")
+            split.observe(doc.doc_id)
+            chars.append(min(len(doc.text), 2**32 - 1))
+    if report.kept == 0:
+        raise empty_corpus_error(data, report)
+    try:
+        split.finish()
+    except ValueError as exc:
+        raise CorpusError(f"data.corpus = {data.corpus!r}: {exc} after cleaning; add documents") from None
+    return chars
+
+
+def _prompt(doc_id: str, ids: list[int], tokenizer, data: DataConfig) -> dict[str, Any]:
+    """A held-out document cut into a prompt and the reference continuation."""
+    prompt_ids = ids[: data.prompt_tokens]
+    return {
+        "doc_id": doc_id,
+        "prompt": tokenizer.decode(prompt_ids),
+        "prompt_ids": prompt_ids,
+        "reference": tokenizer.decode(ids[data.prompt_tokens : data.prompt_tokens * 2]),
+    }
+
+
+def _encode(texts: list[str], tokenizer) -> list[list[int]]:
+    if getattr(tokenizer, "is_fast", False):
+        # The Rust batch encoder straight away, in parallel threads, without offsets or attention masks.
+        return [e.ids for e in tokenizer.backend_tokenizer.encode_batch_fast(texts, add_special_tokens=False)]
+    return tokenizer(texts, add_special_tokens=False)["input_ids"]
+
+
+def _encode_and_pack(cleaned: Path, tokenizer, split: DocumentSplit, data: DataConfig, dataset_dir: Path) -> dict:
+    """Pass 3: tokens of every document, packed into each side's Arrow shards as they come."""
+    eos_id = tokenizer.eos_token_id
+    writers = {side: BlockWriter(dataset_dir / side, data.block_size, eos_id) for side in SPLITS}
+    tokens = {"train": 0, "validation": 0}
+    token_counts = array("I")
+    prompts: list[dict[str, Any]] = []
+    for chunk in _chunks(_read_cleaned(cleaned), _ENCODE_CHARS):
+        by_side: dict[str, list[list[int]]] = {"train": [], "validation": []}
+        for (doc_id, _), ids in zip(chunk, _encode([text for _, text in chunk], tokenizer), strict=True):
+            side = "validation" if split.is_validation(doc_id) else "train"
+            by_side[side].append(ids)
+            tokens[side] += len(ids)
+            token_counts.append(len(ids))
+            if side == "validation" and len(prompts) < data.eval_prompts and len(ids) >= data.prompt_tokens + 8:
+                prompts.append(_prompt(doc_id, ids, tokenizer, data))
+        for side, token_lists in by_side.items():
+            writers[side].add(token_lists)
+    blocks = {side: writer.close() for side, writer in writers.items()}
+    if blocks["train"] == 0 or blocks["validation"] == 0:
+        raise CorpusError(
+            f"too little text for data.block_size = {data.block_size}: {blocks['train']} training and "
+            f"{blocks['validation']} validation blocks; add documents, lower data.block_size or raise "
+            "data.validation_fraction"
+        )
+    write_prompts(dataset_dir, prompts)
+    return {"tokens": tokens, "blocks": blocks, "prompts": len(prompts), "token_counts": token_counts}
+
+
+def run_prepare(data: DataConfig, out_dir: str | Path, base_model_dir: str | Path | None = None) -> PrepareSummary:
+    """Read, clean, tokenize, split and pack; return (and write into the dataset) the statistics the card shows."""
+    disable_progress_bars()
+    if data.num_proc and "RAYON_NUM_THREADS" not in os.environ:
+        # The tokenizer's thread pool reads this once, when first used; in a fresh step process that is here.
+        os.environ["RAYON_NUM_THREADS"] = str(data.num_proc)
+    out_dir = Path(out_dir)
+    dataset_dir = out_dir / "dataset"
+    dataset_dir.mkdir(parents=True, exist_ok=True)
+    split = DocumentSplit(data.validation_fraction, data.seed)
+    with (
+        tempfile.TemporaryDirectory(prefix="tune-cleaned-") as scratch,
+        open(dataset_dir / REPORT_FILE, "w", encoding="utf-8") as rows,
+    ):
+        report = CorpusReport(rows=rows)
+        cleaned = Path(scratch) / "cleaned.jsonl"
+        started = time.perf_counter()
+        doc_chars = _clean_to_file(data, report, cleaned, split)
+        timings = {"read_clean_dedupe": time.perf_counter() - started}
+        if base_model_dir is not None:
+            tokenizer = load_base_tokenizer(base_model_dir)
+        else:
+            # Trained on the training side only, so held-out text is truly unseen.
+            train_texts = (text for doc_id, text in _read_cleaned(cleaned) if not split.is_validation(doc_id))
+            tokenizer = train_bpe_tokenizer(train_texts, data.vocab_size)
+        tokenizer.save_pretrained(str(out_dir / "tokenizer"))
+        timings["tokenizer"] = time.perf_counter() - started - sum(timings.values())
+        packed = _encode_and_pack(cleaned, tokenizer, split, data, dataset_dir)
+        timings["encode_pack"] = time.perf_counter() - started - sum(timings.values())
+        validation_ids = [doc_id for doc_id, _ in _read_cleaned(cleaned) if split.is_validation(doc_id)]
+
+    summary = PrepareSummary(
+        corpus=data.corpus,
+        report=report.summary(),
+        documents=split.counts,
+        tokens=packed["tokens"],
+        blocks=packed["blocks"],
+        block_size=data.block_size,
+        vocab_size=len(tokenizer),
+        eos_id=tokenizer.eos_token_id,
+        pad_id=tokenizer.pad_token_id,
+        prompts=packed["prompts"],
+        doc_chars_histogram=_histogram(doc_chars),
+        doc_tokens_histogram=_histogram(packed["token_counts"]),
+        shards={
+            side: {p.name: file_sha256(p) for p in sorted((dataset_dir / side).glob("*.arrow"))} for side in SPLITS
+        },
+        timings_s={phase: round(seconds, 3) for phase, seconds in timings.items()},
+        validation_doc_ids=validation_ids,
+        config=data,
+        sample_blocks=sample_blocks(dataset_dir, load_tokenizer(out_dir / "tokenizer")),
+    )
+    (dataset_dir / SUMMARY_FILE).write_text(summary.model_dump_json(indent=1))
+    return summary
+
+
+def sample_blocks(dataset_dir: str | Path, tokenizer, count: int = 3, chars: int = 400) -> list[str]:
+    """A few training blocks decoded back to text, for people to read on the card."""
+    train = load_from_disk(str(Path(dataset_dir) / "train"))
+    picks = np.linspace(0, len(train) - 1, num=min(count, len(train)), dtype=int)
+    return [tokenizer.decode(train[int(i)]["input_ids"])[:chars] for i in picks]

@@ -1,0 +1,44 @@
+"""train: DeepSpeed ZeRO pretraining on packed blocks; runs in every torchrun rank, without Metaflow.
+
+    python -m torch.distributed.run --nproc_per_node 2 -m steps.train \\
+        --config run.json --dataset DIR --tokenizer DIR --out DIR [--base-model DIR] \\
+        [--checkpoint-uri URI] [--checkpoint-staging DIR] [--resume-from URI ...]
+
+Checkpoints go to `--checkpoint-uri` (a folder or object-store prefix; default
+`<out>/checkpoints`). Training continues from the newest complete checkpoint there
+or, failing that, under any `--resume-from` root (the run this one resumes). The
+train folder's other files go to `--out` (see `steps.formats.train_folder`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from steps.config import load_config
+from steps.runtime.launch import entrypoint_parser
+from steps.train.loop import CheckpointPlan, default_staging, run_training
+
+
+# @record makes torchrun's failure summary carry this rank's exception, not only its exit code.
+@record
+def main(argv: list[str] | None = None) -> None:
+    parser = entrypoint_parser(__doc__, ["config", "dataset", "tokenizer", "out"])
+    parser.add_argument("--checkpoint-uri", default=None, help="checkpoint root: a folder or s3:// prefix")
+    parser.add_argument(
+        "--checkpoint-staging", type=Path, default=None, help="a local folder of this machine for checkpoint copies"
+    )
+    parser.add_argument("--resume-from", action="append", default=[], help="an earlier run's checkpoint root")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    plan = CheckpointPlan(
+        uri=args.checkpoint_uri or str(args.out / "checkpoints"),
+        staging=args.checkpoint_staging or default_staging(args.out),
+        resume_from=tuple(args.resume_from),
+    )
+    run_training(load_config(args.config), args.dataset, args.tokenizer, args.out, args.base_model, plan)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,192 @@
+"""The training loop of one rank: DeepSpeed ZeRO on packed blocks, checkpoints, metrics, the logits check.
+
+Called by `python -m steps.train` (see `steps.train.__main__`) in every torchrun rank.
+Writes the train folder's files (`steps.formats.train_folder`): metrics, the summary,
+the trained model's logits on a fixed held-out batch (which convert must reproduce),
+and checkpoints through `CheckpointStore`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import deepspeed
+import numpy as np
+import torch
+
+from steps.config import TuneConfig
+from steps.formats.blocks import load_blocks
+from steps.formats.model import check_vocabulary, initial_model, state_dict_sha256
+from steps.formats.tokenizer_folder import load_tokenizer
+from steps.formats.train_folder import METRICS_FILE, SUMMARY_FILE, VERIFY_BLOCKS, VERIFY_LOGITS_FILE, VERIFY_TOKENS
+from steps.results import TrainSummary
+from steps.runtime.distributed import DistContext, all_reduce_sum, init_distributed, shutdown
+from steps.train.checkpoint_store import CheckpointStore, check_weights
+from steps.train.data_order import BlockOrder
+from steps.train.deepspeed_config import build_deepspeed_config, offloads_optimizer
+from steps.train.metrics import MetricsLog, Tracker, flops_per_token, memory_gib, peak_tflops
+from steps.train.optimization import build_optimizer, check_dtype, lr_lambda
+
+
+def default_staging(out: Path) -> Path:
+    """A local folder for checkpoint copies, outside the run's storage, the same for every rank of a machine."""
+    key = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:12]
+    return Path(tempfile.gettempdir()) / f"tune-checkpoint-staging-{key}"
+
+
+@dataclass(frozen=True)
+class CheckpointPlan:
+    """Where checkpoints go, where this machine's ranks stage them, and which earlier runs to resume."""
+
+    uri: str
+    staging: Path
+    resume_from: tuple[str, ...] = ()
+
+
+def run_training(
+    config: TuneConfig,
+    dataset_dir: Path,
+    tokenizer_dir: Path,
+    out_dir: Path,
+    base_model: Path | None,
+    plan: CheckpointPlan,
+) -> TrainSummary:
+    check_dtype(config)
+    ctx = init_distributed(config.train.failure_timeout_s)
+    tokenizer = load_tokenizer(tokenizer_dir)
+    model = initial_model(config.model, base_model, tokenizer)
+    check_vocabulary(model, tokenizer)
+    init_sha = state_dict_sha256(model)
+    shapes = {name: p.shape for name, p in model.named_parameters()}
+    parameters = sum(p.numel() for p in model.parameters())
+    if config.train.gradient_checkpointing:
+        model.gradient_checkpointing_enable()
+        model.config.use_cache = False
+
+    train_blocks = load_blocks(dataset_dir / "train")
+    order = BlockOrder(
+        len(train_blocks),
+        config.train.seed,
+        config.train.micro_batch_size,
+        ctx.world_size,
+        config.train.gradient_accumulation_steps,
+    )
+    ds_config = build_deepspeed_config(config, ctx.world_size)
+    store = CheckpointStore(plan.uri, plan.staging, config.train.keep_checkpoints, ctx)
+    found = store.find(plan.resume_from)
+    universal = found is not None and store.reshapes(found, config.deepspeed.zero_stage)
+    if universal:
+        # Another world size or stage: DeepSpeed reshards a universal checkpoint while loading it.
+        ds_config.setdefault("checkpoint", {})["load_universal"] = True
+    optimizer = build_optimizer(model, config, offloads_optimizer(ds_config))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
+    engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+
+    metrics_file = out_dir / METRICS_FILE
+    start_step, tokens_seen = 0, 0
+    if found is not None:
+        store.load(engine, found, metrics_file, universal)
+        start_step, tokens_seen = found.step, found.record["tokens_seen"]
+        # The data stream continues at the next unread block, whatever the batch per step is now.
+        order.resume_at(start_step, found.record.get("blocks_seen", start_step * order.global_batch))
+        if ctx.is_main:
+            how = f" (resharded from {found.record['world_size']} ranks)" if universal else ""
+            print(f"resuming from {found.uri} at step {start_step}{how}", flush=True)
+    elif ctx.is_main:
+        metrics_file.unlink(missing_ok=True)  # a fresh start: no records from an earlier attempt
+
+    tracker = Tracker(config.train.tracker, out_dir, config.model_dump()) if ctx.is_main else None
+    metrics = MetricsLog(metrics_file, ctx.is_main, config.train.max_steps, start_step, tracker)
+    block_tokens = train_blocks.shape[1]
+    tokens_per_step = (
+        block_tokens * config.train.micro_batch_size * ctx.world_size * config.train.gradient_accumulation_steps
+    )
+    step_flops = tokens_per_step * flops_per_token(
+        parameters, engine.module.config.num_hidden_layers, engine.module.config.hidden_size, block_tokens
+    )
+    peak = peak_tflops(config)
+    state = {"init_sha256": init_sha, "zero_stage": config.deepspeed.zero_stage}
+
+    def save(step: int) -> str:
+        check_weights(engine, shapes, ctx.device)
+        position = {"tokens_seen": tokens_seen, "blocks_seen": order.position(step)}
+        return store.save(engine, step, {**state, **position}, metrics_file if ctx.is_main else None)
+
+    engine.train()
+    window_start, last_loss = time.perf_counter(), float("nan")
+    for step in range(start_step, config.train.max_steps):
+        loss_sum = 0.0
+        for micro in range(config.train.gradient_accumulation_steps):
+            ids = torch.from_numpy(np.asarray(train_blocks[order.indices(step, micro, ctx.rank)], dtype=np.int64))
+            ids = ids.to(ctx.device)
+            loss = engine(input_ids=ids, labels=ids).loss
+            engine.backward(loss)
+            engine.step()
+            loss_sum += loss.item()
+        tokens_seen += tokens_per_step
+        done = step + 1
+        if done % config.train.log_every == 0 or done == config.train.max_steps:
+            (total,) = all_reduce_sum([loss_sum / config.train.gradient_accumulation_steps], ctx.device)
+            last_loss = total / ctx.world_size
+            now = time.perf_counter()
+            steps_in_window = done - max(start_step, done - config.train.log_every)
+            seconds = (now - window_start) / steps_in_window
+            grad_norm = engine.get_global_grad_norm()
+            tflops = step_flops / seconds / ctx.world_size / 1e12  # per device, as peaks are quoted
+            metrics.log(
+                {
+                    "step": done,
+                    "loss": last_loss,
+                    "lr": scheduler.get_last_lr()[0],
+                    "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+                    "tokens_seen": tokens_seen,
+                    "tokens_per_s": tokens_per_step / seconds,
+                    "step_s": seconds,
+                    "tflops": tflops,
+                    "mfu": tflops / peak if peak else None,
+                    **memory_gib(),
+                    "time": time.time(),
+                }
+            )
+            window_start = now
+        if done % config.train.checkpoint_every == 0 and done != config.train.max_steps:
+            save(done)
+            window_start = time.perf_counter()  # saving is not training time
+
+    final = save(config.train.max_steps)
+    metrics.close()
+    _save_verify_logits(engine, dataset_dir, out_dir, ctx)
+    summary = TrainSummary(
+        final_checkpoint=final,
+        steps=config.train.max_steps,
+        resumed_from_step=start_step,
+        resumed_from=found.uri if found is not None else None,
+        final_loss=last_loss,
+        tokens_seen=tokens_seen,
+        world_size=ctx.world_size,
+        zero_stage=config.deepspeed.zero_stage,
+        parameters=parameters,
+        flops_per_token=step_flops / tokens_per_step,
+        peak_tflops=peak,
+        init_sha256=init_sha,
+        elapsed_s=time.perf_counter() - metrics.started,
+    )
+    if ctx.is_main:
+        (out_dir / SUMMARY_FILE).write_text(summary.model_dump_json(indent=1))
+    shutdown()
+    return summary
+
+
+def _save_verify_logits(engine, dataset_dir: Path, out_dir: Path, ctx: DistContext) -> None:
+    """Logits of the trained engine on a fixed held-out batch; every rank joins (ZeRO-3 gathers)."""
+    validation = load_blocks(dataset_dir / "validation")
+    ids = torch.from_numpy(np.asarray(validation[:VERIFY_BLOCKS, :VERIFY_TOKENS], dtype=np.int64)).to(ctx.device)
+    engine.eval()
+    with torch.no_grad():
+        logits = engine(input_ids=ids).logits.float().cpu()
+    if ctx.is_main:
+        torch.save({"input_ids": ids.cpu(), "logits": logits}, out_dir / VERIFY_LOGITS_FILE)

@@ -1,0 +1,44 @@
+"""The optimizer, the learning-rate schedule and the precision check: what `train.*` sets besides the data."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+from steps.config import ConfigError, TuneConfig
+from steps.runtime.distributed import ON_GPU
+
+
+def lr_lambda(config: TuneConfig):
+    """Linear warmup, then cosine decay to min_learning_rate, as a factor of the peak."""
+    train = config.train
+    floor = train.min_learning_rate / train.learning_rate
+
+    def factor(step: int) -> float:
+        if step < train.warmup_steps:
+            return (step + 1) / (train.warmup_steps + 1)
+        progress = (step - train.warmup_steps) / max(1, train.max_steps - train.warmup_steps)
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def build_optimizer(model: torch.nn.Module, config: TuneConfig, offloaded: bool) -> torch.optim.Optimizer:
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # norms and biases
+    groups = [{"params": decay, "weight_decay": config.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    if offloaded:
+        # ZeRO-Offload steps the optimizer on the CPU; DeepSpeed's vectorised Adam is the one it supports there.
+        return DeepSpeedCPUAdam(groups, lr=config.train.learning_rate, betas=(0.9, 0.95), adamw_mode=True)
+    return torch.optim.AdamW(groups, lr=config.train.learning_rate, betas=(0.9, 0.95))
+
+
+def check_dtype(config: TuneConfig) -> None:
+    """Refuse precisions the hardware cannot train in, before any work."""
+    dtype = config.train.dtype
+    if dtype == "fp16" and not ON_GPU:
+        raise ConfigError("train.dtype: got 'fp16', which DeepSpeed does not train in on CPU; use fp32 or bf16")
+    if dtype == "bf16" and ON_GPU and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"train.dtype: got 'bf16', which {torch.cuda.get_device_name()} lacks; use fp16 or fp32")

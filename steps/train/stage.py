@@ -1,0 +1,131 @@
+"""The train step's controller: runs this node's torchrun of `steps.train` and, on node 0, seals the train folder.
+
+Runs in the Metaflow step process (one per node under `@parallel`), or wherever
+`steps.dispatch` puts it; it imports no torch. Checkpoints go to
+`<storage>/train/checkpoints` from every rank; training continues from the newest
+complete one there (a retried attempt) or under `resume_from` (the checkpoint roots
+of the run this one resumes).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import tempfile
+import threading
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from steps.config import TuneConfig, write_temp_config
+from steps.formats.model_folder import resolve_base_model
+from steps.formats.train_folder import CHECKPOINTS, LOGS, METRICS_FILE, SUMMARY_FILE, checkpoint_entries
+from steps.results import TrainMetric, TrainResult, TrainSummary
+from steps.runtime.launch import LaunchError, Rendezvous, cli_args, run_torchrun
+from steps.runtime.node_logs import collect_node_logs, mark_node_running, node_log_path, publish_node_log
+from steps.runtime.storage import Storage, StoredDir, fetch
+
+TRAIN = "train"
+"""The train folder's name in the run's storage."""
+
+
+def read_metrics(path: Path) -> list[TrainMetric]:
+    """The complete records of a metrics.jsonl that may still be growing (a last line half-written is skipped)."""
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [TrainMetric.model_validate_json(line) for line in lines if line.endswith("}")]
+
+
+class MetricsWatcher:
+    """Hands the records of a growing metrics.jsonl to a callback (the live card) whenever there are new ones."""
+
+    def __init__(self, path: Path, on_metrics: Callable[[list[TrainMetric]], None], interval_s: float = 5.0) -> None:
+        self.path, self.on_metrics, self.interval_s = path, on_metrics, interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._seen = -1
+
+    def __enter__(self) -> MetricsWatcher:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.poll()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll()
+
+    def poll(self) -> None:
+        try:
+            records = read_metrics(self.path)
+        except OSError:
+            return
+        if len(records) != self._seen:
+            self._seen = len(records)
+            try:
+                self.on_metrics(records)
+            except Exception as exc:  # a card that fails to refresh must not stop training
+                print(f"live metrics update failed: {exc}", flush=True)
+
+
+def train_stage(
+    config: TuneConfig,
+    storage: Storage,
+    dataset: StoredDir,
+    tokenizer: StoredDir,
+    rdzv: Rendezvous,
+    resume_from: Sequence[str] = (),
+    on_metrics: Callable[[list[TrainMetric]], None] | None = None,
+    metrics_interval_s: float = 5.0,
+) -> TrainResult | None:
+    """Run this node's share of training; node 0 returns the sealed train folder and its records."""
+    out = storage.workdir(TRAIN)
+    checkpoints = storage.child(f"{TRAIN}/{CHECKPOINTS}")
+    logs = storage.child(f"{TRAIN}/{LOGS}")
+    log_file = node_log_path(out, rdzv.node_rank)
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    log_file.write_text("")  # this attempt's log only
+    if rdzv.node_rank != 0:
+        mark_node_running(logs, rdzv.node_rank)
+    args = cli_args(
+        config=write_temp_config(config),
+        dataset=fetch(dataset),
+        tokenizer=fetch(tokenizer),
+        out=out,
+        base_model=resolve_base_model(config.model.base_model),
+        checkpoint_uri=checkpoints.root,
+        checkpoint_staging=Path(tempfile.mkdtemp(prefix="tune-checkpoint-staging-")),
+    )
+    for root in resume_from:
+        args += ["--resume-from", root]
+    timeout = config.train.failure_timeout_s
+    failure: LaunchError | None = None
+    metrics_file = out / METRICS_FILE
+
+    def publish_metrics(records: list[TrainMetric]) -> None:
+        if metrics_file.is_file():  # in place already when the storage is on this machine
+            storage.put_file(metrics_file, f"{TRAIN}/{METRICS_FILE}")
+        if on_metrics:
+            on_metrics(records)
+
+    watcher = MetricsWatcher(metrics_file, publish_metrics, metrics_interval_s) if rdzv.node_rank == 0 else None
+    try:
+        with watcher or contextlib.nullcontext():
+            run_torchrun("steps.train", args, config.train.nproc_per_node, rdzv, timeout_s=timeout, log_file=log_file)
+    except LaunchError as exc:
+        failure = exc
+    if rdzv.node_rank != 0:
+        publish_node_log(out, logs, rdzv.node_rank, 1 if failure else 0)
+        if failure:
+            raise failure
+        return None
+    # Healthy peers finish within seconds of us; a dead one never writes its marker.
+    collect_node_logs(out, logs, rdzv.num_nodes, wait_s=min(timeout, 60) if failure else timeout)
+    if failure:
+        raise failure
+    return TrainResult(
+        # Checkpoint shards that other machines stored join the folder's manifest without passing through here.
+        checkpoint=storage.seal(out, TRAIN, elsewhere=checkpoint_entries(checkpoints)),
+        summary=TrainSummary.model_validate_json((out / SUMMARY_FILE).read_text()),
+        metrics=read_metrics(metrics_file),
+    )

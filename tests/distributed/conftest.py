@@ -1,0 +1,7 @@
+"""The distributed tier: every test below this folder is marked `distributed`."""
+
+from tests.support.tiers import mark_folder
+
+
+def pytest_collection_modifyitems(items) -> None:
+    mark_folder(__file__, items, "distributed")

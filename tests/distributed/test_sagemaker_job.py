@@ -1,0 +1,143 @@
+"""The train step as a SageMaker training job, against moto's SageMaker, S3, Logs and Secrets Manager.
+
+The job's hosts run our container entrypoint on CPU with an emulated /opt/ml tree
+(tests/sagemaker_emulator.py); convert then consumes what the job produced.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+
+from steps.config import TuneConfig
+from steps.convert.stage import convert_stage
+from steps.dispatch.sagemaker_job import (
+    SECRET_SOURCES_ENV,
+    TrainingJobError,
+    sagemaker_train_stage,
+    training_job_name,
+)
+from steps.dispatch.targets import checkpoint_roots
+from steps.runtime.storage import Storage, StoredDir, open_storage
+from tests.support.aws import IMAGE, ROLE
+from tests.support.sagemaker_emulator import EmulatedSageMaker
+
+CANARY = "hf_CANARY_d0n0tl3ak_7f3a9c"
+
+
+def _sagemaker_config(debug_config: TuneConfig, secret_arn: str, **train) -> TuneConfig:
+    raw = debug_config.model_dump()
+    raw["train"].update({"num_nodes": 2, "nproc_per_node": 1, "max_steps": 6, "checkpoint_every": 3, **train})
+    raw["compute"]["train"] = {
+        "target": "sagemaker",
+        "image": IMAGE,
+        "instance_type": "ml.p4d.24xlarge",
+        "role_arn": ROLE,
+        "spot": True,
+        "secrets": [secret_arn],
+    }
+    return TuneConfig.model_validate(raw)
+
+
+@pytest.fixture
+def run_on_s3(aws_env, prepared: Path, request) -> tuple[Storage, StoredDir, StoredDir, str]:
+    """Run storage on moto S3 with the debug dataset and tokenizer published, and a canary secret."""
+    bucket = f"runs-{request.node.name.replace('_', '-')[:40]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    storage = open_storage(f"s3://{bucket}/metaflow/TuneFlow/7/files")
+    dataset = storage.publish(prepared / "dataset", "prepare/dataset")
+    tokenizer = storage.publish(prepared / "tokenizer", "prepare/tokenizer")
+    secret = boto3.client("secretsmanager").create_secret(
+        Name=f"tune/{bucket}/hub", SecretString=json.dumps({"HF_TOKEN": CANARY})
+    )
+    return storage, dataset, tokenizer, secret["ARN"]
+
+
+@pytest.mark.slow
+def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(run_on_s3, debug_config, tmp_path, capsys) -> None:
+    storage, dataset, tokenizer, secret_arn = run_on_s3
+    config = _sagemaker_config(debug_config, secret_arn)
+    client = EmulatedSageMaker(boto3.client("sagemaker"), tmp_path, hosts=["127.0.0.1", "localhost"])
+    name = training_job_name("TuneFlow", "7", 0)
+
+    result = sagemaker_train_stage(
+        config, storage, dataset, tokenizer, name, clients=(client, boto3.client("logs")), poll_s=0.1
+    )
+
+    hosts = client.hosts_finished
+    assert [h.returncode for h in hosts] == [0, 0], hosts[0].stdout[-3000:] + hosts[1].stdout[-3000:]
+    (request,) = client.requests
+    described = boto3.client("sagemaker").describe_training_job(TrainingJobName=name)
+    assert CANARY not in json.dumps(request) and CANARY not in json.dumps(described, default=str)
+    assert request["Environment"] == {SECRET_SOURCES_ENV: secret_arn}  # a reference, never the value
+    assert "HyperParameters" not in request
+    channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
+    assert channels["dataset"] == dataset.uri + "/" and channels["tokenizer"] == tokenizer.uri + "/"
+    assert set(channels) == {"code", "config", "dataset", "tokenizer"}
+    assert all(uri.startswith(storage.root + "/") for uri in channels.values())
+    assert request["CheckpointConfig"] == {
+        "S3Uri": f"{storage.root}/sagemaker/checkpoints",
+        "LocalPath": "/opt/ml/checkpoints",
+    }
+    assert request["OutputDataConfig"] == {
+        "S3OutputPath": f"{storage.root}/sagemaker/output",
+        "CompressionType": "NONE",
+    }
+    assert request["EnableManagedSpotTraining"] is True
+    assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] >= request["StoppingCondition"]["MaxRuntimeInSeconds"]
+    assert request["ResourceConfig"]["InstanceCount"] == 2
+
+    assert result.job.arn == described["TrainingJobArn"] and result.job.status == "Completed"
+    assert result.summary.world_size == 2 and result.summary.steps == 6
+    assert [m.step for m in result.metrics][-1] == 6
+    assert result.checkpoint.uri == storage.uri("train")
+    # The job's log lines (both hosts) reached the step's output through CloudWatch Logs.
+    printed = capsys.readouterr().out
+    assert "[algo-1-" in printed and "[algo-2-" in printed and "step      6/6" in printed
+
+    converted = convert_stage(config, storage, result.checkpoint, tokenizer)
+    assert converted.conversion.logits_match is True
+    assert converted.conversion.trained_world_size == 2
+
+    # `resume` of this run (a new run id, a new job): its checkpoints go in as a channel and training continues.
+    resumed_storage = open_storage(storage.root.replace("/7/files", "/8/files"))
+    earlier = checkpoint_roots(storage)
+    again = sagemaker_train_stage(
+        _sagemaker_config(debug_config, secret_arn, max_steps=9),
+        resumed_storage,
+        dataset,
+        tokenizer,
+        training_job_name("TuneFlow", "8", 0),
+        clients=(client, boto3.client("logs")),
+        poll_s=0.1,
+        resume_from=earlier,
+    )
+    resumed_channels = {
+        c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in client.requests[-1]["InputDataConfig"]
+    }
+    assert resumed_channels["checkpoints"].rstrip("/") in earlier
+    assert again.summary.resumed_from_step == 6 and again.summary.steps == 9
+
+
+def test_failed_host_fails_the_step_with_the_job_failure_reason(run_on_s3, debug_config, tmp_path) -> None:
+    storage, dataset, tokenizer, secret_arn = run_on_s3
+    config = _sagemaker_config(debug_config, secret_arn, num_nodes=1)
+    # A dataset channel that holds no blocks: the container fails before training starts.
+    not_a_dataset = tmp_path / "not-a-dataset"
+    not_a_dataset.mkdir()
+    (not_a_dataset / "readme.txt").write_text("no blocks here")
+    broken = storage.publish(not_a_dataset, "prepare/not-a-dataset")
+    client = EmulatedSageMaker(boto3.client("sagemaker"), tmp_path, hosts=["127.0.0.1"])
+    name = training_job_name("TuneFlow", "7", 1)
+    with pytest.raises(TrainingJobError) as failure:
+        sagemaker_train_stage(
+            config, storage, broken, tokenizer, name, clients=(client, boto3.client("logs")), poll_s=0.1
+        )
+    assert client.hosts_finished[0].returncode != 0
+    message = str(failure.value)
+    assert f"job {name} ended Failed" in message and "LaunchError" in message
+    assert "FileNotFoundError" in message  # the root cause from the rank, not only torchrun's exit code
+    assert CANARY not in client.hosts_finished[0].stdout

@@ -1,0 +1,96 @@
+"""The whole flow through metaflow.Runner, read back with the Metaflow client."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from steps.project_files import FLOW_FILE
+from steps.runtime.storage import StoredDir, fetch
+from tests.support.flow_runs import card_data, client_run, config_file, run_flow
+from tests.support.flow_runs import flow_home as make_home
+
+
+@pytest.fixture(scope="module")
+def flow_home(tmp_path_factory) -> Path:
+    return make_home(tmp_path_factory.mktemp("flow"))
+
+
+def test_invalid_config_fails_before_any_step(flow_home: Path) -> None:
+    bad = config_file(flow_home, "bad", deepspeed={"zero_stage": 5})
+    env = {**os.environ, "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(flow_home)}
+    proc = subprocess.run(
+        [sys.executable, str(FLOW_FILE), "--config", "config", str(bad), "run"],
+        cwd=flow_home,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "deepspeed.zero_stage" in proc.stdout + proc.stderr
+    assert "Task is starting" not in proc.stdout + proc.stderr
+    assert not list((flow_home / ".metaflow").glob("TuneFlow/*/start"))
+
+
+def test_pipeline_end_to_end(flow_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from metaflow.cards import get_cards
+
+    monkeypatch.chdir(flow_home)  # the card client looks for .metaflow from the working folder
+    pathspec = run_flow(flow_home, config_file(flow_home, "debug"), max_steps=30)
+    run = client_run(flow_home, pathspec)
+    assert run.successful
+    end = run["end"].task.data
+
+    for name, ref in end.references.items():
+        folder = fetch(StoredDir.from_dict(ref), verify=True)  # files exist and hashes match
+        assert folder.is_dir(), name
+    assert (Path(end.references["model"]["uri"]) / "model.safetensors").is_file()
+
+    summary = end.eval_summary
+    prompts = summary["prompts"]
+    assert prompts == 5
+    assert Counter((r["index"], r["engine"]) for r in end.eval_table) == Counter(
+        {(i, e): 1 for i in range(prompts) for e in ("hf", "deepspeed", "zero")}
+    )
+    assert all(r["generation"] and r["prompt"] for r in end.eval_table)
+    assert summary["perplexity"]["tuned"] <= 0.5 * summary["perplexity"]["untuned"]
+    assert summary["engines_agree"] is True
+    # The domain probes ran on both models, and tuning raised the likelihood of the true answers.
+    probes = summary["probes"]
+    assert probes["tuned"]["all"]["probes"] == 2 * 16  # debug.yaml: evaluate.probes
+    assert probes["tuned"]["all"]["answer_logprob_per_token"] > probes["untuned"]["all"]["answer_logprob_per_token"]
+    assert end.train_summary["steps"] == 30  # the --max-steps override reached training
+    assert end.conversion["logits_match"] is True
+
+    texts = {
+        step: card_data(get_cards(run[step].task)[0].get())
+        for step in ("prepare", "train", "convert", "evaluate", "end")
+    }
+    assert "Sample blocks" in texts["prepare"] and "Training loss" in texts["train"]
+    assert "max_logit_difference" in texts["convert"] and "Generations" in texts["evaluate"]
+
+
+def test_two_simulated_nodes_of_two_ranks(flow_home: Path) -> None:
+    config = config_file(
+        flow_home,
+        "two-nodes",
+        train={"num_nodes": 2, "nproc_per_node": 2, "max_steps": 8, "checkpoint_every": 4, "log_every": 4},
+        evaluate={"engines": ["hf"]},
+    )
+    run = client_run(flow_home, run_flow(flow_home, config))
+    assert run.successful
+    tasks = list(run["train"].tasks())
+    assert len(tasks) == 2
+    train_summary = run["convert"].task.data.train_summary
+    assert train_summary["world_size"] == 4 and train_summary["steps"] == 8
+    assert run["end"].task.data.conversion["logits_match"] is True
+    # Node 1's output reaches the control task's log, after node 0's own.
+    logs = [t.stdout for t in tasks]
+    assert sum("----- node 1 (exit code 0) -----" in log for log in logs) == 1
+    assert any("step      8/8" in log and "----- node 1" in log for log in logs)

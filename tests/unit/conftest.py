@@ -1,0 +1,7 @@
+"""The unit tier: every test below this folder is marked `unit`."""
+
+from tests.support.tiers import mark_folder
+
+
+def pytest_collection_modifyitems(items) -> None:
+    mark_folder(__file__, items, "unit")

@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from steps.config import ConfigError, TuneConfig, load_config, parse_config_text, validate_config
+from steps.project_files import CONFIGS
+from steps.train.deepspeed_config import build_deepspeed_config
+
+CONFIG_FILES = sorted(CONFIGS.glob("*.yaml"))
+DEEPSPEED_FILES = sorted((CONFIGS / "deepspeed").glob("*.json"))
+
+
+@pytest.mark.parametrize("path", CONFIG_FILES, ids=lambda p: p.name)
+def test_every_shipped_config_validates(path: Path) -> None:
+    config = load_config(path)
+    # Every file must also yield a DeepSpeed config without conflicts.
+    assert build_deepspeed_config(config, world_size=2)["train_batch_size"] > 0
+
+
+@pytest.mark.parametrize("path", DEEPSPEED_FILES, ids=lambda p: p.name)
+def test_every_deepspeed_json_merges_with_its_stage(path: Path) -> None:
+    stage = json.loads(path.read_text())["zero_optimization"]["stage"]
+    config = validate_config({"deepspeed": {"zero_stage": stage, "config_file": str(path)}})
+    merged = build_deepspeed_config(config, world_size=4)
+    assert merged["zero_optimization"]["stage"] == stage
+    assert merged["train_batch_size"] == config.train.micro_batch_size * 4
+
+
+def test_zero_stage_5_names_the_field_and_allowed_values() -> None:
+    with pytest.raises(ConfigError) as error:
+        parse_config_text("deepspeed:\n  zero_stage: 5\n")
+    message = str(error.value)
+    assert "deepspeed.zero_stage" in message and "5" in message and "0, 1, 2 or 3" in message
+
+
+def test_all_problems_reported_at_once() -> None:
+    text = yaml.safe_dump({"train": {"max_steps": 0, "lerning_rate": 1.0}, "model": {"hidden_size": 250}})
+    with pytest.raises(ConfigError) as error:
+        parse_config_text(text)
+    message = str(error.value)
+    assert "train.max_steps: got 0" in message
+    assert "train.lerning_rate: unknown field" in message
+    assert "model.hidden_size (250) must be divisible by model.num_heads (4)" in message
+
+
+def test_not_yaml_and_not_mapping_are_clear() -> None:
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        parse_config_text("data: [unclosed")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        parse_config_text("- just\n- a list\n")
+
+
+def test_overrides_apply_and_are_validated() -> None:
+    config = TuneConfig().with_overrides(**{"data.corpus": "/corpus", "train.max_steps": 7, "model.base_model": ""})
+    assert config.data.corpus == "/corpus" and config.train.max_steps == 7 and config.model.base_model is None
+    with pytest.raises(ConfigError, match="train.max_steps"):
+        TuneConfig().with_overrides(**{"train.max_steps": -3})
+
+
+def test_parser_output_round_trips() -> None:
+    parsed = parse_config_text("train: {max_steps: 9}")
+    assert TuneConfig.model_validate(parsed).train.max_steps == 9
+    assert parsed["deepspeed"]["config_file"] == "configs/deepspeed/zero2.json"
+
+
+def test_deepspeed_json_conflict_is_an_error(tmp_path: Path) -> None:
+    user_json = tmp_path / "ds.json"
+    user_json.write_text(json.dumps({"zero_optimization": {"stage": 3}, "train_micro_batch_size_per_gpu": 32}))
+    config = validate_config({"deepspeed": {"zero_stage": 3, "config_file": str(user_json)}})
+    with pytest.raises(ConfigError, match="train_micro_batch_size_per_gpu = 32 conflicts"):
+        build_deepspeed_config(config, world_size=2)
+
+
+def test_deepspeed_json_auto_values_are_filled(tmp_path: Path) -> None:
+    user_json = tmp_path / "ds.json"
+    user_json.write_text(json.dumps({"zero_optimization": {"stage": "auto"}, "gradient_clipping": "auto"}))
+    config = validate_config({"deepspeed": {"zero_stage": 1, "config_file": str(user_json)}})
+    merged = build_deepspeed_config(config, world_size=1)
+    assert merged["zero_optimization"]["stage"] == 1 and merged["gradient_clipping"] == 1.0
+
+
+def test_missing_deepspeed_json_names_the_field() -> None:
+    config = validate_config({"deepspeed": {"config_file": "configs/deepspeed/nope.json"}})
+    with pytest.raises(ConfigError, match="deepspeed.config_file"):
+        build_deepspeed_config(config, world_size=1)

@@ -1,0 +1,66 @@
+"""Launching entrypoints: torchrun's failure summary read back, commands built, failures raised."""
+
+from __future__ import annotations
+
+import pytest
+
+from steps.runtime.launch import LaunchError, Rendezvous, cli_args, root_cause, run_module, torchrun_command
+
+
+def _failure(rank: int, code: int, trace: str) -> str:
+    return (
+        f"[{rank}]:\n  time      : 2026-11-22_06:00:00\n  host      : worker\n"
+        f"  rank      : {rank} (local_rank: {rank})\n  exitcode  : {code} (pid: {100 + rank})\n"
+        f"  error_file: <N/A>\n  traceback : {trace}\n"
+    )
+
+
+def _summary(first: str, *others: str) -> str:
+    line = "-" * 60 + "\n"
+    return "Failures:\n" + "".join(others) + line + "Root Cause (first observed failure):\n" + first + line
+
+
+def test_the_first_observed_failure_is_the_cause() -> None:
+    summary = _summary(_failure(1, 1, "ValueError: no blocks in /data/train"), _failure(0, -15, "Signal 15"))
+    assert root_cause(summary) == (
+        "rank 1 (local rank 1) failed first with exit code 1: ValueError: no blocks in /data/train; "
+        "then rank 0 (exit code -15)"
+    )
+
+
+def test_a_rank_killed_by_a_signal_wins_over_a_peer_that_raised_first() -> None:
+    # The killed rank's peer saw the connection drop and raised before torchrun polled the dead one.
+    summary = _summary(_failure(0, 1, "RuntimeError: Connection reset by peer"), _failure(1, -9, "Signal 9"))
+    cause = root_cause(summary)
+    assert cause.startswith("rank 1 (local rank 1) failed first with exit code -9 (SIGKILL)")
+    assert cause.endswith("then rank 0 (exit code 1)")
+
+
+def test_sigterm_from_torchrun_is_a_consequence_not_a_cause() -> None:
+    summary = _summary(_failure(0, 1, "OSError: disk full"), _failure(1, -15, "Signal 15 (SIGTERM)"))
+    assert root_cause(summary).startswith("rank 0 (local rank 0) failed first with exit code 1: OSError")
+
+
+def test_no_failed_rank_in_the_output_gives_none() -> None:
+    assert root_cause("torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError") is None
+
+
+def test_commands_for_modules_and_scripts() -> None:
+    rdzv = Rendezvous(num_nodes=2, node_rank=1, main_addr="10.0.0.1", main_port=29501)
+    command = torchrun_command("steps.train", ["--out", "x"], 4, rdzv, timeout_s=60)
+    assert command[command.index("--rdzv_conf=timeout=60") + 1 :] == ["-m", "steps.train", "--out", "x"]
+    assert {"--nnodes=2", "--node_rank=1", "--nproc_per_node=4", "--master_addr=10.0.0.1"} <= set(command)
+    assert torchrun_command("/repo/bench/inference.py", [], 2, rdzv)[-1] == "/repo/bench/inference.py"
+    assert cli_args(config="c.json", base_model=None, train_summary="s.json") == [
+        "--config",
+        "c.json",
+        "--train-summary",
+        "s.json",
+    ]
+
+
+def test_a_failing_module_raises_with_its_last_lines(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(LaunchError, match=r"(?s)json\.tool exited with code 1.*last lines:.*Expecting value"):
+        run_module("json.tool", ["/dev/null"])
+    run_module("platform", [])  # a module that succeeds: no error, its output streamed through
+    assert "launching:" in capsys.readouterr().out

@@ -1,0 +1,122 @@
+"""What watches training from outside the ranks: the metrics watcher, other nodes' logs, the live card."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from flows.live_card import LiveTrainCard
+from steps.results import TrainMetric
+from steps.runtime.node_logs import collect_node_logs, mark_node_running, node_log_path, publish_node_log
+from steps.runtime.storage import open_storage
+from steps.train.stage import MetricsWatcher, read_metrics
+
+
+def _record(step: int) -> dict:
+    return {
+        "step": step,
+        "loss": 5.0 - step / 10,
+        "lr": 1e-3,
+        "grad_norm": 1.0,
+        "tokens_seen": 100 * step,
+        "tokens_per_s": 2000.0,
+        "step_s": 0.5,
+        "tflops": 0.05,
+        "mfu": None,
+        "memory_gib": 0.8,
+        "time": 1000.0 + step,
+    }
+
+
+def test_a_half_written_last_line_is_left_for_later(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(json.dumps(_record(5)) + "\n" + json.dumps(_record(10))[:40])
+    assert [m.step for m in read_metrics(path)] == [5]
+    assert read_metrics(tmp_path / "not-yet.jsonl") == []
+
+
+def test_the_watcher_hands_over_new_records_and_survives_a_failing_callback(tmp_path: Path, capsys) -> None:
+    path = tmp_path / "metrics.jsonl"
+    seen: list[list[int]] = []
+
+    def on_metrics(records: list[TrainMetric]) -> None:
+        seen.append([r.step for r in records])
+        if len(seen) == 1:
+            raise RuntimeError("card service unavailable")
+
+    with MetricsWatcher(path, on_metrics, interval_s=0.01) as watcher:
+        with open(path, "a") as handle:
+            for step in (5, 10):
+                handle.write(json.dumps(_record(step)) + "\n")
+                handle.flush()
+                deadline = time.monotonic() + 5
+                while (not seen or seen[-1][-1] != step) and time.monotonic() < deadline:
+                    time.sleep(0.01)
+        watcher.poll()  # nothing new: no call
+    assert seen == [[5], [5, 10]]
+    assert "live metrics update failed: card service unavailable" in capsys.readouterr().out
+
+
+def test_node_zero_replays_the_other_nodes_logs_and_names_a_silent_one(tmp_path: Path, capsys) -> None:
+    logs = open_storage(str(tmp_path / "run" / "train" / "logs"))
+    out1, out0 = tmp_path / "node1", tmp_path / "node0"
+    mark_node_running(logs, 1)
+    mark_node_running(logs, 2)  # node 2 never finishes
+    node_log_path(out1, 1).parent.mkdir(parents=True)
+    node_log_path(out1, 1).write_text("step 8/8 on node 1\n")
+
+    def node_one_finishes_later() -> None:
+        time.sleep(0.2)
+        publish_node_log(out1, logs, 1, 0)
+
+    thread = threading.Thread(target=node_one_finishes_later)
+    thread.start()
+    codes = collect_node_logs(out0, logs, num_nodes=3, wait_s=1.0, poll_s=0.05)
+    thread.join()
+    assert codes == {1: 0, 2: -1}
+    printed = capsys.readouterr().out
+    assert "----- node 1 (exit code 0) -----\nstep 8/8 on node 1\n" in printed
+    assert "(node 2 sent no log within 1 s)" in printed
+
+
+class _Card:
+    """What the live card needs of Metaflow's `current.card`."""
+
+    def __init__(self) -> None:
+        self.components: list = []
+        self.refreshes: list[bool] = []
+
+    def extend(self, components: list) -> None:
+        self.components += components
+
+    def refresh(self, force: bool = False) -> None:
+        self.refreshes.append(force)
+
+
+def _rendered(card: _Card) -> str:
+    return json.dumps([component.render() for component in card.components], default=str)
+
+
+def test_the_live_card_plots_the_metrics_so_far() -> None:
+    live, card = LiveTrainCard(total_steps=20, refresh_interval_s=0), _Card()
+    with live.shown_on(card):
+        live.refresh_with([TrainMetric(**_record(5)), TrainMetric(**_record(10))])
+    text = _rendered(card)
+    assert "Step **10 / 20**: loss 4.0000, 2000 tokens/s" in text
+    assert "Training loss" in text and '"step": 10' in text.replace("\\", "")
+    assert card.refreshes == [False]
+
+
+def test_the_live_card_stays_marked_failed_when_training_fails() -> None:
+    live, card = LiveTrainCard(total_steps=20, refresh_interval_s=0), _Card()
+    with pytest.raises(RuntimeError, match="rank 1 failed"), live.shown_on(card):
+        live.refresh_with([TrainMetric(**_record(5))])
+        raise RuntimeError("rank 1 failed first with exit code -9 (SIGKILL)\nlast lines: ...")
+    text = _rendered(card)
+    assert "# train: FAILED" in text and "rank 1 failed first with exit code -9 (SIGKILL)" in text
+    assert "last lines" not in text  # the headline only
+    assert card.refreshes[-1] is True  # forced, so the failed state is what stays
