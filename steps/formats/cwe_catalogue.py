@@ -73,10 +73,11 @@ class ObservedExample:
 
 @dataclass(frozen=True)
 class Entry:
-    """What every catalogue entry has: an ID and a name, and the first line of its document."""
+    """What every catalogue entry has: an ID, a name and a status, and the first line of its document."""
 
     id: str
     name: str | None
+    status: str | None
 
     @property
     def key(self) -> str:
@@ -91,7 +92,6 @@ class Entry:
 @dataclass(frozen=True)
 class Weakness(Entry):
     abstraction: str | None
-    status: str | None
     description: str
     extended_description: str
     related: tuple[Relation, ...]
@@ -115,7 +115,6 @@ class Weakness(Entry):
 class Category(Entry):
     """A grouping of weaknesses (an OWASP Top Ten entry, a CERT rule, ...)."""
 
-    status: str | None
     summary: str
     members: tuple[str, ...]
     """Member CWE ids, in catalogue order, repeated once per view that lists them."""
