@@ -27,8 +27,10 @@ from steps.config import DEFAULT_CORPUS, DataConfig
 from steps.formats.cwe_catalogue import bundled_catalogue_path
 from steps.formats.dataset import document_id
 from steps.prepare.clean import CleanSettings, clean_batch, normalise
-from steps.prepare.extract import Limits, RecordSkip, SkipFile, Source, expand_zip, read_source
+from steps.prepare.corpus_files import folder_files, outside_links
+from steps.prepare.extract import Limits, RecordSkip, SkipFile, Source, open_zip, read_source, zip_members
 from steps.prepare.near_dedupe import DuplicateIndex
+from steps.prepare.read_guard import error_reason
 from steps.prepare.report import CorpusReport
 from steps.runtime.storage import open_storage
 
@@ -60,27 +62,29 @@ class _Raw:
     format: str
 
 
-def resolve_sources(corpus: str) -> tuple[Path, list[Path]]:
-    """The folder that document ids are relative to, and the files a corpus spec names, in a stable order."""
+def resolve_sources(corpus: str) -> tuple[Path, list[Path], list[Path]]:
+    """The folder that document ids are relative to, the files a corpus spec names, in a stable order,
+    and the symbolic links met below that folder (not followed: they can point anywhere)."""
     if corpus == DEFAULT_CORPUS:
         catalogue = bundled_catalogue_path()
-        return catalogue.parent, [catalogue]
+        return catalogue.parent, [catalogue], []
     storage = open_storage(corpus)
     if storage.local_path is None:  # an object-store prefix: read from a local copy
         return resolve_sources(str(storage.materialize(Path(tempfile.mkdtemp(prefix="tune-corpus-")))))
     path = Path(corpus).expanduser()
+    links: list[Path] = []
     if path.is_dir():
-        root, files = path, [p for p in path.rglob("*") if p.is_file()]
+        root, (files, links) = path, folder_files(path)
     elif path.is_file():
         root, files = path.parent, [path]
     else:
         # Ids are relative to the fixed part of the pattern, before its first wildcard.
         fixed = Path(re.split(r"[*?\[]", corpus, maxsplit=1)[0] or ".")
         root = fixed if fixed.is_dir() else fixed.parent
-        files = [Path(p) for p in glob.glob(corpus, recursive=True) if Path(p).is_file()]
-    if not files:
+        files, links = outside_links(root, [Path(p) for p in glob.glob(corpus, recursive=True)])
+    if not files and not links:
         raise CorpusError(f"data.corpus = {corpus!r} names no files: give a folder, a glob, an s3:// prefix or 'cwe'")
-    return root, sorted(files)
+    return root, sorted(files), sorted(links)
 
 
 def _format_label(source: Source) -> str:
@@ -88,16 +92,23 @@ def _format_label(source: Source) -> str:
     return f"{label}.gz" if source.compressed else label
 
 
+def _name(root: Path, path: Path) -> str:
+    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+
+
 def _sources(root: Path, files: Iterable[Path], report: CorpusReport, strict: bool) -> Iterator[Source]:
     for path in files:
-        name = path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
+        name = _name(root, path)
         if path.suffix.lower() != ".zip":
             yield Source(name, path)
             continue
         try:
-            yield from expand_zip(path, name)
+            archive = open_zip(path)
         except SkipFile as exc:
             _skip(report, name, str(exc), strict)
+            continue
+        with archive:  # open while its members are read: once per archive, not once per member
+            yield from zip_members(archive, path, name)
 
 
 def _skip(report: CorpusReport, source: str, reason: str, strict: bool) -> None:
@@ -126,8 +137,7 @@ def _raw_documents(
         except CorpusError:
             raise  # strict mode's own failure (a ValueError too), not a read error
         except _READ_ERRORS as exc:
-            reason = str(exc) if isinstance(exc, SkipFile) else f"{type(exc).__name__}: {exc}"
-            _skip(report, source.name, reason[:300], strict)
+            _skip(report, source.name, error_reason(exc), strict)  # never the parser's text: it quotes the input
 
 
 def _batches(raw: Iterator[tuple[_Raw, str]]) -> Iterator[tuple[list[_Raw], list[str]]]:
@@ -170,7 +180,10 @@ def _cleaned_batches(batches: Iterator[tuple[list[_Raw], list[str]]], settings: 
 
 def iter_documents(data: DataConfig, report: CorpusReport) -> Iterator[Document]:
     """Clean documents of the corpus in a stable order; drops, skips and redactions go to `report`."""
-    root, files = resolve_sources(data.corpus)
+    root, files, links = resolve_sources(data.corpus)
+    for link in links:
+        reason = "symbolic link, not followed (it can point outside the corpus folder); copy the file in instead"
+        _skip(report, _name(root, link), reason, data.strict)
     limits = Limits(data.max_document_bytes, data.max_file_bytes, tuple(data.text_fields), tuple(data.csv_columns))
     settings = CleanSettings(
         data.min_chars, data.min_alnum_fraction, data.redact_emails, data.near_duplicate_threshold < 1.0

@@ -2,31 +2,32 @@
 
 A file (or a zip member) is a `Source`; `read_source` yields `(key, text, format)` for
 each document in it, or `RecordSkip` for a record it had to leave out (an
-over-long line, a malformed JSON line). A whole file that cannot be read raises
+over-long line, a malformed JSON line or CSV row). A whole file that cannot be read raises
 `SkipFile` with the reason. Nothing larger than the configured limits is ever
-held in memory: whole-file reads stop one byte past the limit.
+held in memory: whole-file reads stop one byte past the limit, what a compressed file or zip
+member expands to is bounded by `max_file_bytes` (XML files too), and a document longer than
+`max_document_bytes` is left out whatever format it came from. Reasons never quote the input
+(`steps.prepare.read_guard`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
-import io
 import json
-import logging
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, NamedTuple
 
-import pyarrow as pa
 import trafilatura
-from pyarrow import csv
-from pypdf import PdfReader
-from pypdf.errors import PyPdfError
 
 from steps.formats.cwe_catalogue import entry_names, looks_like_cwe_catalogue
+from steps.prepare.csv_rows import csv_rows
 from steps.prepare.cwe_documents import cwe_documents
+from steps.prepare.pdf_text import pdf_text
+from steps.prepare.read_guard import SkipFile, bounded, utf8_length
 
 FORMATS = {
     ".txt": "text",
@@ -45,12 +46,7 @@ FORMATS = {
 }
 _STIX_TEXT_FIELDS = ("name", "aliases", "description", "pattern", "kill_chain_phases", "x_mitre_detection")
 _BINARY_SNIFF = 8192
-
-logging.getLogger("pypdf").setLevel(logging.ERROR)  # it warns per broken object; the report says what matters
-
-
-class SkipFile(Exception):
-    """A file (or zip member) left out as a whole; the message is the reason."""
+__all__ = ["Extracted", "Limits", "RecordSkip", "SkipFile", "Source", "open_zip", "read_source", "zip_members"]
 
 
 class Extracted(NamedTuple):
@@ -75,16 +71,17 @@ class Limits:
 
 @dataclass(frozen=True)
 class Source:
-    """A file on disk, or one member of a zip archive on disk."""
+    """A file on disk, or one member of a zip archive on disk (read through the archive opened once)."""
 
     name: str
     """How reports and document ids name it: the path below the corpus root, `archive.zip!member` inside a zip."""
     path: Path
-    member: str | None = None
+    member: zipfile.ZipInfo | None = None
+    archive: zipfile.ZipFile | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def inner_name(self) -> str:
-        return self.member or self.path.name
+        return self.member.filename if self.member else self.path.name
 
     @property
     def compressed(self) -> bool:
@@ -96,32 +93,43 @@ class Source:
         name = self.inner_name.lower().removesuffix(".gz")
         return FORMATS.get(Path(name).suffix, "unknown")
 
-    def open(self) -> IO[bytes]:
-        """A binary stream of the content, decompressed when gzipped."""
+    @property
+    def expands(self) -> bool:
+        """Whether its content is decompressed on reading, so that a small file can become a large stream."""
+        return self.compressed or self.member is not None
+
+    def open(self, limit: int | None = None) -> IO[bytes]:
+        """A binary stream of the content, decompressed when gzipped; SkipFile past `limit` bytes when given."""
         if self.member is None:
             handle: IO[bytes] = open(self.path, "rb")
+        elif self.member.flag_bits & 0x1:
+            raise SkipFile("encrypted zip member that needs a password")
         else:
-            handle = zipfile.ZipFile(self.path).open(self.member)
-        return gzip.GzipFile(fileobj=handle) if self.compressed else handle
+            handle = self.archive.open(self.member)
+        handle = gzip.GzipFile(fileobj=handle) if self.compressed else handle
+        if limit is None:
+            return handle
+        what = "decompressed" if self.expands else "read"
+        return bounded(handle, limit, f"larger than data.max_file_bytes ({limit} bytes) when {what}; skipped whole")
 
 
-def expand_zip(path: Path, name: str) -> list[Source]:
-    """One source per file member of a zip archive."""
+def open_zip(path: Path) -> zipfile.ZipFile:
+    """The archive, opened once for all its members (each open reads the whole member list again)."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            members = [m.filename for m in archive.infolist() if not m.is_dir()]
+        return zipfile.ZipFile(path)
     except (zipfile.BadZipFile, OSError) as exc:
-        raise SkipFile(f"broken zip archive: {exc}") from None
-    return [Source(f"{name}!{member}", path, member) for member in members]
+        raise SkipFile(f"broken zip archive ({type(exc).__name__})") from None
+
+
+def zip_members(archive: zipfile.ZipFile, path: Path, name: str) -> list[Source]:
+    """One source per file member of an open zip archive."""
+    return [Source(f"{name}!{m.filename}", path, m, archive) for m in archive.infolist() if not m.is_dir()]
 
 
 def read_bounded(source: Source, limit: int, field: str) -> bytes:
     """All of a source's bytes, or SkipFile as soon as it is known to be larger than `limit`."""
-    try:
-        with source.open() as handle:
-            data = handle.read(limit + 1)
-    except RuntimeError as exc:  # zipfile: "File ... is encrypted, password required"
-        raise SkipFile(f"unreadable zip member: {exc}") from None
+    with source.open() as handle:
+        data = handle.read(limit + 1)
     if len(data) > limit:
         raise SkipFile(f"larger than data.{field} ({limit} bytes); raise it to include this file")
     if not data.strip():
@@ -141,19 +149,6 @@ def decode_text(data: bytes) -> str:
 
 def _html_main_text(html: str) -> str:
     return trafilatura.extract(html, include_comments=False, include_tables=True, favor_recall=True) or ""
-
-
-def _pdf_text(data: bytes) -> str:
-    try:
-        reader = PdfReader(io.BytesIO(data))
-        if reader.is_encrypted and not reader.decrypt(""):
-            raise SkipFile("encrypted PDF that needs a password")
-        return "\n".join(page.extract_text() or "" for page in reader.pages)
-    except SkipFile:
-        raise
-    except (PyPdfError, ValueError, KeyError, TypeError, AttributeError, NotImplementedError, OSError) as exc:
-        # pypdf raises a variety of types on damaged files; any of them means "this PDF cannot be read".
-        raise SkipFile(f"broken PDF: {type(exc).__name__}: {exc}"[:300]) from None
 
 
 def _record_text(record: object, fields: tuple[str, ...]) -> str:
@@ -176,21 +171,31 @@ def _stix_object_text(obj: dict) -> str:
 def _json_documents(data: bytes, limits: Limits) -> Iterator[Extracted]:
     try:
         loaded = json.loads(decode_text(data))
-    except json.JSONDecodeError as exc:
-        raise SkipFile(f"malformed JSON: {exc}") from None
+    except json.JSONDecodeError as exc:  # msg is the json module's own fixed text, never the input
+        raise SkipFile(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     if isinstance(loaded, dict) and loaded.get("type") == "bundle" and isinstance(loaded.get("objects"), list):
         # STIX 2.1: one document per object that describes something.
         for obj in loaded["objects"]:
             if isinstance(obj, dict) and obj.get("description"):
-                yield str(obj.get("id")), _stix_object_text(obj), "stix"
+                yield Extracted(str(obj.get("id")), _stix_object_text(obj), "stix")
         return
     for index, record in enumerate(loaded if isinstance(loaded, list) else [loaded]):
-        yield str(index), _record_text(record, limits.text_fields), "json"
+        yield Extracted(str(index), _record_text(record, limits.text_fields), "json")
+
+
+def _drain(source: Source, limits: Limits) -> None:
+    """Decompress a record file once without keeping it, so that one expanding past max_file_bytes is
+    skipped whole before any of its records is used (instead of after a million of them)."""
+    if source.expands:
+        with source.open(limits.max_file_bytes) as handle:
+            while handle.read(1 << 20):
+                pass
 
 
 def _jsonl_documents(source: Source, limits: Limits) -> Iterator[Extracted | RecordSkip]:
     limit = limits.max_document_bytes
-    with source.open() as handle:
+    _drain(source, limits)
+    with source.open(limits.max_file_bytes if source.expands else None) as handle:
         for index, line in enumerate(iter(lambda: handle.readline(limit + 1), b"")):
             if len(line) > limit and not line.endswith(b"\n"):
                 while (rest := handle.readline(1 << 20)) and not rest.endswith(b"\n"):
@@ -201,39 +206,61 @@ def _jsonl_documents(source: Source, limits: Limits) -> Iterator[Extracted | Rec
                 continue
             try:
                 record = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                yield RecordSkip(str(index), f"malformed JSON line: {exc}"[:200])
+            except json.JSONDecodeError as exc:  # msg is the json module's own fixed text, never the input
+                yield RecordSkip(str(index), f"malformed JSON line {index + 1}: {exc.msg} at column {exc.colno}")
                 continue
-            yield str(index), _record_text(record, limits.text_fields), "jsonl"
+            except UnicodeDecodeError as exc:
+                yield RecordSkip(str(index), f"JSON line {index + 1} is not UTF-8 text (byte {exc.start})")
+                continue
+            yield Extracted(str(index), _record_text(record, limits.text_fields), "jsonl")
 
 
-def _csv_documents(source: Source, limits: Limits) -> Iterator[Extracted]:
-    with source.open() as handle:
-        try:
-            reader = csv.open_csv(handle, read_options=csv.ReadOptions(block_size=1 << 22))
-        except pa.ArrowInvalid as exc:
-            raise SkipFile(f"unreadable CSV: {exc}") from None
-        columns = [c for c in limits.csv_columns if c in reader.schema.names]
-        if not columns:
-            raise SkipFile(f"CSV has none of data.csv_columns {list(limits.csv_columns)}; it has {reader.schema.names}")
-        row = 0
-        for batch in reader:
-            values = [batch.column(c).cast(pa.string()).to_pylist() for c in columns]
-            for cells in zip(*values, strict=True):
-                yield str(row), "\n".join(c for c in cells if c), "csv"
-                row += 1
+def _csv_documents(source: Source, limits: Limits) -> Iterator[Extracted | RecordSkip]:
+    _drain(source, limits)
+    with source.open(limits.max_file_bytes if source.expands else None) as handle:
+        for key, text, reason in csv_rows(handle, limits.csv_columns, limits.max_document_bytes):
+            yield RecordSkip(key, reason) if reason is not None else Extracted(key, text, "csv")
+
+
+def _cwe_xml_documents(source: Source, limits: Limits) -> Iterator[Extracted]:
+    # Read three times (sniff, names, documents), each through the max_file_bytes bound, so a small
+    # .xml.gz cannot expand into one huge tree; the names pass reads the whole file before any document.
+    with source.open(limits.max_file_bytes) as handle:
+        if not looks_like_cwe_catalogue(handle.read(4096)):
+            raise SkipFile("XML that is not a CWE catalogue (the only XML format read)")
+    with source.open(limits.max_file_bytes) as handle:
+        names = entry_names(handle)
+    with source.open(limits.max_file_bytes) as handle:
+        for key, text in cwe_documents(handle, names):
+            yield Extracted(key, text, "cwe_xml")
 
 
 def read_source(source: Source, limits: Limits) -> Iterator[Extracted | RecordSkip]:
-    """(key inside the file, raw text, format) per document; raises SkipFile for a file it cannot read."""
+    """(key inside the file, raw text, format) per document; raises SkipFile for a file it cannot read.
+
+    A document longer than data.max_document_bytes is left out: a record as a RecordSkip, a
+    one-document file (key "") as a SkipFile.
+    """
+    limit = limits.max_document_bytes
+    for item in _documents(source, limits):
+        if isinstance(item, RecordSkip) or utf8_length(item.text) <= limit:
+            yield item
+        elif not item.key:
+            raise SkipFile(f"text larger than data.max_document_bytes ({limit} bytes); raise it to include this file")
+        else:
+            yield RecordSkip(item.key, f"document larger than data.max_document_bytes ({limit} bytes)")
+
+
+def _documents(source: Source, limits: Limits) -> Iterator[Extracted | RecordSkip]:
     fmt = source.format
     if fmt in ("text", "markdown", "rst"):
-        yield "", decode_text(read_bounded(source, limits.max_document_bytes, "max_document_bytes")), fmt
+        yield Extracted("", decode_text(read_bounded(source, limits.max_document_bytes, "max_document_bytes")), fmt)
     elif fmt == "html":
         html = decode_text(read_bounded(source, limits.max_document_bytes, "max_document_bytes"))
-        yield "", _html_main_text(html), fmt
+        yield Extracted("", _html_main_text(html), fmt)
     elif fmt == "pdf":
-        yield "", _pdf_text(read_bounded(source, limits.max_file_bytes, "max_file_bytes")), fmt
+        data = read_bounded(source, limits.max_file_bytes, "max_file_bytes")
+        yield Extracted("", pdf_text(data, limits.max_document_bytes), fmt)
     elif fmt == "json":
         yield from _json_documents(read_bounded(source, limits.max_file_bytes, "max_file_bytes"), limits)
     elif fmt == "jsonl":
@@ -241,13 +268,6 @@ def read_source(source: Source, limits: Limits) -> Iterator[Extracted | RecordSk
     elif fmt == "csv":
         yield from _csv_documents(source, limits)
     elif fmt == "xml":
-        with source.open() as handle:
-            if not looks_like_cwe_catalogue(handle.read(4096)):
-                raise SkipFile("XML that is not a CWE catalogue (the only XML format read)")
-        with source.open() as handle:
-            names = entry_names(handle)
-        with source.open() as handle:
-            for key, text in cwe_documents(handle, names):
-                yield key, text, "cwe_xml"
+        yield from _cwe_xml_documents(source, limits)
     else:
         raise SkipFile(f"unsupported format; supported suffixes: {sorted(FORMATS)}, also .gz and .zip")
