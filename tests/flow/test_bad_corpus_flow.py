@@ -1,0 +1,75 @@
+"""The whole flow on a corpus holding one of each bad input of issue 13: it completes, names every
+skipped file with its reason, and no planted secret reaches the run's storage, the console or a card."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from steps.formats.blocks import load_blocks
+from steps.formats.dataset import REPORT_FILE
+from steps.formats.tokenizer_folder import load_tokenizer
+from steps.runtime.storage import StoredDir, fetch
+from tests.support.bad_corpus import write_bad_corpus
+from tests.support.flow_runs import card_data, client_run, config_file, flow_home, runner
+
+LIMITS = {"max_file_bytes": 1 << 20, "max_document_bytes": 256 << 10}
+
+
+def _readable(path: Path) -> str:
+    """A stored file as text, gunzipped first when it is gzip (Metaflow stores artifacts that way)."""
+    data = path.read_bytes()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError):
+            pass
+    text = data.decode("utf-8", "replace")
+    if path.suffix == ".html" and "__MF_DATA__" in text:
+        try:
+            text += card_data(text)  # a card's content is base64 inside its HTML
+        except AttributeError:
+            pass
+    return text
+
+
+@pytest.mark.slow
+def test_every_bad_input_is_skipped_and_named_and_no_secret_leaks(tmp_path: Path, monkeypatch) -> None:
+    from metaflow.cards import get_cards
+
+    home = flow_home(tmp_path / "flow")
+    bad = write_bad_corpus(tmp_path / "inputs" / "corpus", **LIMITS)  # outside `home`: only outputs are scanned
+    config = config_file(home, "bad-inputs", data={"corpus": str(tmp_path / "inputs" / "corpus"), **LIMITS})
+    monkeypatch.chdir(home)  # the card client looks for .metaflow from the working folder
+    with runner(home, config) as flow:
+        result = flow.run(max_steps=10)
+        console = result.stdout + result.stderr
+        assert result.status == "successful", console[-4000:]
+        pathspec = result.run.pathspec
+    run = client_run(home, pathspec)
+    prepare = run["prepare"].task
+
+    dataset = fetch(StoredDir.from_dict(prepare.data.dataset), verify=True)
+    rows = [json.loads(line) for line in (dataset / REPORT_FILE).read_text().splitlines()]
+    skipped = {r["source"]: r["reason"] for r in rows if r["action"] == "skipped_file"}
+    records = {r["doc_id"]: r["reason"] for r in rows if r["action"] == "skipped_record"}
+    card = card_data(get_cards(prepare)[0].get())
+    for name, fragment in bad.skipped.items():
+        assert fragment in skipped.get(name, ""), (name, skipped)
+        # The card's table row: the file's name, then its reason.
+        assert re.search(re.escape(json.dumps(name)) + r',\s*"[^"]*' + re.escape(fragment), card), name
+    for doc_id, fragment in bad.skipped_records.items():
+        assert fragment in records.get(doc_id, ""), (doc_id, records)
+
+    tokenizer = load_tokenizer(fetch(StoredDir.from_dict(prepare.data.tokenizer), verify=True))
+    outputs = [console, card] + [
+        tokenizer.decode(load_blocks(dataset / side).reshape(-1).tolist()) for side in ("train", "validation")
+    ]
+    outputs += [card_data(c.get()) for step in run for c in get_cards(step.task)]
+    outputs += [_readable(p) for p in home.rglob("*") if p.is_file()]
+    leaked = [secret for secret in bad.secrets if any(secret in text for text in outputs)]
+    assert not leaked, f"planted secrets found in the run's outputs: {leaked}"
