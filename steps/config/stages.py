@@ -25,9 +25,11 @@ class DataConfig(Section):
     min_alnum_fraction: float = Field(0.5, ge=0.0, le=1.0)
     """Documents whose share of letters and digits (among non-space characters) is below this are dropped."""
     max_document_bytes: int = Field(16 * 2**20, ge=1024)
-    """Largest document, record or line read as text; larger ones are skipped without being loaded whole."""
+    """Largest document, record or line read as text (or text extracted from a PDF); larger ones are skipped
+    without being loaded whole."""
     max_file_bytes: int = Field(256 * 2**20, ge=1024)
-    """Largest file parsed whole (PDF, JSON, STIX bundle, zip member); larger ones are skipped."""
+    """Largest file parsed whole (PDF, JSON, STIX bundle, XML, zip member), and most a .gz file or zip member may
+    decompress to; larger ones are skipped. (Symbolic links in a corpus folder are skipped too: not followed.)"""
     near_duplicate_threshold: float = Field(0.85, gt=0.0, le=1.0)
     """Estimated Jaccard similarity (word 5-grams, MinHash LSH) at or above which a document is a near duplicate;
     1.0 turns near-duplicate removal off."""
