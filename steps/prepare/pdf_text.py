@@ -16,7 +16,8 @@ from pypdf.errors import PyPdfError
 
 from steps.prepare.read_guard import SkipFile
 
-logging.getLogger("pypdf").setLevel(logging.ERROR)  # it warns per broken object; the report says what matters
+# pypdf logs per broken object, quoting the object: off, the report says what matters without the input.
+logging.getLogger("pypdf").setLevel(logging.CRITICAL + 1)
 
 # Damaged files raise a variety of types from pypdf; each means "this PDF cannot be read". Their
 # messages quote the file's objects, so only the type is reported.
