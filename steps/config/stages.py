@@ -214,8 +214,9 @@ class EvaluateConfig(Section):
     probes: int = Field(48, ge=0)
     """Domain probes of each kind (CWE corpus: ID to name, description to name); 0 turns them off, more
     than the catalogue has probes every weakness."""
-    probe_choices: int = Field(4, ge=2)
-    """Candidate names per probe when scoring by log-likelihood (the right one and distractors)."""
+    probe_choices: int = Field(4, ge=2, le=64)
+    """Candidate names per probe when scoring by log-likelihood (the right one and distractors); at most 64,
+    well within the catalogue's distinct names, which the distractors are drawn from."""
     probe_file: str | None = None
     """Extra probes: a JSONL file of {"prompt": ..., "answer": ..., "choices": [...] (optional)} objects."""
 
