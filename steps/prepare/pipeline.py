@@ -238,8 +238,9 @@ def run_prepare(
     say(f"{packed['prompts']} evaluation prompts of {data.prompt_tokens} tokens")
     if packed["prompts"] < data.eval_prompts:
         say(
-            f"data.eval_prompts asks for {data.eval_prompts}, but only {packed['prompts']} held-out documents have "
-            f"the {data.prompt_tokens + 8} tokens a prompt needs (data.prompt_tokens + 8)"
+            f"data.eval_prompts asks for {data.eval_prompts}; only {packed['prompts']} of the "
+            f"{split.counts['validation']} held-out documents have the {data.prompt_tokens + 8} tokens a prompt "
+            "needs (data.prompt_tokens + 8)"
         )
     say(f"took {sum(timings.values()):.1f} s: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     return summary
