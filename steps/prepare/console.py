@@ -20,6 +20,11 @@ def say(line: str) -> None:
     print(f"{PREFIX} {line}", flush=True)
 
 
+def _n(number: int, noun: str) -> str:
+    """`1 file`, `2,048 files`."""
+    return f"{number:,} {noun}{'' if number == 1 else 's'}"
+
+
 def _counts(counter: Counter | dict) -> str:
     return ", ".join(f"{name} {count:,}" for name, count in sorted(counter.items()) if count) or "none"
 
@@ -50,18 +55,19 @@ def reading_progress(report: CorpusReport, progress: Progress) -> None:
     """One progress line of the read-clean-dedupe pass, when one is due."""
     if not progress.due():
         return
+    opened = sum(report.files_by_format.values())
     say(
-        f"reading: {sum(report.files_by_format.values()):,} files opened, {documents_seen(report):,} documents "
-        f"({report.kept:,} kept), {report.skipped_file_count:,} files skipped, "
+        f"reading: {_n(opened, 'file')} opened, {_n(documents_seen(report), 'document')} ({report.kept:,} kept), "
+        f"{_n(report.skipped_file_count, 'file')} skipped, "
         f"{report.kept_chars / 1e6:,.1f} M characters kept, {progress.elapsed():.0f} s"
     )
 
 
 def reading_summary(report: CorpusReport, corpus: str) -> None:
     """Files read and skipped by reason, documents kept and dropped by reason, redactions by type."""
-    say(f"opened {sum(report.files_by_format.values()):,} files in {corpus}: {_counts(report.files_by_format)}")
+    say(f"opened {_n(sum(report.files_by_format.values()), 'file')} in {corpus}: {_counts(report.files_by_format)}")
     if report.skipped_file_count:
-        say(f"skipped {report.skipped_file_count:,} files (every file and its full reason: report.jsonl):")
+        say(f"skipped {_n(report.skipped_file_count, 'file')} (every file and its full reason: report.jsonl):")
         for kind, count in sorted(report.skipped_by_kind.items()):
             examples = report.skipped_examples[kind]
             say(f"  {kind}: {count:,} ({', '.join(examples)}{', ...' if count > len(examples) else ''})")
@@ -71,10 +77,8 @@ def reading_summary(report: CorpusReport, corpus: str) -> None:
         f"({_counts(report.documents_by_format)}); dropped {sum(dropped.values()):,}: {_counts(dropped)}"
     )
     if report.redactions:
-        say(
-            f"redacted {sum(report.redactions.values()):,} secrets in {report.redacted_documents:,} documents: "
-            f"{_counts(report.redactions)}"
-        )
+        secrets = _n(sum(report.redactions.values()), "secret")
+        say(f"redacted {secrets} in {_n(report.redacted_documents, 'document')}: {_counts(report.redactions)}")
     else:
         say("redacted nothing: no secrets found")
 
@@ -82,6 +86,6 @@ def reading_summary(report: CorpusReport, corpus: str) -> None:
 def split_summary(documents: dict[str, int], tokens: dict[str, int], blocks: dict[str, int], block_size: int) -> None:
     for side in ("train", "validation"):
         say(
-            f"{side}: {documents[side]:,} documents, {tokens[side]:,} tokens, "
-            f"{blocks[side]:,} blocks of {block_size} tokens"
+            f"{side}: {_n(documents[side], 'document')}, {tokens[side]:,} tokens, "
+            f"{_n(blocks[side], 'block')} of {block_size} tokens"
         )
