@@ -75,6 +75,12 @@ class ModelConfig(Section):
             raise ValueError(
                 f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads})"
             )
+        if (self.hidden_size // self.num_heads) % 2:
+            # Rotary embeddings rotate pairs of dimensions; transformers refuses an odd head_dim at model build.
+            raise ValueError(
+                f"model.hidden_size ({self.hidden_size}) / model.num_heads ({self.num_heads}) = "
+                f"{self.hidden_size // self.num_heads}: the head dimension must be even for rotary embeddings"
+            )
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"model.num_heads ({self.num_heads}) must be divisible by model.num_kv_heads ({self.num_kv_heads})"

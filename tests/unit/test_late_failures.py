@@ -67,3 +67,9 @@ def test_more_probe_choices_than_names_fail_validation(tmp_path: Path) -> None:
     most = EvaluateConfig.model_fields["probe_choices"].metadata[-1].le
     probes = cwe_probes(bundled_catalogue_path(), set(), count=4, choices=most, seed=0)
     assert probes and all(len(set(p.choices)) == most for p in probes)
+
+
+def test_an_odd_head_dimension_fails_validation_not_model_build() -> None:
+    with pytest.raises(ConfigError, match=r"model\.hidden_size \(36\) / model\.num_heads \(4\) = 9: .* must be even"):
+        validate_config({"model": {"hidden_size": 36, "num_heads": 4, "num_kv_heads": 4}})
+    validate_config({"model": {"hidden_size": 40, "num_heads": 4, "num_kv_heads": 4}})  # head_dim 10 is fine
