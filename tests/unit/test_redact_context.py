@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import re
+from pathlib import Path
 
 import pytest
 
+from steps.config import DataConfig
+from steps.formats.blocks import load_blocks
+from steps.formats.tokenizer_folder import load_tokenizer
+from steps.prepare.pipeline import run_prepare
 from steps.prepare.redact import redact
 from tests.support.corpus_files import prose
 
@@ -76,3 +83,24 @@ def test_one_document_with_both_keeps_the_hash_and_drops_the_password() -> None:
     redacted, counts = redact(text)
     assert HASH_HEX in redacted and SECRET_HEX not in redacted
     assert counts == {"password_in_url": 1}
+
+
+def test_prepared_dataset_and_console_hold_no_hex_credential_and_keep_the_hashes(tmp_path: Path) -> None:
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    for i, (line, _) in enumerate(CREDENTIAL_POSITIONS.values()):
+        (corpus / f"config-{i}.md").write_text(f"{prose(500 + i, 60)}\n{line}\n{prose(600 + i, 60)}")
+    iocs = "\n".join(INDICATOR_POSITIONS.values())
+    (corpus / "iocs.md").write_text(f"{prose(700, 60)}\n{iocs}\n{prose(701, 60)}")
+    data = DataConfig(corpus=str(corpus), min_chars=40, vocab_size=300, block_size=32, num_proc=1)
+    console = io.StringIO()
+    with contextlib.redirect_stdout(console):
+        run_prepare(data, tmp_path / "out")
+    dataset = tmp_path / "out" / "dataset"
+    tokenizer = load_tokenizer(tmp_path / "out" / "tokenizer")
+    decoded = [tokenizer.decode(load_blocks(dataset / side).reshape(-1).tolist()) for side in ("train", "validation")]
+    texts = [*decoded, console.getvalue(), *(p.read_text() for p in dataset.glob("*.json*"))]
+    for line, _ in CREDENTIAL_POSITIONS.values():
+        (secret,) = re.findall(r"[0-9a-f]{32,}", line)
+        assert not any(secret in text for text in texts), line
+    assert HASH_HEX in "".join(decoded) and _hex("sha512", 128) in "".join(decoded)
