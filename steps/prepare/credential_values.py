@@ -45,9 +45,24 @@ _LETTER = re.compile(r"[A-Za-z]")
 _DIGIT = re.compile(r"\d")
 
 
+# Run-together names (`PGPASSWORD`, `githubtoken`) end in one of these; shorter words (`key`, `pass`) must
+# stand alone, or `monkey` and `bypass` would count.
+_SUFFIXES = (
+    ("password", "password"),
+    ("passwd", "password"),
+    ("secret", "secret"),
+    ("apikey", "api_key"),
+    ("token", "token"),
+)
+
+
 def _kind(parts: set[str]) -> str | None:
     if parts & _INDICATOR_PARTS:
         return None
+    for part in parts:
+        for suffix, kind in _SUFFIXES:
+            if part.endswith(suffix):
+                return kind
     if parts & _PASSWORD_PARTS:
         return "password"
     if parts & _SECRET_PARTS:

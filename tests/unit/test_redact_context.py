@@ -41,6 +41,7 @@ CREDENTIAL_POSITIONS = {
     "query_string": (f"GET /v1/export?access_token={_hex('query', 40)}&page=2", "token"),
     "camel_case": (f'authToken = "{_hex("camel", 64)}";', "token"),
     "assignment": (f"db_password = {_hex('assign', 32)}", "password"),
+    "run_together_env": (f"PGPASSWORD={_hex('pg', 40)} psql -h db", "password"),
 }
 
 # Each line names the hex string as a hash or lists it as an indicator.
@@ -54,6 +55,8 @@ INDICATOR_POSITIONS = {
     "csv_row": f"indicator_type,value\nsha256,{HASH_HEX}",
     "prose": f"The keylogger dropped {HASH_HEX} into the token cache folder.",
     "fingerprint": f"Certificate fingerprint: {_hex('fp', 40)}",
+    "word_ending_in_pass": f"UAC bypass: {_hex('uac', 64)}",
+    "dotnet_assembly": "System.Web, Version=4.0.0.0, PublicKeyToken=b03f5f7f11d50a3a",
     # Words, not values, after a credential's name.
     "token_words": "The stealer reads token= token registry keylogger output",
     "auth_scheme_words": "Authorization: token based, rotated by the helpdesk",
