@@ -77,6 +77,12 @@ class ModelConfig(Section):
             raise ValueError(
                 f"model.hidden_size ({self.hidden_size}) must be divisible by model.num_heads ({self.num_heads})"
             )
+        if (self.hidden_size // self.num_heads) % 2:
+            # Rotary embeddings rotate pairs of dimensions; transformers refuses an odd head_dim at model build.
+            raise ValueError(
+                f"model.hidden_size ({self.hidden_size}) / model.num_heads ({self.num_heads}) = "
+                f"{self.hidden_size // self.num_heads}: the head dimension must be even for rotary embeddings"
+            )
         if self.num_heads % self.num_kv_heads:
             raise ValueError(
                 f"model.num_heads ({self.num_heads}) must be divisible by model.num_kv_heads ({self.num_kv_heads})"
@@ -216,8 +222,9 @@ class EvaluateConfig(Section):
     probes: int = Field(48, ge=0)
     """Domain probes of each kind (CWE corpus: ID to name, description to name); 0 turns them off, more
     than the catalogue has probes every weakness."""
-    probe_choices: int = Field(4, ge=2)
-    """Candidate names per probe when scoring by log-likelihood (the right one and distractors)."""
+    probe_choices: int = Field(4, ge=2, le=64)
+    """Candidate names per probe when scoring by log-likelihood (the right one and distractors); at most 64,
+    well within the catalogue's distinct names, which the distractors are drawn from."""
     probe_file: str | None = None
     """Extra probes: a JSONL file of {"prompt": ..., "answer": ..., "choices": [...] (optional)} objects."""
 

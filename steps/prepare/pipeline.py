@@ -31,6 +31,7 @@ from steps.config import DataConfig
 from steps.formats.blocks import BlockWriter
 from steps.formats.dataset import REPORT_FILE, SPLITS, SUMMARY_FILE, write_prompts
 from steps.formats.tokenizer_folder import load_tokenizer
+from steps.prepare.console import Progress, reading_progress, reading_summary, say, split_summary
 from steps.prepare.corpus import CorpusError, empty_corpus_error, iter_documents
 from steps.prepare.report import CorpusReport
 from steps.prepare.split import DocumentSplit
@@ -68,14 +69,22 @@ def _chunks(rows: Iterator[tuple[str, str]], chars: int) -> Iterator[list[tuple[
         yield chunk
 
 
-def _clean_to_file(data: DataConfig, report: CorpusReport, path: Path, split: DocumentSplit) -> array:
+def _clean_to_file(
+    data: DataConfig, report: CorpusReport, path: Path, split: DocumentSplit, progress: Progress
+) -> array:
     """Pass 1: kept documents to a JSONL file; returns their lengths in characters."""
     chars = array("I")
+    # Every document read, dropped or kept, and every skipped file ticks the report: progress shows on long
+    # corpora even where most files are skipped.
+    report.on_event = lambda seen: reading_progress(seen, progress)
     with open(path, "w", encoding="utf-8") as handle:
         for doc in iter_documents(data, report):
             handle.write(json.dumps({"id": doc.doc_id, "text": doc.text}, ensure_ascii=False) + "\n")
             split.observe(doc.doc_id)
             chars.append(min(len(doc.text), 2**32 - 1))
+            report.tick()
+    report.on_event = None
+    reading_summary(report, data.corpus)
     if report.kept == 0:
         raise empty_corpus_error(data, report)
     try:
@@ -103,13 +112,23 @@ def _encode(texts: list[str], tokenizer) -> list[list[int]]:
     return tokenizer(texts, add_special_tokens=False)["input_ids"]
 
 
-def _encode_and_pack(cleaned: Path, tokenizer, split: DocumentSplit, data: DataConfig, dataset_dir: Path) -> dict:
+def _encode_and_pack(
+    cleaned: Path,
+    tokenizer,
+    split: DocumentSplit,
+    data: DataConfig,
+    dataset_dir: Path,
+    progress: Progress,
+    require_prompts: bool,
+) -> dict:
     """Pass 3: tokens of every document, packed into each side's Arrow shards as they come."""
     eos_id = tokenizer.eos_token_id
     writers = {side: BlockWriter(dataset_dir / side, data.block_size, eos_id) for side in SPLITS}
     tokens = {"train": 0, "validation": 0}
     token_counts = array("I")
     prompts: list[dict[str, Any]] = []
+    longest_held_out = 0
+    total = sum(split.counts.values())
     for chunk in _chunks(_read_cleaned(cleaned), _ENCODE_CHARS):
         by_side: dict[str, list[list[int]]] = {"train": [], "validation": []}
         for (doc_id, _), ids in zip(chunk, _encode([text for _, text in chunk], tokenizer), strict=True):
@@ -117,10 +136,17 @@ def _encode_and_pack(cleaned: Path, tokenizer, split: DocumentSplit, data: DataC
             by_side[side].append(ids)
             tokens[side] += len(ids)
             token_counts.append(len(ids))
-            if side == "validation" and len(prompts) < data.eval_prompts and len(ids) >= data.prompt_tokens + 8:
-                prompts.append(_prompt(doc_id, ids, tokenizer, data))
+            if side == "validation":
+                longest_held_out = max(longest_held_out, len(ids))
+                if len(prompts) < data.eval_prompts and len(ids) >= data.prompt_tokens + 8:
+                    prompts.append(_prompt(doc_id, ids, tokenizer, data))
         for side, token_lists in by_side.items():
             writers[side].add(token_lists)
+        if progress.due():
+            say(
+                f"encoding: {len(token_counts):,} of {total:,} documents, {sum(tokens.values()):,} tokens, "
+                f"{progress.elapsed():.0f} s"
+            )
     blocks = {side: writer.close() for side, writer in writers.items()}
     if blocks["train"] == 0 or blocks["validation"] == 0:
         raise CorpusError(
@@ -128,12 +154,30 @@ def _encode_and_pack(cleaned: Path, tokenizer, split: DocumentSplit, data: DataC
             f"{blocks['validation']} validation blocks; add documents, lower data.block_size or raise "
             "data.validation_fraction"
         )
+    if not prompts and require_prompts:
+        # evaluate would stop on this after training: say it now.
+        raise CorpusError(
+            f"no held-out document is long enough for an evaluation prompt: data.prompt_tokens = "
+            f"{data.prompt_tokens} needs documents of at least {data.prompt_tokens + 8} tokens, and the longest of "
+            f"the {split.counts['validation']} validation documents has {longest_held_out}; lower "
+            "data.prompt_tokens, raise data.validation_fraction, add longer documents or set evaluate.prompt_file"
+        )
     write_prompts(dataset_dir, prompts)
     return {"tokens": tokens, "blocks": blocks, "prompts": len(prompts), "token_counts": token_counts}
 
 
-def run_prepare(data: DataConfig, out_dir: str | Path, base_model_dir: str | Path | None = None) -> PrepareSummary:
-    """Read, clean, tokenize, split and pack; return (and write into the dataset) the statistics the card shows."""
+def run_prepare(
+    data: DataConfig,
+    out_dir: str | Path,
+    base_model_dir: str | Path | None = None,
+    require_prompts: bool = True,
+    progress_every_s: float = 10.0,
+) -> PrepareSummary:
+    """Read, clean, tokenize, split and pack; return (and write into the dataset) the statistics the card shows.
+
+    Fails (`CorpusError`) when the held-out side yields no evaluation prompt, unless `require_prompts` is
+    off (the run brings its own prompt file). Prints progress every `progress_every_s` seconds and a summary.
+    """
     disable_progress_bars()
     if data.num_proc and "RAYON_NUM_THREADS" not in os.environ:
         # The tokenizer's thread pool reads this once, when first used; in a fresh step process that is here.
@@ -149,17 +193,22 @@ def run_prepare(data: DataConfig, out_dir: str | Path, base_model_dir: str | Pat
         report = CorpusReport(rows=rows)
         cleaned = Path(scratch) / "cleaned.jsonl"
         started = time.perf_counter()
-        doc_chars = _clean_to_file(data, report, cleaned, split)
+        doc_chars = _clean_to_file(data, report, cleaned, split, Progress(progress_every_s))
         timings = {"read_clean_dedupe": time.perf_counter() - started}
         if base_model_dir is not None:
+            say(f"tokenizer: the base model's, from {base_model_dir}")
             tokenizer = load_base_tokenizer(base_model_dir)
         else:
+            say(f"tokenizer: training a {data.vocab_size:,}-token BPE on {split.counts['train']:,} training documents")
             # Trained on the training side only, so held-out text is truly unseen.
             train_texts = (text for doc_id, text in _read_cleaned(cleaned) if not split.is_validation(doc_id))
             tokenizer = train_bpe_tokenizer(train_texts, data.vocab_size)
         tokenizer.save_pretrained(str(out_dir / "tokenizer"))
         timings["tokenizer"] = time.perf_counter() - started - sum(timings.values())
-        packed = _encode_and_pack(cleaned, tokenizer, split, data, dataset_dir)
+        say(f"encoding and packing {sum(split.counts.values()):,} documents into blocks of {data.block_size} tokens")
+        packed = _encode_and_pack(
+            cleaned, tokenizer, split, data, dataset_dir, Progress(progress_every_s), require_prompts
+        )
         timings["encode_pack"] = time.perf_counter() - started - sum(timings.values())
         validation_ids = [doc_id for doc_id, _ in _read_cleaned(cleaned) if split.is_validation(doc_id)]
 
@@ -185,6 +234,15 @@ def run_prepare(data: DataConfig, out_dir: str | Path, base_model_dir: str | Pat
         sample_blocks=sample_blocks(dataset_dir, load_tokenizer(out_dir / "tokenizer")),
     )
     (dataset_dir / SUMMARY_FILE).write_text(summary.model_dump_json(indent=1))
+    split_summary(split.counts, packed["tokens"], packed["blocks"], data.block_size)
+    say(f"{packed['prompts']} evaluation prompts of {data.prompt_tokens} tokens")
+    if packed["prompts"] < data.eval_prompts:
+        say(
+            f"data.eval_prompts asks for {data.eval_prompts}; only {packed['prompts']} of the "
+            f"{split.counts['validation']} held-out documents have the {data.prompt_tokens + 8} tokens a prompt "
+            "needs (data.prompt_tokens + 8)"
+        )
+    say(f"took {sum(timings.values()):.1f} s: " + ", ".join(f"{k} {v:.1f} s" for k, v in timings.items()))
     return summary
 
 

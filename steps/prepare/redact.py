@@ -39,6 +39,8 @@ from detect_secrets.plugins.stripe import StripeDetector
 from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
 from detect_secrets.plugins.twilio import TwilioKeyDetector
 
+from steps.prepare.credential_values import credential_value_spans
+
 Span = tuple[int, int, str]
 
 _PLUGINS: tuple[tuple[str, type[RegexBasedDetector]], ...] = (
@@ -105,7 +107,8 @@ _API_KEY_WORD = re.compile(r"(?i)key")
 _AWS_WORD = re.compile(r"(?i)aws")
 _CONFIG_LINE_START = re.compile(r"""\s*(?:export\s+|set\s+|[-*]\s+)?["']?[\w.\-]*""")
 _EMAIL = re.compile(r"\b[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-# A file hash (MD5, SHA-1, SHA-224, SHA-256, SHA-384, SHA-512) is an indicator, even when a token pattern hits it.
+# A bare file hash (MD5, SHA-1, SHA-224, SHA-256, SHA-384, SHA-512) is an indicator, even when a token pattern
+# hits it; in a credential's position (a URL's password, an assignment, a header) it is a secret all the same.
 _HEX_WORD = re.compile(r"[0-9A-Fa-f]+")
 _HASH_LENGTHS = {32, 40, 56, 64, 96, 128}
 
@@ -182,7 +185,10 @@ def _keyword_spans(text: str, line_start: int, line_end: int) -> list[Span]:
     return spans
 
 
-def _pattern_spans(kind: str, pattern: re.Pattern, text: str, start: int = 0, end: int | None = None) -> list[Span]:
+def _pattern_spans(
+    kind: str, pattern: re.Pattern, text: str, start: int = 0, end: int | None = None, keep_hashes: bool = True
+) -> list[Span]:
+    """Secrets `pattern` finds; with `keep_hashes`, a hit inside a bare file hash is left as an indicator."""
     spans = []
     for match in pattern.finditer(text, start, len(text) if end is None else end):
         first, last = _match_span(kind, match)
@@ -200,7 +206,7 @@ def _pattern_spans(kind: str, pattern: re.Pattern, text: str, start: int = 0, en
             first = dashes if dashes != -1 else first
             stop = _KEY_END.search(text, match.end()) or _BLANK_LINE.search(text, match.end())
             last = stop.end() if stop else len(text)
-        if not _inside_hash(text, first, last):
+        if not (keep_hashes and _inside_hash(text, first, last)):
             spans.append((first, last, kind))
     return spans
 
@@ -213,20 +219,24 @@ def find_secrets(text: str) -> list[Span]:
         start, end = max(token.start() - 1, 0), min(token.end() + 1, len(text))
         for kind, pattern in _TOKEN_PATTERNS + _EXTRA:
             spans += _pattern_spans(kind, pattern, text, start, end)
+    # The patterns below match a value together with the name, URL or header that makes it a credential.
     for line_start, line_end in _hinted_lines(text):
         for kind, pattern in _ASSIGNMENT_PATTERNS:
-            spans += _pattern_spans(kind, pattern, text, line_start, line_end)
+            spans += _pattern_spans(kind, pattern, text, line_start, line_end, keep_hashes=False)
         spans += _keyword_spans(text, line_start, line_end)
     if "://" in text:
-        spans += _pattern_spans("password_in_url", _URL_AUTH, text)
+        spans += _pattern_spans("password_in_url", _URL_AUTH, text, keep_hashes=False)
     if "PRIVATE KEY" in text or "PuTTY-User-Key-File" in text:
         for pattern in _KEY_HEADERS:
             spans += _pattern_spans("private_key", pattern, text)
     if "earer" in text:
-        spans += [(s, e, "bearer_token") for s, e, _ in _pattern_spans("bearer_token", _BEARER, text)]
-    spans.sort()
+        spans += [
+            (s, e, "bearer_token") for s, e, _ in _pattern_spans("bearer_token", _BEARER, text, keep_hashes=False)
+        ]
+    # A named plugin's type wins over the generic one where both find the same value.
+    ranked = sorted([(s, 0, e, k) for s, e, k in spans] + [(s, 1, e, k) for s, e, k in credential_value_spans(text)])
     merged: list[Span] = []
-    for start, end, kind in spans:
+    for start, _, end, kind in ranked:
         if merged and start < merged[-1][1]:
             last_start, last_end, last_kind = merged[-1]
             merged[-1] = (last_start, max(end, last_end), last_kind)
