@@ -17,8 +17,9 @@ from steps.runtime.storage import Storage, StoredDir, fetch
 
 
 def convert_stage(config: TuneConfig, storage: Storage, checkpoint: StoredDir, tokenizer: StoredDir) -> ConvertResult:
-    # Not re-hashed here: the checkpoints are most of the run's bytes, and the logits check after
-    # conversion is what proves the weights.
+    # Not re-hashed here: the checkpoints are most of the run's bytes, and older ones are not read.
+    # The manifest itself is checked against the reference; the child checks each file it reads
+    # (the newest checkpoint, its record, the logits) against it before unpickling anything.
     train_dir = fetch(checkpoint, verify=False)
     out = Path(tempfile.mkdtemp(prefix="tune-convert-")) / "model"
     args = cli_args(config=write_temp_config(config), train=train_dir, tokenizer=fetch(tokenizer), out=out)

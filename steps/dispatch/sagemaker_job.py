@@ -14,6 +14,7 @@ Secrets never enter the request: the job gets Secrets Manager ARNs/names in
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import tempfile
@@ -25,7 +26,15 @@ from typing import Any
 import boto3
 
 from steps.config import TuneConfig, write_temp_config
-from steps.formats.train_folder import CHECKPOINTS, METRICS_FILE, OUTPUT_FILES, SUMMARY_FILE, newest_of
+from steps.formats.train_folder import (
+    CHECKPOINT_RECORD,
+    CHECKPOINTS,
+    METRICS_FILE,
+    OUTPUT_FILES,
+    SUMMARY_FILE,
+    newest_of,
+    verify_checkpoint,
+)
 from steps.project_files import REPO_ROOT
 from steps.results import TrainingJobRecord, TrainResult, TrainSummary
 from steps.runtime.storage import Storage, StoredDir, open_storage
@@ -188,7 +197,7 @@ def collect_train_folder(storage: Storage, prefixes: dict[str, str], name: str) 
     """Publish the job's checkpoints and output files as the run's train folder (the local stage's layout)."""
     work = Path(tempfile.mkdtemp(prefix="tune-sagemaker-train-"))
     try:
-        open_storage(prefixes["checkpoints"]).materialize(work / CHECKPOINTS)
+        _verified_checkpoints(open_storage(prefixes["checkpoints"]).materialize(work / CHECKPOINTS))
         output = open_storage(f"{prefixes['output']}/{name}/output/model").materialize(work / "output")
         for filename in OUTPUT_FILES:
             if not (output / filename).is_file():
@@ -202,6 +211,21 @@ def collect_train_folder(storage: Storage, prefixes: dict[str, str], name: str) 
         )
     finally:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def _verified_checkpoints(folder: Path) -> None:
+    """Keep the complete checkpoints of a downloaded prefix, each file checked against its record.
+
+    The prefix holds whatever the job's hosts left there (a spot interruption can leave a
+    torn save): a folder without its record is dropped, a file that differs fails the step.
+    """
+    for checkpoint in sorted(p for p in folder.iterdir() if p.is_dir()):
+        record = checkpoint / CHECKPOINT_RECORD
+        if not record.is_file():
+            print(f"not publishing {checkpoint.name}: it has no {CHECKPOINT_RECORD} (an interrupted save)", flush=True)
+            shutil.rmtree(checkpoint)
+            continue
+        verify_checkpoint(checkpoint, json.loads(record.read_text()))
 
 
 def code_folder() -> Path:
