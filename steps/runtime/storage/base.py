@@ -105,14 +105,15 @@ class Storage(ABC):
         self._store_folder(local_dir, name, manifest)
         return stored_dir(self.uri(name), manifest)
 
-    def workdir(self, name: str) -> Path:
+    def workdir(self, name: str, under: Path | None = None) -> Path:
         """A local folder to write `name` into: the final place itself when this machine holds the storage.
 
         Processes on one machine (torchrun ranks, simulated nodes) then write their
         files straight into the run's storage; `seal` makes the folder readable.
+        Otherwise a new temporary folder, inside `under` when given (the stage's own).
         """
         if self.local_path is None:
-            return Path(tempfile.mkdtemp(prefix=f"tune-{name.replace('/', '-')}-"))
+            return Path(tempfile.mkdtemp(prefix=f"tune-{name.replace('/', '-')}-", dir=under))
         path = self.local_path / name
         path.mkdir(parents=True, exist_ok=True)
         return path
@@ -157,7 +158,7 @@ class Storage(ABC):
             (folder / MANIFEST).write_text(text)
         return folder
 
-    def materialize(self, target: Path | None = None) -> Path:
+    def materialize(self, target: Path | None = None, prefix: str = "tune-download-") -> Path:
         """A local folder with every file under the root, manifest or not: the root itself, or a download.
 
         Names are kept inside the root's prefix (`corpus/` does not list `corpus-private/`) and
@@ -170,7 +171,7 @@ class Storage(ABC):
         names = [checked_name(name, self.root) for name in self.list()]
         if not names:
             raise StorageError(f"{self.root} holds no objects; check the bucket and prefix")
-        with _owned_folder(target, "tune-download-") as folder:
+        with _owned_folder(target, prefix) as folder:
             for name in names:
                 self.get_file(name, local_target(folder, name))
         return folder
