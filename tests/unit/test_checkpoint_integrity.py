@@ -192,3 +192,20 @@ def test_sagemaker_collection_refuses_a_changed_checkpoint_file(aws_env, tmp_pat
     with pytest.raises(StorageError, match=f"changed {OPTIM}"):
         collect_train_folder(storage, prefixes, "job")
     assert storage.list("train") == []  # nothing published
+
+
+def test_resume_refuses_a_record_that_names_a_file_outside_the_checkpoint(aws_env, tmp_path: Path) -> None:
+    bucket = f"ckpt-{uuid.uuid4().hex[:12]}"
+    boto3.client("s3").create_bucket(Bucket=bucket)
+    root = f"s3://{bucket}/run/train/checkpoints"
+    CheckpointStore(root, tmp_path / "staging", keep=2, ctx=CTX).save(FakeEngine(1.0), 10, {"tokens_seen": 0}, None)
+    stored = open_storage(root)
+    record = json.loads(stored.get_text(f"{tag_for(10)}/{CHECKPOINT_RECORD}"))
+    record["files"].append({"path": "../../../escaped.pt", "bytes": 1, "sha256": "0" * 64})
+    stored.put_text(f"{tag_for(10)}/{CHECKPOINT_RECORD}", json.dumps(record))
+    key = f"run/train/checkpoints/{tag_for(10)}/../../../escaped.pt"  # object keys are plain strings
+    boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"planted")
+    resumed = CheckpointStore(root, tmp_path / "work" / "staging", keep=2, ctx=CTX)
+    with pytest.raises(StorageError, match="leads outside"):
+        resumed.load(FakeEngine(0.0), resumed.find([]), tmp_path / "metrics.jsonl", universal=False)
+    assert not list(tmp_path.rglob("escaped.pt"))
