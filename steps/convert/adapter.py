@@ -27,7 +27,7 @@ from steps.convert.zero_reader import ZeroCheckpointReader
 from steps.formats.model import TORCH_DTYPES
 from steps.formats.model_folder import CONVERSION_FILE
 from steps.formats.tokenizer_folder import load_tokenizer
-from steps.formats.train_folder import CHECKPOINT_RECORD, CHECKPOINTS, VERIFY_LOGITS_FILE, newest_checkpoint
+from steps.formats.train_folder import CHECKPOINT_RECORD, CHECKPOINTS, VERIFY_LOGITS_FILE, verified_newest
 from steps.results import ConversionRecord, TensorCheck
 
 LOGITS_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 1e-1}
@@ -144,7 +144,8 @@ def logits_difference(model: torch.nn.Module, verify_file: Path) -> float:
 
 def run_convert(config: TuneConfig, train_dir: Path, tokenizer_dir: Path, out_dir: Path) -> ConversionRecord:
     """Write `out_dir` as a Hugging Face model folder and return the verification record."""
-    found = newest_checkpoint(train_dir / CHECKPOINTS)
+    # Every file is checked against its record before anything of it is unpickled.
+    found = verified_newest(train_dir)
     if found is None:
         raise ConversionError(
             f"{train_dir / CHECKPOINTS} holds no complete checkpoint (none has a {CHECKPOINT_RECORD})"

@@ -6,22 +6,31 @@ a child process, whose memory is the conversion's alone (bounded by one shard).
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
-from steps.config import TuneConfig, write_temp_config
+from steps.config import TuneConfig, write_config
 from steps.formats.model_folder import CONVERSION_FILE
 from steps.results import ConversionRecord, ConvertResult
 from steps.runtime.launch import cli_args, run_module
+from steps.runtime.scratch import stage_scratch
 from steps.runtime.storage import Storage, StoredDir, fetch
 
 
 def convert_stage(config: TuneConfig, storage: Storage, checkpoint: StoredDir, tokenizer: StoredDir) -> ConvertResult:
-    # Not re-hashed here: the checkpoints are most of the run's bytes, and the logits check after
-    # conversion is what proves the weights.
-    train_dir = fetch(checkpoint, verify=False)
-    out = Path(tempfile.mkdtemp(prefix="tune-convert-")) / "model"
-    args = cli_args(config=write_temp_config(config), train=train_dir, tokenizer=fetch(tokenizer), out=out)
+    with stage_scratch("convert") as scratch:  # fetched inputs and the written model go once published
+        return _convert(config, storage, checkpoint, tokenizer, scratch)
+
+
+def _convert(
+    config: TuneConfig, storage: Storage, checkpoint: StoredDir, tokenizer: StoredDir, scratch: Path
+) -> ConvertResult:
+    # Not re-hashed here: the checkpoints are most of the run's bytes, and older ones are not read.
+    # The manifest itself is checked against the reference; the child checks each file it reads
+    # (the newest checkpoint, its record, the logits) against it before unpickling anything.
+    train_dir = fetch(checkpoint, scratch / "train", verify=False)
+    out = scratch / "model"
+    config_file = write_config(config, scratch / "config.json")
+    args = cli_args(config=config_file, train=train_dir, tokenizer=fetch(tokenizer, scratch / "tokenizer"), out=out)
     run_module("steps.convert", args)
     return ConvertResult(
         model=storage.publish(out, "convert/model"),

@@ -18,6 +18,7 @@ with DeepSpeed's own parsers and constants, so it follows DeepSpeed's format.
 from __future__ import annotations
 
 import gc
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -42,6 +43,33 @@ class _Slice:
     shape: torch.Size
 
 
+_OPTIM_FILE = re.compile(r"^(bf16_)?zero_pp_rank_(\d+)_mp_rank_(\d+)_optim_states\.pt$")
+
+
+def rank_ordered_optim_files(folder: Path) -> list[str]:
+    """Every rank's optimizer file (fp32 `zero_pp_rank_<r>_…` or bf16 `bf16_zero_pp_rank_<r>_…`) in rank order.
+
+    Ordered by the rank number, not the name: as strings `rank_10` sorts before `rank_2`,
+    and partitions joined in that order scramble every checkpoint of 11 or more ranks.
+    """
+    ranked = {}
+    for path in folder.glob("*_optim_states.pt"):
+        match = _OPTIM_FILE.match(path.name)
+        if match is None:
+            raise ZeroCheckpointError(f"{path}: not a DeepSpeed optimizer file name (zero_pp_rank_<r>_mp_rank_<m>)")
+        key = (int(match[3]), int(match[2]))
+        if key in ranked:
+            raise ZeroCheckpointError(
+                f"{folder} holds two optimizer files of rank {key[1]}: {ranked[key].name}, {path.name}"
+            )
+        ranked[key] = path
+    for mp_rank in {mp for mp, _ in ranked}:
+        ranks = sorted(rank for mp, rank in ranked if mp == mp_rank)
+        if ranks != list(range(len(ranks))):
+            raise ZeroCheckpointError(f"{folder}: optimizer files for ranks {ranks} are not one per rank from 0")
+    return [str(ranked[key]) for key in sorted(ranked)]
+
+
 def _load_mmap(path: str) -> dict:
     # weights_only=False: DeepSpeed pickles its own objects (version, shapes) beside the tensors.
     return torch.load(path, map_location="cpu", mmap=True, weights_only=False)
@@ -56,7 +84,7 @@ class ZeroCheckpointReader:
             model_files = ds.get_model_state_files(str(self.folder))
         except FileNotFoundError as exc:
             raise ZeroCheckpointError(f"{self.folder} is not a DeepSpeed checkpoint: {exc}") from None
-        self._optim_files = sorted(str(p) for p in self.folder.glob("*_optim_states.pt"))
+        self._optim_files = rank_ordered_optim_files(self.folder)
         model_state = _load_mmap(model_files[0])
         if ds.BUFFER_NAMES not in model_state:
             raise ZeroCheckpointError(f"{model_files[0]} is not a DeepSpeed model state file")

@@ -14,9 +14,9 @@ Secrets never enter the request: the job gets Secrets Manager ARNs/names in
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,10 +24,19 @@ from typing import Any
 
 import boto3
 
-from steps.config import TuneConfig, write_temp_config
-from steps.formats.train_folder import CHECKPOINTS, METRICS_FILE, OUTPUT_FILES, SUMMARY_FILE, newest_of
+from steps.config import TuneConfig, write_config
+from steps.formats.train_folder import (
+    CHECKPOINT_RECORD,
+    CHECKPOINTS,
+    METRICS_FILE,
+    OUTPUT_FILES,
+    SUMMARY_FILE,
+    newest_of,
+    verify_checkpoint,
+)
 from steps.project_files import REPO_ROOT
 from steps.results import TrainingJobRecord, TrainResult, TrainSummary
+from steps.runtime.scratch import stage_scratch
 from steps.runtime.storage import Storage, StoredDir, open_storage
 from steps.train.progress_line import SAGEMAKER_METRIC_DEFINITIONS
 from steps.train.stage import TRAIN, read_metrics
@@ -186,9 +195,8 @@ def job_record(description: dict[str, Any]) -> TrainingJobRecord:
 
 def collect_train_folder(storage: Storage, prefixes: dict[str, str], name: str) -> TrainResult:
     """Publish the job's checkpoints and output files as the run's train folder (the local stage's layout)."""
-    work = Path(tempfile.mkdtemp(prefix="tune-sagemaker-train-"))
-    try:
-        open_storage(prefixes["checkpoints"]).materialize(work / CHECKPOINTS)
+    with stage_scratch("sagemaker-train") as work:
+        _verified_checkpoints(open_storage(prefixes["checkpoints"]).materialize(work / CHECKPOINTS))
         output = open_storage(f"{prefixes['output']}/{name}/output/model").materialize(work / "output")
         for filename in OUTPUT_FILES:
             if not (output / filename).is_file():
@@ -200,17 +208,29 @@ def collect_train_folder(storage: Storage, prefixes: dict[str, str], name: str) 
             summary=TrainSummary.model_validate_json((work / SUMMARY_FILE).read_text()),
             metrics=read_metrics(work / METRICS_FILE),
         )
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
-def code_folder() -> Path:
-    """This checkout's `steps/` and `configs/`, for the job's `code` channel.
+def _verified_checkpoints(folder: Path) -> None:
+    """Keep the complete checkpoints of a downloaded prefix, each file checked against its record.
+
+    The prefix holds whatever the job's hosts left there (a spot interruption can leave a
+    torn save): a folder without its record is dropped, a file that differs fails the step.
+    """
+    for checkpoint in sorted(p for p in folder.iterdir() if p.is_dir()):
+        record = checkpoint / CHECKPOINT_RECORD
+        if not record.is_file():
+            print(f"not publishing {checkpoint.name}: it has no {CHECKPOINT_RECORD} (an interrupted save)", flush=True)
+            shutil.rmtree(checkpoint)
+            continue
+        verify_checkpoint(checkpoint, json.loads(record.read_text()))
+
+
+def code_folder(folder: Path) -> Path:
+    """This checkout's `steps/` and `configs/` copied into `folder`, for the job's `code` channel.
 
     The image carries only dependencies (its tag is their hash); the code comes with
     each job, so a job always runs the code of the run that submitted it.
     """
-    folder = Path(tempfile.mkdtemp(prefix="tune-code-"))
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
     for part in ("steps", "configs"):
         shutil.copytree(REPO_ROOT / part, folder / part, ignore=ignore)
@@ -239,12 +259,15 @@ def sagemaker_train_stage(
         )
     sagemaker_client, logs_client = clients or (boto3.client("sagemaker"), boto3.client("logs"))
     prefixes = job_prefixes(storage, name)
-    channels = {
-        "code": storage.publish(code_folder(), f"sagemaker/{name}/code").uri,
-        "config": storage.publish(write_temp_config(config).parent, f"sagemaker/{name}/config").uri,
-        "dataset": dataset.uri,
-        "tokenizer": tokenizer.uri,
-    }
+    with stage_scratch("sagemaker-submit") as scratch:  # the code and config channels, until uploaded
+        (scratch / "config").mkdir()
+        write_config(config, scratch / "config" / "config.json")
+        channels = {
+            "code": storage.publish(code_folder(scratch / "code"), f"sagemaker/{name}/code").uri,
+            "config": storage.publish(scratch / "config", f"sagemaker/{name}/config").uri,
+            "dataset": dataset.uri,
+            "tokenizer": tokenizer.uri,
+        }
     if config.model.base_model:
         if open_storage(config.model.base_model).local_path is not None:
             raise TrainingJobError(

@@ -5,33 +5,44 @@ Runs in the Metaflow step process and imports no torch.
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from steps.config import TuneConfig, write_temp_config
+from steps.config import TuneConfig, write_config
 from steps.evaluate.output_files import GENERATIONS_FILE, PROBES_FILE, SUMMARY_FILE
 from steps.formats.model_folder import resolve_base_model
 from steps.results import EvalSummary, EvaluateResult, GenerationRow, ProbeRow, TrainSummary
 from steps.runtime.launch import cli_args, run_torchrun
+from steps.runtime.scratch import stage_scratch
 from steps.runtime.storage import Storage, StoredDir, fetch
 
 
 def evaluate_stage(
     config: TuneConfig, storage: Storage, model: StoredDir, dataset: StoredDir, train_summary: TrainSummary
 ) -> EvaluateResult:
-    work = Path(tempfile.mkdtemp(prefix="tune-evaluate-"))
+    with stage_scratch("evaluate") as scratch:  # fetched inputs, the base model's copy, the outputs
+        return _evaluate(config, storage, model, dataset, train_summary, scratch)
+
+
+def _evaluate(
+    config: TuneConfig,
+    storage: Storage,
+    model: StoredDir,
+    dataset: StoredDir,
+    train_summary: TrainSummary,
+    work: Path,
+) -> EvaluateResult:
     summary_file = work / "train_summary.json"
     summary_file.write_text(train_summary.model_dump_json())
     out = work / "evaluation"
     args = cli_args(
-        config=write_temp_config(config),
-        model=fetch(model),
-        dataset=fetch(dataset),
+        config=write_config(config, work / "config.json"),
+        model=fetch(model, work / "model"),
+        dataset=fetch(dataset, work / "dataset"),
         train_summary=summary_file,
         out=out,
-        base_model=resolve_base_model(config.model.base_model),
+        base_model=resolve_base_model(config.model.base_model, work / "base-model"),
     )
     run_torchrun("steps.evaluate", args, config.evaluate.nproc)
     probes = out / PROBES_FILE

@@ -15,12 +15,16 @@ CONVERSION_FILE = "conversion.json"
 """The verification record convert writes into the model folder, beside the weights."""
 
 
-def resolve_base_model(spec: str | None) -> Path | None:
-    """A local folder for the base model: as given, or a download of an object-store prefix; None for none."""
+def resolve_base_model(spec: str | None, download_to: Path | None = None) -> Path | None:
+    """A local folder for the base model: as given, or a download of an object-store prefix; None for none.
+
+    `download_to`: where a download goes, inside the calling stage's temporary folder so that
+    the copy goes when the stage ends (see `steps.runtime.scratch`).
+    """
     if not spec:
         return None
     try:
-        folder = open_storage(spec).materialize()
+        folder = open_storage(spec).materialize(download_to)
     except StorageError as exc:
         raise FileNotFoundError(f"model.base_model = {spec!r}: {exc}") from None
     if not (folder / "config.json").is_file():

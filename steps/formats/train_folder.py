@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from steps.runtime.storage import Storage, open_storage
-from steps.runtime.storage.manifest import text_entry
+from steps.runtime.storage import MANIFEST, Storage, StorageError, open_storage
+from steps.runtime.storage.manifest import file_sha256, text_entry
 
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_RECORD = "checkpoint.json"
@@ -100,3 +100,48 @@ def checkpoint_entries(root: str | Storage, under: str = CHECKPOINTS) -> list[di
         text = storage.get_text(f"{tag}/{CHECKPOINT_RECORD}") or ""
         entries.append(text_entry(f"{under}/{tag}/{CHECKPOINT_RECORD}", text))
     return entries
+
+
+def verify_checkpoint(folder: Path, record: dict[str, Any]) -> None:
+    """Every file of a local checkpoint folder against the size and SHA-256 in its record.
+
+    Runs before anything in the folder is unpickled (DeepSpeed's shards and the RNG
+    states are pickles, loaded with `weights_only=False`): a changed, missing or extra
+    file raises a StorageError naming it.
+    """
+    recorded = {entry["path"]: entry for entry in record["files"]}
+    present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {CHECKPOINT_RECORD}
+    problems = [f"missing {path}" for path in sorted(set(recorded) - present)]
+    for path in sorted(set(recorded) & present):
+        entry = recorded[path]
+        if (folder / path).stat().st_size != entry["bytes"] or file_sha256(folder / path) != entry["sha256"]:
+            problems.append(f"changed {path}")
+    problems += [f"unexpected {path}" for path in sorted(present - set(recorded))]
+    if problems:
+        raise StorageError(
+            f"checkpoint {folder}: files differ from its {CHECKPOINT_RECORD}: {', '.join(problems[:5])}; "
+            "refusing to load it (restore the files, or delete the folder to go back to an older checkpoint)"
+        )
+
+
+def verified_newest(train_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest complete checkpoint of a local train folder, every file checked, and its record.
+
+    Where the folder has its manifest (a fetched train folder), the checkpoint record and
+    the logits to verify are checked against it too, so every file convert reads is tied
+    to the reference the train step published.
+    """
+    found = newest_checkpoint(train_dir / CHECKPOINTS)
+    if found is None:
+        return None
+    folder, record = found
+    manifest_text = (train_dir / MANIFEST).read_text() if (train_dir / MANIFEST).is_file() else None
+    if manifest_text is not None:
+        hashes = {entry["path"]: entry["sha256"] for entry in json.loads(manifest_text)["files"]}
+        for path in (f"{CHECKPOINTS}/{folder.name}/{CHECKPOINT_RECORD}", VERIFY_LOGITS_FILE):
+            if path in hashes and (not (train_dir / path).is_file() or file_sha256(train_dir / path) != hashes[path]):
+                raise StorageError(
+                    f"{train_dir / path}: differs from the train folder's {MANIFEST}; refusing to load it"
+                )
+    verify_checkpoint(folder, record)
+    return folder, record

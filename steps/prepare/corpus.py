@@ -15,7 +15,7 @@ import glob
 import multiprocessing
 import os
 import re
-import tempfile
+import shutil
 import zipfile
 import zlib
 from collections import deque
@@ -70,7 +70,7 @@ def resolve_sources(corpus: str) -> tuple[Path, list[Path], list[Path]]:
         return catalogue.parent, [catalogue], []
     storage = open_storage(corpus)
     if storage.local_path is None:  # an object-store prefix: read from a local copy
-        return resolve_sources(str(storage.materialize(Path(tempfile.mkdtemp(prefix="tune-corpus-")))))
+        return resolve_sources(str(storage.materialize(prefix="tune-corpus-")))
     path = Path(corpus).expanduser()
     links: list[Path] = []
     if path.is_dir():
@@ -181,9 +181,18 @@ def _cleaned_batches(batches: Iterator[tuple[list[_Raw], list[str]]], settings: 
 def iter_documents(data: DataConfig, report: CorpusReport) -> Iterator[Document]:
     """Clean documents of the corpus in a stable order; drops, skips and redactions go to `report`."""
     root, files, links = resolve_sources(data.corpus)
-    for link in links:
-        reason = "symbolic link, not followed (it can point outside the corpus folder); copy the file in instead"
-        _skip(report, _name(root, link), reason, data.strict)
+    try:
+        for link in links:
+            reason = "symbolic link, not followed (it can point outside the corpus folder); copy the file in instead"
+            _skip(report, _name(root, link), reason, data.strict)
+        yield from _clean_documents(root, files, data, report)
+    finally:
+        if open_storage(data.corpus).local_path is None:
+            # The raw download of an s3:// corpus, secrets and all, goes as soon as reading ends or fails.
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def _clean_documents(root: Path, files: list[Path], data: DataConfig, report: CorpusReport) -> Iterator[Document]:
     limits = Limits(data.max_document_bytes, data.max_file_bytes, tuple(data.text_fields), tuple(data.csv_columns))
     settings = CleanSettings(
         data.min_chars, data.min_alnum_fraction, data.redact_emails, data.near_duplicate_threshold < 1.0

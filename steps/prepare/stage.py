@@ -6,21 +6,27 @@ child process (see `steps.prepare.__main__`).
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 
-from steps.config import TuneConfig, write_temp_config
+from steps.config import TuneConfig, write_config
 from steps.formats.dataset import SUMMARY_FILE
 from steps.formats.model_folder import resolve_base_model
 from steps.results import PrepareResult, PrepareSummary
 from steps.runtime.launch import cli_args, run_module
+from steps.runtime.scratch import stage_scratch
 from steps.runtime.storage import Storage
 
 
 def prepare_stage(config: TuneConfig, storage: Storage) -> PrepareResult:
-    work = Path(tempfile.mkdtemp(prefix="tune-prepare-"))
-    base_model = resolve_base_model(config.model.base_model)
-    run_module("steps.prepare", cli_args(config=write_temp_config(config), out=work, base_model=base_model))
+    with stage_scratch("prepare") as scratch:  # the base model's copy and the outputs go once published
+        return _prepare(config, storage, scratch)
+
+
+def _prepare(config: TuneConfig, storage: Storage, scratch: Path) -> PrepareResult:
+    work = scratch / "out"
+    base_model = resolve_base_model(config.model.base_model, scratch / "base-model")
+    config_file = write_config(config, scratch / "config.json")
+    run_module("steps.prepare", cli_args(config=config_file, out=work, base_model=base_model))
     return PrepareResult(
         dataset=storage.publish(work / "dataset", "prepare/dataset"),
         tokenizer=storage.publish(work / "tokenizer", "prepare/tokenizer"),

@@ -27,10 +27,11 @@ from steps.formats.train_folder import (
     list_complete,
     newest_of,
     tag_for,
+    verify_checkpoint,
 )
 from steps.runtime.distributed import DistContext, all_gather_objects, all_reduce_sum, barrier
-from steps.runtime.storage import open_storage
-from steps.runtime.storage.manifest import file_entry
+from steps.runtime.storage import StorageError, open_storage
+from steps.runtime.storage.manifest import file_entry, local_target
 
 
 class CheckpointError(RuntimeError):
@@ -91,6 +92,10 @@ class CheckpointStore:
     def save(self, engine, step: int, state: dict[str, Any], metrics_file: Path | None) -> str:
         tag = tag_for(step)
         folder = self.local / tag
+        if self._start_fresh(tag):
+            if self.ctx.is_main:
+                print(f"{self.root}/{tag} is already complete; it is kept as it is, not saved again", flush=True)
+            return f"{self.root}/{tag}"
         engine.save_checkpoint(str(self.local), tag=tag, client_state=state, save_latest=False)
         torch.save(rng_states(), folder / f"rng-rank{self.ctx.rank}.pt")
         if self.ctx.is_main:
@@ -114,6 +119,24 @@ class CheckpointStore:
                 if stale.name not in kept:
                     shutil.rmtree(stale, ignore_errors=True)
         return f"{self.root}/{tag}"
+
+    def _start_fresh(self, tag: str) -> bool:
+        """True when `tag` is already complete (it must never be written into); else clears what a torn save left.
+
+        A retry that resumes at `max_steps` saves that step again: writing into the complete
+        folder while its record stands would leave, after a crash mid-save, torn files behind a
+        record that says they are whole. Files of an incomplete attempt (another world size's
+        shards among them) would otherwise join the new record.
+        """
+        complete = self.ctx.is_main and self.storage.get_text(f"{tag}/{CHECKPOINT_RECORD}") is not None
+        if any(all_gather_objects(complete)):
+            return True
+        if self.ctx.is_main:
+            self.storage.delete(tag)
+        if not self.in_place and self._node_leader:
+            shutil.rmtree(self.local / tag, ignore_errors=True)
+        barrier()
+        return False
 
     def _publish_node_files(self, folder: Path) -> list[dict[str, Any]]:
         entries = []
@@ -161,9 +184,21 @@ class CheckpointStore:
         target = self.staging / f"resume-{tag}"
         if self._node_leader:
             for entry in found.record["files"]:
-                storage.get_file(f"{tag}/{entry['path']}", target / tag / entry["path"])
+                storage.get_file(f"{tag}/{entry['path']}", local_target(target / tag, entry["path"]))
         barrier()
         return target
+
+    def _verify(self, local_root: Path, found: FoundCheckpoint) -> None:
+        """Every file of `found` against its record, once per machine, before any rank unpickles one."""
+        problem = None
+        if self._node_leader:
+            try:
+                verify_checkpoint(local_root / found.record["tag"], found.record)
+            except StorageError as exc:
+                problem = str(exc)
+        problems = [p for p in all_gather_objects(problem) if p]
+        if problems:
+            raise StorageError(problems[0])  # on every rank, so none waits in a collective for the others
 
     def load(self, engine, found: FoundCheckpoint, metrics_file: Path, universal: bool) -> None:
         """Model, optimizer, scheduler and this rank's RNG states; the metrics log up to that step.
@@ -173,6 +208,7 @@ class CheckpointStore:
         """
         tag = found.record["tag"]
         local_root = self.materialize(found)
+        self._verify(local_root, found)
         saved_metrics = local_root / tag / METRICS_FILE
         if universal:
             local_root = self._to_universal(local_root, found)

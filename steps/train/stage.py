@@ -10,17 +10,17 @@ of the run this one resumes).
 from __future__ import annotations
 
 import contextlib
-import tempfile
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from steps.config import TuneConfig, write_temp_config
+from steps.config import TuneConfig, write_config
 from steps.formats.model_folder import resolve_base_model
 from steps.formats.train_folder import CHECKPOINTS, LOGS, METRICS_FILE, SUMMARY_FILE, checkpoint_entries
 from steps.results import TrainMetric, TrainResult, TrainSummary
 from steps.runtime.launch import LaunchError, Rendezvous, cli_args, run_torchrun
 from steps.runtime.node_logs import collect_node_logs, mark_node_running, node_log_path, publish_node_log
+from steps.runtime.scratch import stage_scratch
 from steps.runtime.storage import Storage, StoredDir, fetch
 
 TRAIN = "train"
@@ -79,7 +79,24 @@ def train_stage(
     metrics_interval_s: float = 5.0,
 ) -> TrainResult | None:
     """Run this node's share of training; node 0 returns the sealed train folder and its records."""
-    out = storage.workdir(TRAIN)
+    with stage_scratch("train") as scratch:  # fetched inputs, the base model's copy, checkpoint staging
+        return _train(config, storage, dataset, tokenizer, rdzv, resume_from, on_metrics, metrics_interval_s, scratch)
+
+
+def _train(
+    config: TuneConfig,
+    storage: Storage,
+    dataset: StoredDir,
+    tokenizer: StoredDir,
+    rdzv: Rendezvous,
+    resume_from: Sequence[str],
+    on_metrics: Callable[[list[TrainMetric]], None] | None,
+    metrics_interval_s: float,
+    scratch: Path,
+) -> TrainResult | None:
+    out = storage.workdir(TRAIN, under=scratch)
+    staging = scratch / "checkpoint-staging"  # one per machine, shared by its ranks
+    staging.mkdir()
     checkpoints = storage.child(f"{TRAIN}/{CHECKPOINTS}")
     logs = storage.child(f"{TRAIN}/{LOGS}")
     log_file = node_log_path(out, rdzv.node_rank)
@@ -88,13 +105,13 @@ def train_stage(
     if rdzv.node_rank != 0:
         mark_node_running(logs, rdzv.node_rank)
     args = cli_args(
-        config=write_temp_config(config),
-        dataset=fetch(dataset),
-        tokenizer=fetch(tokenizer),
+        config=write_config(config, scratch / "config.json"),
+        dataset=fetch(dataset, scratch / "dataset"),
+        tokenizer=fetch(tokenizer, scratch / "tokenizer"),
         out=out,
-        base_model=resolve_base_model(config.model.base_model),
+        base_model=resolve_base_model(config.model.base_model, scratch / "base-model"),
         checkpoint_uri=checkpoints.root,
-        checkpoint_staging=Path(tempfile.mkdtemp(prefix="tune-checkpoint-staging-")),
+        checkpoint_staging=staging,
     )
     for root in resume_from:
         args += ["--resume-from", root]

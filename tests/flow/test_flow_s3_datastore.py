@@ -31,12 +31,17 @@ def test_pipeline_on_the_s3_datastore(aws_env: dict, tmp_path: Path, monkeypatch
         "METAFLOW_DATASTORE_SYSROOT_S3": ROOT,
         "METAFLOW_DEFAULT_METADATA": "local",
     }
+    temp = tmp_path / "tmp"  # the run's temporary folders, to see that each stage removed its own
+    temp.mkdir()
+    env["TMPDIR"] = str(temp)
     config_option = [("config", str(config))]
     with Runner(str(FLOW_FILE), show_output=False, cwd=str(tmp_path), env=env, config=config_option) as runner:
         result = runner.run()
         assert result.status == "successful", result.stdout[-3000:] + result.stderr[-3000:]
         pathspec = result.run.pathspec
 
+    # Fetched inputs, base-model copies, checkpoint staging, outputs: gone once each stage ended.
+    assert sorted(p.name for p in temp.glob("tune-*")) == []
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     monkeypatch.chdir(tmp_path)  # the local metadata lives in <cwd>/.metaflow

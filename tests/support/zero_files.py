@@ -28,9 +28,17 @@ def _model_states(shapes: dict[str, torch.Size], buffers: dict[str, torch.Tensor
 
 
 def write_zero_checkpoint(
-    folder: Path, params: dict[str, torch.Tensor], stage: int, world_size: int, buffers: dict | None = None
+    folder: Path,
+    params: dict[str, torch.Tensor],
+    stage: int,
+    world_size: int,
+    buffers: dict | None = None,
+    bf16: bool = False,
 ) -> Path:
-    """A checkpoint folder holding `params` (one parameter group) as `world_size` ranks of ZeRO `stage` save it."""
+    """A checkpoint folder holding `params` (one parameter group) as `world_size` ranks of ZeRO `stage` save it.
+
+    `bf16`: the optimizer files get the names DeepSpeed's bf16 optimizer gives them (`bf16_zero_pp_rank_…`).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     buffers = buffers or {}
     shapes = {name: tensor.shape for name, tensor in params.items()}
@@ -55,9 +63,9 @@ def write_zero_checkpoint(
         key = ds.FP32_FLAT_GROUPS
     for r, partition in enumerate(partitions):
         state = {ds.ZERO_STAGE: stage, ds.PARTITION_COUNT: world_size, key: [partition]}
-        torch.save({ds.OPTIMIZER_STATE_DICT: state, ds.DS_VERSION: "0.19.8"}, folder / _optim_name(r))
+        torch.save({ds.OPTIMIZER_STATE_DICT: state, ds.DS_VERSION: "0.19.8"}, folder / _optim_name(r, bf16))
     return folder
 
 
-def _optim_name(rank: int) -> str:
-    return f"zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"
+def _optim_name(rank: int, bf16: bool = False) -> str:
+    return f"{'bf16_' if bf16 else ''}zero_pp_rank_{rank}_mp_rank_00_optim_states.pt"

@@ -11,6 +11,7 @@ import pytest
 
 from steps.runtime.storage import MANIFEST, Storage, StorageError, StoredDir, fetch, open_storage
 from steps.runtime.storage.local import LocalStorage
+from steps.runtime.storage.manifest import stored_dir
 from steps.runtime.storage.s3 import S3Storage
 
 
@@ -152,3 +153,59 @@ def test_materialize_gives_a_local_folder_with_relative_paths(storage: Storage, 
         assert target == storage.local_path / "corpus"  # nothing copied
     with pytest.raises(StorageError):
         storage.child("nothing-here").materialize(tmp_path / "none")
+
+
+def test_a_prefix_uri_downloads_only_its_own_folder(storage: Storage, tmp_path: Path) -> None:
+    # `s3://b/.../corpus/` must not also read `corpus-private/…`, however the URI is written.
+    storage.put_text("corpus/b.txt", "B")
+    storage.put_text("corpus-private/secret.txt", "not part of corpus/")
+    for index, uri in enumerate((storage.uri("corpus"), storage.uri("corpus") + "/")):
+        target = open_storage(uri).materialize(tmp_path / f"download-{index}")
+        assert sorted(p.name for p in target.rglob("*") if p.is_file()) == ["b.txt"]
+
+
+@pytest.mark.parametrize(
+    "name", ["../outside.txt", "corpus/../../outside.txt", "a/../../outside.txt"], ids=["up", "down-up", "a-up"]
+)
+def test_names_that_climb_out_of_the_root_are_refused(storage: Storage, tmp_path: Path, name: str) -> None:
+    (tmp_path / "local.txt").write_text("x")
+    for attempt in (
+        lambda: storage.put_text(name, "x"),
+        lambda: storage.put_file(tmp_path / "local.txt", name),
+        lambda: storage.get_file(name, tmp_path / "copy.txt"),
+        lambda: storage.get_text(name),
+    ):
+        with pytest.raises(StorageError, match="leads outside"):
+            attempt()
+    assert not (tmp_path / "outside.txt").exists() and not (tmp_path / "root" / "outside.txt").exists()
+
+
+@pytest.mark.parametrize(
+    "key", ["../../escaped.txt", "sub/../../../escaped.txt", "/escaped.txt"], ids=["up", "down-up", "absolute"]
+)
+def test_an_object_key_that_escapes_the_download_folder_is_refused(aws_env, tmp_path: Path, key: str) -> None:
+    # Object keys are plain strings: `corpus/../../x` and `corpus//x` exist in S3 and must not
+    # become `<target>/../../x` or `/x` on this machine.
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="escape")
+    s3.put_object(Bucket="escape", Key="corpus/ok.txt", Body=b"ok")
+    s3.put_object(Bucket="escape", Key=f"corpus/{key}", Body=b"planted")
+    target = tmp_path / "deep" / "down" / "corpus"
+    with pytest.raises(StorageError, match="leads outside"):
+        open_storage("s3://escape/corpus/").materialize(target)
+    planted = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert planted == [], planted  # refused before anything was downloaded
+
+
+def test_a_manifest_entry_that_escapes_the_fetch_folder_is_refused(aws_env, tmp_path: Path) -> None:
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="escape-manifest")
+    storage = open_storage("s3://escape-manifest/run/files")
+    entry = {"path": "../escaped.txt", "bytes": 7, "sha256": _sha("planted")}
+    s3.put_object(Bucket="escape-manifest", Key="run/files/escaped.txt", Body=b"planted")
+    manifest = {"files": [entry]}
+    storage.put_text(f"model/{MANIFEST}", json.dumps(manifest))
+    ref = stored_dir(storage.uri("model"), manifest)
+    with pytest.raises(StorageError, match="leads outside"):
+        fetch(ref, tmp_path / "fetched" / "model")
+    assert not (tmp_path / "fetched").exists()

@@ -49,3 +49,24 @@ def test_a_folder_without_deepspeed_files_is_named(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(ZeroCheckpointError, match="is not a DeepSpeed checkpoint"):
         ZeroCheckpointReader(tmp_path / "empty")
+
+
+@pytest.mark.parametrize("bf16", [False, True], ids=["fp32-names", "bf16-names"])
+@pytest.mark.parametrize("stage", [2, 3])
+@pytest.mark.parametrize("world_size", [11, 12])
+def test_eleven_or_more_ranks_are_joined_in_rank_order(tmp_path: Path, stage: int, world_size: int, bf16: bool) -> None:
+    # As strings, zero_pp_rank_10 sorts before zero_pp_rank_2: two 8-GPU nodes would convert scrambled.
+    params = _params()
+    folder = write_zero_checkpoint(tmp_path / "ckpt", params, stage, world_size, bf16=bf16)
+    reader = ZeroCheckpointReader(folder)
+    assert reader.world_size == world_size
+    gathered = dict(reader.gather(list(params)))
+    for name, tensor in params.items():
+        assert torch.equal(gathered[name], tensor), name
+
+
+def test_a_missing_rank_file_is_named(tmp_path: Path) -> None:
+    folder = write_zero_checkpoint(tmp_path / "ckpt", _params(), 2, 12)
+    (folder / "zero_pp_rank_7_mp_rank_00_optim_states.pt").unlink()
+    with pytest.raises(ZeroCheckpointError, match="not one per rank"):
+        ZeroCheckpointReader(folder)

@@ -10,9 +10,11 @@ shards in place), `local_path` says so.
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,8 +23,10 @@ from steps.runtime.storage.manifest import (
     StorageError,
     StoredDir,
     build_manifest,
+    checked_name,
     differences,
     file_sha256,
+    local_target,
     manifest_sha256,
     stored_dir,
 )
@@ -38,8 +42,15 @@ class Storage(ABC):
         return f"{type(self).__name__}({self.root!r})"
 
     def uri(self, name: str = "") -> str:
-        name = name.strip("/")
+        name = self.inside(name)
         return f"{self.root}/{name}" if name else self.root
+
+    def inside(self, name: str) -> str:
+        """`name` without surrounding slashes; a StorageError when it climbs out of the root (`..`)."""
+        name = name.strip("/")
+        if ".." in name.split("/"):
+            raise StorageError(f"{self.root}: refusing the name {name!r}, which leads outside the root")
+        return name
 
     def child(self, name: str) -> Storage:
         """The same kind of storage, rooted at `name` below this root."""
@@ -94,14 +105,15 @@ class Storage(ABC):
         self._store_folder(local_dir, name, manifest)
         return stored_dir(self.uri(name), manifest)
 
-    def workdir(self, name: str) -> Path:
+    def workdir(self, name: str, under: Path | None = None) -> Path:
         """A local folder to write `name` into: the final place itself when this machine holds the storage.
 
         Processes on one machine (torchrun ranks, simulated nodes) then write their
         files straight into the run's storage; `seal` makes the folder readable.
+        Otherwise a new temporary folder, inside `under` when given (the stage's own).
         """
         if self.local_path is None:
-            return Path(tempfile.mkdtemp(prefix=f"tune-{name.replace('/', '-')}-"))
+            return Path(tempfile.mkdtemp(prefix=f"tune-{name.replace('/', '-')}-", dir=under))
         path = self.local_path / name
         path.mkdir(parents=True, exist_ok=True)
         return path
@@ -135,25 +147,43 @@ class Storage(ABC):
                 if changed:
                     raise StorageError(f"{self.root}: files differ from the manifest: {', '.join(changed[:5])}")
             return self.local_path
-        target = target or Path(tempfile.mkdtemp(prefix="tune-fetch-"))
-        for entry in manifest["files"]:
-            path = target / entry["path"]
-            self.get_file(entry["path"], path)
-            if file_sha256(path) != entry["sha256"]:
-                raise StorageError(f"{self.uri(entry['path'])}: downloaded bytes do not match the manifest")
-        (target / MANIFEST).write_text(text)
-        return target
+        for entry in manifest["files"]:  # every name checked before anything is written
+            checked_name(entry["path"], self.uri(MANIFEST))
+        with _owned_folder(target, "tune-fetch-") as folder:
+            for entry in manifest["files"]:
+                path = local_target(folder, entry["path"])
+                self.get_file(entry["path"], path)
+                if file_sha256(path) != entry["sha256"]:
+                    raise StorageError(f"{self.uri(entry['path'])}: downloaded bytes do not match the manifest")
+            (folder / MANIFEST).write_text(text)
+        return folder
 
-    def materialize(self, target: Path | None = None) -> Path:
-        """A local folder with every file under the root, manifest or not: the root itself, or a download."""
+    def materialize(self, target: Path | None = None, prefix: str = "tune-download-") -> Path:
+        """A local folder with every file under the root, manifest or not: the root itself, or a download.
+
+        Names are kept inside the root's prefix (`corpus/` does not list `corpus-private/`) and
+        inside `target` (a key with `..` is refused before anything is downloaded).
+        """
         if self.local_path is not None:
             if not self.local_path.exists():
                 raise StorageError(f"{self.root} does not exist")
             return self.local_path
-        names = self.list()
+        names = [checked_name(name, self.root) for name in self.list()]
         if not names:
             raise StorageError(f"{self.root} holds no objects; check the bucket and prefix")
-        target = target or Path(tempfile.mkdtemp(prefix="tune-download-"))
-        for name in names:
-            self.get_file(name, target / name)
-        return target
+        with _owned_folder(target, prefix) as folder:
+            for name in names:
+                self.get_file(name, local_target(folder, name))
+        return folder
+
+
+@contextmanager
+def _owned_folder(target: Path | None, prefix: str) -> Iterator[Path]:
+    """`target`, or a new temporary folder that is removed again if the download into it fails."""
+    folder = target or Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield folder
+    except BaseException:
+        if target is None:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise

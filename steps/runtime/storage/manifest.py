@@ -12,7 +12,7 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 MANIFEST = "_manifest.json"
@@ -38,6 +38,24 @@ class StoredDir:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StoredDir:
         return cls(**data)
+
+
+def checked_name(name: str, where: str) -> str:
+    """`name` when it stays inside the folder it is relative to; else a StorageError naming it.
+
+    Stored names come from listings, manifests and checkpoint records that someone else
+    wrote; one that climbs out (`../../home/u/.bashrc`), or an object key with `//` or a
+    leading `/` that a local path join turns into an absolute path, would be written or
+    read outside the folder.
+    """
+    if name.startswith("/") or any(part in ("", ".", "..") for part in name.split("/")):
+        raise StorageError(f"{where}: refusing the stored name {name!r}, which leads outside its folder")
+    return name
+
+
+def local_target(folder: Path, name: str) -> Path:
+    """Where the stored file `name` goes under the local `folder`, refused when it would land outside."""
+    return folder / PurePosixPath(checked_name(name, str(folder)))
 
 
 def file_sha256(path: Path) -> str:

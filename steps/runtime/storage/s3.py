@@ -48,7 +48,7 @@ class S3Storage(Storage):
         return None
 
     def _key(self, name: str) -> str:
-        return "/".join(part for part in (self.prefix, name.strip("/")) if part)
+        return "/".join(part for part in (self.prefix, self.inside(name)) if part)
 
     def list(self, name: str = "") -> list[str]:
         # The trailing slash keeps `corpus/` from also listing `corpus-private/`.
