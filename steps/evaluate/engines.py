@@ -93,16 +93,27 @@ def deepspeed_inference_engine(model_dir: Path, ctx: DistContext, settings: Eval
             dtype=_dtype(settings),
             replace_with_kernel_inject=inject,
         )
-    except (ValueError, NotImplementedError, RuntimeError) as exc:
+        if inject:
+            _smoke_generate(engine.module, ctx)
+    except Exception as exc:
         if not inject:
             raise
-        # Kernel injection covers a fixed list of architectures (and needs the ops to build); fall back to AutoTP.
-        notes.append(f"kernel injection unavailable for {type(model).__name__} ({exc}); using AutoTP")
+        # Kernel injection covers a fixed list of architectures, needs its ops to build, and its module
+        # replacements break with new transformers releases (at init or at the first generate): fall back to AutoTP.
+        notes.append(
+            f"kernel injection unavailable for {type(model).__name__} ({type(exc).__name__}: {exc}); using AutoTP"
+        )
         model = load_pretrained(model_dir, _dtype(settings)).eval()
         engine = deepspeed.init_inference(
             model, tensor_parallel={"tp_size": ctx.world_size}, dtype=_dtype(settings), replace_with_kernel_inject=False
         )
     return InferenceEngine("deepspeed", engine.module.eval(), shards_prompts=False, notes=notes)
+
+
+def _smoke_generate(model, ctx: DistContext) -> None:
+    """Two greedy tokens, so that injected kernels that only break inside generate fail here, not mid-evaluation."""
+    ids = torch.full((1, 4), 3, dtype=torch.long, device=ctx.device)
+    model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False)
 
 
 def zero_inference_config(settings: EvaluateConfig) -> tuple[dict, list[str]]:
