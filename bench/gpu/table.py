@@ -85,6 +85,7 @@ def summary(outdir: Path) -> int:
         missing += "error" in result
         lines.append(json.dumps({"part": title, **result}))
         print(f"| {title} | {figures(name, result)} | {result.get('meets_target', '-')} |")
+    outdir.mkdir(parents=True, exist_ok=True)
     (outdir / "results.jsonl").write_text("".join(line + "\n" for line in lines))
     return 1 if missing else 0
 

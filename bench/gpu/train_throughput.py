@@ -31,6 +31,9 @@ TINYLLAMA = {
     "model.max_position_embeddings": 2048,
 }
 VOCAB, SEQUENCE = 32000, 2048
+# --smoke: the same script at a size a CPU runs in seconds (checks the script, measures nothing).
+SMOKE = {"model.hidden_size": 64, "model.num_layers": 2, "model.num_heads": 2, "model.num_kv_heads": 2}
+SMOKE |= {"model.intermediate_size": 128, "model.max_position_embeddings": 128}
 
 
 def main() -> None:
@@ -41,19 +44,21 @@ def main() -> None:
     parser.add_argument("--stage", type=int, default=2)
     parser.add_argument("--peak", type=float, default=790.0, help="measured dense bf16 TFLOP/s of the device")
     parser.add_argument("--checkpointing", action="store_true", help="activation checkpointing")
+    parser.add_argument("--smoke", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    shape, vocab, sequence = (SMOKE, 512, 128) if args.smoke else (TINYLLAMA, VOCAB, SEQUENCE)
     log_every = max(1, args.steps // 6)
     with tempfile.TemporaryDirectory(prefix="bench-train-gpu-") as work:
         work = Path(work)
-        dataset, tokenizer = write_synthetic_dataset(work / "data", VOCAB, SEQUENCE, args.steps * args.micro_batch)
+        dataset, tokenizer = write_synthetic_dataset(work / "data", vocab, sequence, args.steps * args.micro_batch)
         config = TuneConfig().with_overrides(
-            **TINYLLAMA,
+            **shape,
             **{
-                "data.vocab_size": VOCAB,
-                "data.block_size": SEQUENCE,
+                "data.vocab_size": vocab,
+                "data.block_size": sequence,
                 "train.max_steps": args.steps,
                 "train.micro_batch_size": args.micro_batch,
-                "train.dtype": "bf16",
+                "train.dtype": "fp32" if args.smoke else "bf16",
                 "train.warmup_steps": 5,
                 "train.log_every": log_every,
                 "train.checkpoint_every": args.steps,
@@ -72,7 +77,7 @@ def main() -> None:
     result = {
         "bench": "gpu_train_throughput",
         "parameters": summary["parameters"],
-        "sequence": SEQUENCE,
+        "sequence": sequence,
         "micro_batch": args.micro_batch,
         "zero_stage": args.stage,
         "activation_checkpointing": args.checkpointing,

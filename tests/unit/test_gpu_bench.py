@@ -109,3 +109,32 @@ def test_the_full_fetch_stays_under_the_device_limit(fetch_wheels, tmp_path: Pat
     assert any(n.startswith("pydantic_core-") and "cp312" in n and "x86_64" in n for n in names)
     assert any(n.startswith("security_llm_tuning-") for n in names)
     assert not (REPO_ROOT / "build").exists()  # our wheel is built from a copy
+
+
+def _table(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(GPU_BENCH / "table.py"), *args], capture_output=True, text=True)
+
+
+def test_the_table_puts_each_figure_next_to_its_target_and_names_what_is_missing(tmp_path: Path) -> None:
+    junit = tmp_path / "junit.xml"
+    junit.write_text(
+        '<testsuites><testsuite><testcase classname="t" name="a"/><testcase classname="t" name="b">'
+        '<failure message="x"/></testcase><testcase classname="t" name="c"><skipped/></testcase>'
+        "</testsuite></testsuites>"
+    )
+    out = tmp_path / "out"
+    out.mkdir()
+    assert _table("tests", str(junit), str(out / "gpu_tests.json")).returncode == 0
+    tests = json.loads((out / "gpu_tests.json").read_text())
+    assert (tests["passed"], tests["failed"], tests["skipped"]) == (1, 1, 1) and tests["failed_tests"] == ["t::b"]
+    train = {"tokens_per_s": 50000.0, "tflops_per_device": 380.2, "mfu": 0.4813, "peak_tflops_measured": 790.0}
+    (out / "train.json").write_text(json.dumps({**train, "memory_gib": 60.1, "meets_target": True}))
+    (out / "offload.json").write_text(json.dumps({"error": "stopped at its 40s limit; see run.log"}))
+    done = _table("summary", str(out))
+    assert done.returncode == 1  # parts 3 and 5 wrote nothing, part 4 failed
+    assert "| 2 training throughput | 50000 tokens/s, 380.2 TFLOP/s, MFU 48.1% of 790.0 (target 45%)" in done.stdout
+    assert (
+        "1 passed, 1 failed, 1 skipped | False" in done.stdout and "did not finish: stopped at its 40s" in done.stdout
+    )
+    assert done.stdout.count("no result") == 2
+    assert len((out / "results.jsonl").read_text().splitlines()) == 3
