@@ -1,7 +1,7 @@
 """The summary of bench/gpu/run.sh: part 1's JSON from pytest's JUnit XML, and the closing table.
 
     python bench/gpu/table.py tests JUNIT.xml OUT.json   # part 1: passed/failed/skipped and failing test names
-    python bench/gpu/table.py summary OUTDIR              # the table, and OUTDIR/results.jsonl (one line per part)
+    python bench/gpu/table.py summary OUTDIR [1,2,3,4,5]  # the table, and OUTDIR/results.jsonl (one line per part)
 
 results.jsonl is what goes to bench/results/<device>-<date>.jsonl once a run completed.
 """
@@ -35,7 +35,12 @@ def junit_summary(junit: Path) -> dict:
         else:
             outcome["passed"].append(name)
     counts = {key: len(names) for key, names in outcome.items()}
-    return {"bench": "gpu_tests", **counts, "failed_tests": outcome["failed"], "meets_target": counts["failed"] == 0}
+    return {
+        "bench": "gpu_tests",
+        **counts,
+        "failed_tests": outcome["failed"],
+        "meets_target": counts["failed"] == 0 and counts["passed"] > 0,
+    }
 
 
 def figures(name: str, result: dict) -> str:
@@ -72,10 +77,13 @@ def figures(name: str, result: dict) -> str:
     return json.dumps(result)[:200]
 
 
-def summary(outdir: Path) -> int:
+def summary(outdir: Path, parts: str = "1,2,3,4,5") -> int:
+    """Prints the table; 1 when a part of `parts` (numbers, comma-separated) has no result or failed."""
     lines, missing = [], 0
     print("| part | figures | target met |\n|---|---|---|")
-    for title, name in PARTS:
+    for number, (title, name) in enumerate(PARTS, start=1):
+        if str(number) not in parts.split(","):
+            continue
         path = outdir / name
         if not path.is_file():
             print(f"| {title} | no result (not run, or failed before writing it) | - |")
@@ -96,8 +104,8 @@ def main(argv: list[str]) -> int:
         Path(argv[2]).write_text(json.dumps(result))
         print(json.dumps(result))
         return 0
-    if argv[:1] == ["summary"] and len(argv) == 2:
-        return summary(Path(argv[1]))
+    if argv[:1] == ["summary"] and len(argv) in (2, 3):
+        return summary(Path(argv[1]), *argv[2:])
     print(__doc__, file=sys.stderr)
     return 2
 

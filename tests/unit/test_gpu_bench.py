@@ -138,3 +138,5 @@ def test_the_table_puts_each_figure_next_to_its_target_and_names_what_is_missing
     )
     assert done.stdout.count("no result") == 2
     assert len((out / "results.jsonl").read_text().splitlines()) == 3
+    only = _table("summary", str(out), "2")
+    assert only.returncode == 0 and "no result" not in only.stdout and "offload" not in only.stdout
