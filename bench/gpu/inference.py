@@ -53,12 +53,15 @@ def single_rank_environment() -> None:
 
 
 def model_folder(folder: Path, shape: ModelConfig) -> int:
-    """Saves the fp16 model and its tokenizer; returns the weights' bytes."""
-    tokenizer = word_tokenizer(VOCAB)
-    model = build_model(shape, VOCAB, tokenizer.eos_token_id, tokenizer.pad_token_id).half()
-    model.save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return sum(p.numel() * p.element_size() for p in model.parameters())
+    """Saves the fp16 model and its tokenizer, once (parts 3 and 4 share it); returns the weights' bytes."""
+    done = folder / "weights_bytes"
+    if not done.is_file():
+        tokenizer = word_tokenizer(VOCAB)
+        model = build_model(shape, VOCAB, tokenizer.eos_token_id, tokenizer.pad_token_id).half()
+        model.save_pretrained(str(folder))
+        tokenizer.save_pretrained(str(folder))
+        done.write_text(str(sum(p.numel() * p.element_size() for p in model.parameters())))
+    return int(done.read_text())
 
 
 def synchronize() -> None:
@@ -153,12 +156,9 @@ def main() -> None:
     args = parser.parse_args()
     single_rank_environment()
     ctx = init_distributed()
-    with tempfile.TemporaryDirectory(prefix="bench-inference-gpu-") as work:
-        weights = model_folder(Path(work), SMOKE if args.smoke else TINYLLAMA)
-        if args.part == "engines":
-            result = engines(args, Path(work), ctx)
-        else:
-            result = offload(args, Path(work), ctx, weights)
+    folder = Path(tempfile.gettempdir()) / ("bench-gpu-model-smoke" if args.smoke else "bench-gpu-model")
+    weights = model_folder(folder, SMOKE if args.smoke else TINYLLAMA)
+    result = engines(args, folder, ctx) if args.part == "engines" else offload(args, folder, ctx, weights)
     result["device"] = torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu"
     args.out.write_text(json.dumps(result))
     print(json.dumps(result))
