@@ -97,7 +97,7 @@ def test_conversion_reproduces_the_trained_logits(trained, data, tmp_path: Path)
 def converted(data, tmp_path_factory) -> Path:
     """A ZeRO-2 model trained to confident predictions, converted: greedy tokens without near-ties."""
     out = tmp_path_factory.mktemp("engines") / "train"
-    config = _config(2, 24)
+    config = _config(2, 80).with_overrides(**{"train.checkpoint_every": 80, "train.log_every": 10})
     _train(config, data, out)
     model = out.parent / "model"
     run_convert(config, out, data[1], model)
