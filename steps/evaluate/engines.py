@@ -17,6 +17,7 @@ import deepspeed
 import torch
 from deepspeed.ops.op_builder import AsyncIOBuilder
 from transformers import PreTrainedModel
+from transformers.integrations import HfDeepSpeedConfig
 
 from steps.config import EvaluateConfig
 from steps.formats.model import TORCH_DTYPES, load_pretrained
@@ -146,8 +147,12 @@ def zero_inference_config(settings: EvaluateConfig) -> tuple[dict, list[str]]:
 
 
 def zero_inference_engine(model_dir: Path, ctx: DistContext, settings: EvaluateConfig) -> InferenceEngine:
-    model = load_pretrained(model_dir, _dtype(settings)).eval()
     config, notes = zero_inference_config(settings)
+    # With parameters offloaded, the model must never be whole on the GPU (deepspeed.initialize moves a plain
+    # module there before partitioning it): while this object lives, from_pretrained loads under zero.Init.
+    zero_init = HfDeepSpeedConfig(config) if "offload_param" in config["zero_optimization"] else None
+    model = load_pretrained(model_dir, _dtype(settings)).eval()
+    del zero_init
     engine, *_ = deepspeed.initialize(model=model, config=config)
     engine.module.eval()
     return InferenceEngine("zero", engine.module, shards_prompts=True, synced=True, notes=notes)

@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from transformers.integrations import is_deepspeed_zero3_enabled
 
 from steps.config import EvaluateConfig, ModelConfig, TuneConfig
 from steps.evaluate import engines
@@ -73,3 +74,25 @@ def test_synthetic_dataset_has_the_asked_shapes_and_a_learnable_stream(tmp_path:
     assert 0.85 < follows < 0.95  # 9 in 10 tokens follow from the previous: a loss that can fall
     prompt = read_prompts(dataset)[0]
     assert tokenizer(prompt["prompt"], add_special_tokens=False)["input_ids"] == prompt["prompt_ids"]
+
+
+def test_zero_inference_with_offload_loads_the_model_straight_into_partitions(monkeypatch, tmp_path: Path) -> None:
+    """deepspeed.initialize moves a plain module to the GPU whole; an offloaded model must be loaded under zero.Init."""
+    loaded_under_zero3 = []
+
+    def load(folder, dtype):
+        loaded_under_zero3.append(is_deepspeed_zero3_enabled())
+        return build_model(TINY, 300, 0, 1)
+
+    def initialize(model, config):
+        assert not is_deepspeed_zero3_enabled()  # only the load, not whatever loads after
+        return SimpleNamespace(module=model), None, None, None
+
+    monkeypatch.setattr(engines, "load_pretrained", load)
+    monkeypatch.setattr(engines.deepspeed, "initialize", initialize)
+    ctx = DistContext(0, 1, 0, torch.device("cpu"))
+    engines.zero_inference_engine(tmp_path, ctx, EvaluateConfig(zero_offload="cpu"))  # CPU: nothing offloaded
+    monkeypatch.setattr(engines, "ON_GPU", True)
+    engines.zero_inference_engine(tmp_path, ctx, EvaluateConfig(zero_offload="none"))
+    engines.zero_inference_engine(tmp_path, ctx, EvaluateConfig(zero_offload="cpu"))
+    assert loaded_under_zero3 == [False, False, True]
