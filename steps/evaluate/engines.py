@@ -136,6 +136,10 @@ def zero_inference_config(settings: EvaluateConfig) -> tuple[dict, list[str]]:
             )
         Path(settings.nvme_path).mkdir(parents=True, exist_ok=True)
         zero["offload_param"] = {"device": "nvme", "nvme_path": settings.nvme_path, "pin_memory": True}
+    if "offload_param" in zero:
+        # Release each layer after use: by default ZeRO-3 keeps up to 1e9 gathered parameters on the GPU and
+        # skips releasing any it will reuse within 1e9 parameters, which in generate is every one of a <1B model.
+        zero.update({"stage3_max_reuse_distance": 0, "stage3_max_live_parameters": int(1e8)})
     precision = settings.dtype if ON_GPU else "fp32"
     config = {
         "zero_optimization": zero,

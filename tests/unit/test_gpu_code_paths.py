@@ -96,3 +96,12 @@ def test_zero_inference_with_offload_loads_the_model_straight_into_partitions(mo
     engines.zero_inference_engine(tmp_path, ctx, EvaluateConfig(zero_offload="none"))
     engines.zero_inference_engine(tmp_path, ctx, EvaluateConfig(zero_offload="cpu"))
     assert loaded_under_zero3 == [False, False, True]
+
+
+def test_offloaded_zero_inference_releases_layers_after_use(monkeypatch) -> None:
+    monkeypatch.setattr(engines, "ON_GPU", True)
+    zero = engines.zero_inference_config(EvaluateConfig(zero_offload="cpu", dtype="fp16"))[0]["zero_optimization"]
+    assert zero["offload_param"]["device"] == "cpu" and zero["stage3_max_reuse_distance"] == 0
+    assert zero["stage3_max_live_parameters"] <= 1e8
+    on_gpu = engines.zero_inference_config(EvaluateConfig(zero_offload="none"))[0]["zero_optimization"]
+    assert "stage3_max_reuse_distance" not in on_gpu  # parameters stay on the GPU: DeepSpeed's defaults
