@@ -6,6 +6,7 @@
 #   bench/gpu/run.sh OUTDIR --dry-run         # anywhere: what it would run, the carried size; runs nothing
 #   PARTS=2,3 bench/gpu/run.sh OUTDIR         # a subset (for a second call if one run cannot hold them all)
 #   SMOKE=1 PARTS=2,3 bench/gpu/run.sh OUTDIR # parts 2 and 3 at a tiny size: checks the plumbing on a CPU
+#   LIMIT_5=300 PARTS=5 bench/gpu/run.sh OUTDIR   # part N's time limit in seconds (LIMIT_1 … LIMIT_5)
 #
 # Parts, in order, each under its own time limit (seconds; the sum stays under ~9 minutes so that one
 # 10-minute device call holds it), each writing one JSON into OUTDIR:
@@ -23,7 +24,7 @@ OUT="" DRY=0
 for arg in "$@"; do
     case "$arg" in
         --dry-run) DRY=1 ;;
-        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
+        -h|--help) awk 'NR > 1 && /^#/ { print } /^set /{ exit }' "$0"; exit 0 ;;
         -*) echo "run.sh: unknown option $arg" >&2; exit 2 ;;
         *) OUT="$arg" ;;
     esac
@@ -38,11 +39,11 @@ PY=${PYTHON:-python3}
 
 # part number, time limit (s), JSON name, command
 PLAN=(
-    "1|200|gpu_tests.json|$PY -m pytest -m gpu tests/gpu -q -rA -p no:cacheprovider --junitxml=/tmp/gpu-tests.xml; $PY bench/gpu/table.py tests /tmp/gpu-tests.xml $OUT/gpu_tests.json"
-    "2|110|train.json|$PY bench/gpu/train_throughput.py $OUT/train.json --steps ${TRAIN_STEPS:-30} --micro-batch ${MICRO_BATCH:-8} ${SMOKE:+--smoke}"
-    "3|80|inference.json|$PY bench/gpu/inference.py engines $OUT/inference.json ${SMOKE:+--smoke}"
-    "4|40|offload.json|$PY bench/gpu/inference.py offload $OUT/offload.json --budget-gib 1.0"
-    "5|110|convert.json|CUDA_VISIBLE_DEVICES= $PY bench/convert.py --hidden 2048 --layers ${CONVERT_LAYERS:-16} --vocab 32000 --shard 2GB | tail -n 1 > $OUT/convert.json"
+    "1|${LIMIT_1:-200}|gpu_tests.json|$PY -m pytest -m gpu tests/gpu -q -rA -p no:cacheprovider --junitxml=/tmp/gpu-tests.xml; $PY bench/gpu/table.py tests /tmp/gpu-tests.xml $OUT/gpu_tests.json"
+    "2|${LIMIT_2:-110}|train.json|$PY bench/gpu/train_throughput.py $OUT/train.json --steps ${TRAIN_STEPS:-30} --micro-batch ${MICRO_BATCH:-8} ${SMOKE:+--smoke}"
+    "3|${LIMIT_3:-80}|inference.json|$PY bench/gpu/inference.py engines $OUT/inference.json ${SMOKE:+--smoke}"
+    "4|${LIMIT_4:-40}|offload.json|$PY bench/gpu/inference.py offload $OUT/offload.json --budget-gib 1.0"
+    "5|${LIMIT_5:-110}|convert.json|CUDA_VISIBLE_DEVICES= $PY bench/convert.py --hidden 2048 --layers ${CONVERT_LAYERS:-16} --vocab 32000 --shard 2GB | tail -n 1 > $OUT/convert.json"
 )
 
 if [ "$DRY" = 1 ]; then
