@@ -18,6 +18,7 @@
 # then OUTDIR/results.jsonl (one line per part, for bench/results/) and the table; OUTDIR/run.log has it all.
 # Exit status: 0 when every part wrote its JSON, else 1 (the table says which did not).
 set -uo pipefail
+START=$PWD
 cd "$(dirname "$0")/../.."
 
 OUT="" DRY=0
@@ -33,13 +34,14 @@ if [ -z "$OUT" ]; then
     echo "usage: bench/gpu/run.sh OUTDIR [--dry-run]" >&2
     exit 2
 fi
+case "$OUT" in /*) ;; *) OUT="$START/$OUT" ;; esac
 WHEELS=${WHEELS:-.gl/wheels}
 PARTS=${PARTS:-1,2,3,4,5}
 PY=${PYTHON:-python3}
 
 # part number, time limit (s), JSON name, command
 PLAN=(
-    "1|${LIMIT_1:-200}|gpu_tests.json|$PY -m pytest -m gpu tests/gpu -q -rA -p no:cacheprovider --junitxml=/tmp/gpu-tests.xml; $PY bench/gpu/table.py tests /tmp/gpu-tests.xml $OUT/gpu_tests.json"
+    "1|${LIMIT_1:-200}|gpu_tests.json|rm -f /tmp/gpu-tests.xml; $PY -m pytest -m gpu tests/gpu -q -rA -p no:cacheprovider --junitxml=/tmp/gpu-tests.xml; $PY bench/gpu/table.py tests /tmp/gpu-tests.xml $OUT/gpu_tests.json"
     "2|${LIMIT_2:-110}|train.json|$PY bench/gpu/train_throughput.py $OUT/train.json --steps ${TRAIN_STEPS:-30} --micro-batch ${MICRO_BATCH:-8} ${SMOKE:+--smoke}"
     "3|${LIMIT_3:-80}|inference.json|$PY bench/gpu/inference.py engines $OUT/inference.json ${SMOKE:+--smoke}"
     "4|${LIMIT_4:-40}|offload.json|$PY bench/gpu/inference.py offload $OUT/offload.json --budget-gib 1.0"
@@ -82,14 +84,18 @@ $PY -c 'import torch, transformers, deepspeed, datasets, pydantic; print("versio
 
 # Kernel injection's op (DeepSpeed's transformer_inference) compiles once, into torch's extension cache; start it
 # now on the CPUs so that parts 1 and 3 find it built (a concurrent load waits for this build, never repeats it).
-(timeout 400 $PY -c 'from deepspeed.accelerator import get_accelerator as a; a().create_op_builder("InferenceBuilder").load()' \
-    >/tmp/ds-inference-op.log 2>&1; echo "exit $?" >>/tmp/ds-inference-op.log) &
-BUILD=$!
+BUILD=""
+case ",$PARTS," in *,1,*|*,3,*)
+    (timeout 400 $PY -c 'from deepspeed.accelerator import get_accelerator as a; a().create_op_builder("InferenceBuilder").load()' \
+        >/tmp/ds-inference-op.log 2>&1; echo "exit $?" >>/tmp/ds-inference-op.log) &
+    BUILD=$! ;;
+esac
 
 for entry in "${PLAN[@]}"; do
     IFS='|' read -r part limit name command <<<"$entry"
     case ",$PARTS," in *",$part,"*) ;; *) continue ;; esac
     echo "== part $part (limit ${limit}s): $command"
+    rm -f "$OUT/$name"  # never report an earlier run's figures
     started=$(date +%s)
     timeout -k 10 "$limit" bash -c "$command"
     code=$?
@@ -101,7 +107,9 @@ for entry in "${PLAN[@]}"; do
     fi
 done
 
-wait "$BUILD"
-echo "== DeepSpeed inference op build (kernel injection):"; tail -n 5 /tmp/ds-inference-op.log
+if [ -n "$BUILD" ]; then
+    wait "$BUILD"
+    echo "== DeepSpeed inference op build (kernel injection):"; tail -n 5 /tmp/ds-inference-op.log
+fi
 echo "== results ($OUT/results.jsonl)"
 $PY bench/gpu/table.py summary "$OUT" "$PARTS"
