@@ -42,9 +42,9 @@ PY=${PYTHON:-python3}
 # part number, time limit (s), JSON name, command
 PLAN=(
     "1|${LIMIT_1:-200}|gpu_tests.json|rm -f /tmp/gpu-tests.xml; $PY -m pytest -m gpu tests/gpu -q -rA -p no:cacheprovider --junitxml=/tmp/gpu-tests.xml; $PY bench/gpu/table.py tests /tmp/gpu-tests.xml $OUT/gpu_tests.json"
-    "2|${LIMIT_2:-110}|train.json|$PY bench/gpu/train_throughput.py $OUT/train.json --steps ${TRAIN_STEPS:-30} --micro-batch ${MICRO_BATCH:-8} ${SMOKE:+--smoke}"
-    "3|${LIMIT_3:-80}|inference.json|$PY bench/gpu/inference.py engines $OUT/inference.json ${SMOKE:+--smoke}"
-    "4|${LIMIT_4:-40}|offload.json|$PY bench/gpu/inference.py offload $OUT/offload.json --budget-gib 1.0"
+    "2|${LIMIT_2:-100}|train.json|$PY bench/gpu/train_throughput.py $OUT/train.json --steps ${TRAIN_STEPS:-30} --micro-batch ${MICRO_BATCH:-8} ${SMOKE:+--smoke}"
+    "3|${LIMIT_3:-80}|inference.json|$PY bench/gpu/inference.py engines $OUT/inference.json --new-tokens 32 ${SMOKE:+--smoke}"
+    "4|${LIMIT_4:-50}|offload.json|$PY bench/gpu/inference.py offload $OUT/offload.json --budget-gib 1.0 --new-tokens 16"
     "5|${LIMIT_5:-110}|convert.json|CUDA_VISIBLE_DEVICES= $PY bench/convert.py --hidden 2048 --layers ${CONVERT_LAYERS:-16} --vocab 32000 --shard 2GB | tail -n 1 > $OUT/convert.json"
 )
 
