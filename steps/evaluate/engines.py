@@ -17,6 +17,7 @@ import deepspeed
 import torch
 from deepspeed.ops.op_builder import AsyncIOBuilder
 from transformers import PreTrainedModel
+from transformers.integrations import HfDeepSpeedConfig
 
 from steps.config import EvaluateConfig
 from steps.formats.model import TORCH_DTYPES, load_pretrained
@@ -93,16 +94,27 @@ def deepspeed_inference_engine(model_dir: Path, ctx: DistContext, settings: Eval
             dtype=_dtype(settings),
             replace_with_kernel_inject=inject,
         )
-    except (ValueError, NotImplementedError, RuntimeError) as exc:
+        if inject:
+            _smoke_generate(engine.module, ctx)
+    except Exception as exc:
         if not inject:
             raise
-        # Kernel injection covers a fixed list of architectures (and needs the ops to build); fall back to AutoTP.
-        notes.append(f"kernel injection unavailable for {type(model).__name__} ({exc}); using AutoTP")
+        # Kernel injection covers a fixed list of architectures, needs its ops to build, and its module
+        # replacements break with new transformers releases (at init or at the first generate): fall back to AutoTP.
+        notes.append(
+            f"kernel injection unavailable for {type(model).__name__} ({type(exc).__name__}: {exc}); using AutoTP"
+        )
         model = load_pretrained(model_dir, _dtype(settings)).eval()
         engine = deepspeed.init_inference(
             model, tensor_parallel={"tp_size": ctx.world_size}, dtype=_dtype(settings), replace_with_kernel_inject=False
         )
     return InferenceEngine("deepspeed", engine.module.eval(), shards_prompts=False, notes=notes)
+
+
+def _smoke_generate(model, ctx: DistContext) -> None:
+    """Two greedy tokens, so that injected kernels that only break inside generate fail here, not mid-evaluation."""
+    ids = torch.full((1, 4), 3, dtype=torch.long, device=ctx.device)
+    model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=2, do_sample=False)
 
 
 def zero_inference_config(settings: EvaluateConfig) -> tuple[dict, list[str]]:
@@ -124,6 +136,10 @@ def zero_inference_config(settings: EvaluateConfig) -> tuple[dict, list[str]]:
             )
         Path(settings.nvme_path).mkdir(parents=True, exist_ok=True)
         zero["offload_param"] = {"device": "nvme", "nvme_path": settings.nvme_path, "pin_memory": True}
+    if "offload_param" in zero:
+        # Release each layer after use: by default ZeRO-3 keeps up to 1e9 gathered parameters on the GPU and
+        # skips releasing any it will reuse within 1e9 parameters, which in generate is every one of a <1B model.
+        zero.update({"stage3_max_reuse_distance": 0, "stage3_max_live_parameters": int(1e8)})
     precision = settings.dtype if ON_GPU else "fp32"
     config = {
         "zero_optimization": zero,
@@ -135,8 +151,12 @@ def zero_inference_config(settings: EvaluateConfig) -> tuple[dict, list[str]]:
 
 
 def zero_inference_engine(model_dir: Path, ctx: DistContext, settings: EvaluateConfig) -> InferenceEngine:
-    model = load_pretrained(model_dir, _dtype(settings)).eval()
     config, notes = zero_inference_config(settings)
+    # With parameters offloaded, the model must never be whole on the GPU (deepspeed.initialize moves a plain
+    # module there before partitioning it): while this object lives, from_pretrained loads under zero.Init.
+    zero_init = HfDeepSpeedConfig(config) if "offload_param" in config["zero_optimization"] else None
+    model = load_pretrained(model_dir, _dtype(settings)).eval()
+    del zero_init
     engine, *_ = deepspeed.initialize(model=model, config=config)
     engine.module.eval()
     return InferenceEngine("zero", engine.module, shards_prompts=True, synced=True, notes=notes)

@@ -25,6 +25,8 @@ def llama_config(model: ModelConfig, vocab_size: int, eos_id: int, pad_id: int) 
         eos_token_id=eos_id,
         pad_token_id=pad_id,
         tie_word_embeddings=False,
+        # PyTorch's fused attention (flash / memory-efficient kernels on CUDA), whatever transformers' default.
+        attn_implementation="sdpa",
     )
 
 

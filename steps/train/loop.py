@@ -119,18 +119,20 @@ def run_training(
     engine.train()
     window_start, last_loss = time.perf_counter(), float("nan")
     for step in range(start_step, config.train.max_steps):
-        loss_sum = 0.0
+        # Summed on the device: reading a loss (`.item()`) waits for the GPU, so only logged steps do it.
+        loss_sum = torch.zeros((), dtype=torch.float64, device=ctx.device)
         for micro in range(config.train.gradient_accumulation_steps):
             ids = torch.from_numpy(np.asarray(train_blocks[order.indices(step, micro, ctx.rank)], dtype=np.int64))
-            ids = ids.to(ctx.device)
+            # Pinned and asynchronous on CUDA: a copy from pageable memory first waits for the GPU's queue to drain.
+            ids = ids.pin_memory().to(ctx.device, non_blocking=True) if ctx.device.type == "cuda" else ids
             loss = engine(input_ids=ids, labels=ids).loss
             engine.backward(loss)
             engine.step()
-            loss_sum += loss.item()
+            loss_sum += loss.detach()
         tokens_seen += tokens_per_step
         done = step + 1
         if done % config.train.log_every == 0 or done == config.train.max_steps:
-            (total,) = all_reduce_sum([loss_sum / config.train.gradient_accumulation_steps], ctx.device)
+            (total,) = all_reduce_sum([loss_sum.item() / config.train.gradient_accumulation_steps], ctx.device)
             last_loss = total / ctx.world_size
             now = time.perf_counter()
             steps_in_window = done - max(start_step, done - config.train.log_every)
