@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import torch
 
 from steps.config import TuneConfig
+from steps.evaluate.decoding import settings_in_effect
 from steps.evaluate.engines import build_engine
 from steps.evaluate.generation import agreement_rates, check_agreement, run_engine, shard_indices
 from steps.evaluate.output_files import GENERATIONS_FILE, PROBES_FILE, SUMMARY_FILE
@@ -132,17 +133,7 @@ def run_evaluation(
             "prompts": len(prompts),
             "prompt_sources": {s: sum(p["source"] == s for p in prompts) for s in ("heldout", "user")},
             "engines": settings.engines,
-            "generation": settings.model_dump(
-                include={
-                    "decoding",
-                    "max_new_tokens",
-                    "batch_size",
-                    "extra_eos_ids",
-                    "temperature",
-                    "top_p",
-                    "num_beams",
-                }
-            ),
+            "generation": settings_in_effect(settings),
             "perplexity": {"tuned": ppl_tuned, "untuned": ppl_untuned, "ratio": ppl_tuned / ppl_untuned},
             "perplexity_blocks": len(blocks),
             "probes": {"tuned": summarize(probes_tuned), "untuned": summarize(probes_untuned)},
