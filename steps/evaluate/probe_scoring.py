@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from steps.evaluate.probes import Probe
+from steps.evaluate.progress import NO_PROGRESS, Progress
 
 TOKENS_PER_BATCH = {"cpu": 256, "cuda": 16384}
 """Padded tokens per forward pass when scoring, by device type. On 1-thread CPU ranks larger batches
@@ -48,7 +49,12 @@ def _sequence_logprobs(model, sequences: list[tuple[list[int], list[int]]], pad_
 
 
 def score_sequences(
-    model, sequences: list[tuple[list[int], list[int]]], pad_id: int, device, tokens_per_batch: int
+    model,
+    sequences: list[tuple[list[int], list[int]]],
+    pad_id: int,
+    device,
+    tokens_per_batch: int,
+    progress: Progress = NO_PROGRESS,
 ) -> list[list[float]]:
     """`_sequence_logprobs` of many pairs: each distinct pair scored once, in batches of similar length.
 
@@ -58,6 +64,7 @@ def score_sequences(
     unique = list(dict.fromkeys((tuple(c), tuple(t)) for c, t in sequences))
     order = sorted(range(len(unique)), key=lambda i: len(unique[i][0]) + len(unique[i][1]))
     scored: dict[tuple, list[float]] = {}
+    progress.begin("probe likelihoods", len(unique), "sequences")
     start = 0
     while start < len(order):
         # Sorted ascending, so the last row of a batch is its widest.
@@ -67,6 +74,7 @@ def score_sequences(
         batch = [unique[i] for i in order[start:end]]
         lists = [(list(c), list(t)) for c, t in batch]
         scored.update(zip(batch, _sequence_logprobs(model, lists, pad_id, device), strict=True))
+        progress.advance(len(batch))
         start = end
     return [scored[(tuple(c), tuple(t))] for c, t in sequences]
 
@@ -99,7 +107,13 @@ def choice_scores(probe: Probe, part: dict[tuple[str, int], list[float]]) -> lis
 
 
 def score_probes(
-    model, tokenizer, probes: list[Probe], device, batch_size: int = 16, tokens_per_batch: int | None = None
+    model,
+    tokenizer,
+    probes: list[Probe],
+    device,
+    batch_size: int = 16,
+    tokens_per_batch: int | None = None,
+    progress: Progress = NO_PROGRESS,
 ) -> list[dict[str, Any]]:
     """One row per probe: greedy completion, exact match, answer log-likelihood, choice picked.
 
@@ -122,7 +136,7 @@ def score_probes(
             for c_index, continuation in enumerate(continuations):
                 pairs.append((context_ids, continuation))
                 owners.append((p_index, context, c_index))
-    logprobs = score_sequences(model, pairs, tokenizer.pad_token_id, device, budget)
+    logprobs = score_sequences(model, pairs, tokenizer.pad_token_id, device, budget, progress)
     scores: dict[tuple[int, str, int], list[float]] = dict(zip(owners, logprobs, strict=True))
     rows = []
     for p_index, probe in enumerate(probes):
@@ -145,17 +159,21 @@ def score_probes(
                 "exact_match": None,
             }
         )
-    _complete(model, tokenizer, probes, rows, device, batch_size)
+    _complete(model, tokenizer, probes, rows, device, batch_size, progress)
     return rows
 
 
-def _complete(model, tokenizer, probes: list[Probe], rows: list[dict], device, batch_size: int) -> None:
+def _complete(
+    model, tokenizer, probes: list[Probe], rows: list[dict], device, batch_size: int, progress: Progress
+) -> None:
     """Greedy completions of the generative probes, cut at the first newline, matched against the answer."""
     wanted = [i for i, p in enumerate(probes) if p.generate]
     if tokenizer.padding_side != "left":
         raise ValueError(
             "probe completions need a left-padding tokenizer (steps.formats.tokenizer_folder.load_tokenizer)"
         )
+    if wanted:
+        progress.begin("probe completions", len(wanted), "probes")
     for start in range(0, len(wanted), batch_size):
         chunk = wanted[start : start + batch_size]
         encoded = tokenizer([probes[i].prompt for i in chunk], return_tensors="pt", padding=True)
@@ -168,3 +186,4 @@ def _complete(model, tokenizer, probes: list[Probe], rows: list[dict], device, b
             text = tokenizer.decode(tokens, skip_special_tokens=True).split("\n")[0]
             rows[i]["completion"] = text
             rows[i]["exact_match"] = text.strip() == probes[i].answer.strip()
+        progress.advance(len(chunk))

@@ -5,13 +5,16 @@ Runs in the Metaflow step process and imports no torch.
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from steps.config import TuneConfig, write_temp_config
 from steps.evaluate.output_files import GENERATIONS_FILE, PROBES_FILE, SUMMARY_FILE
+from steps.evaluate.progress import ProgressWatcher
 from steps.formats.model_folder import resolve_base_model
 from steps.results import EvalSummary, EvaluateResult, GenerationRow, ProbeRow, TrainSummary
 from steps.runtime.launch import cli_args, run_torchrun
@@ -19,8 +22,15 @@ from steps.runtime.storage import Storage, StoredDir, fetch
 
 
 def evaluate_stage(
-    config: TuneConfig, storage: Storage, model: StoredDir, dataset: StoredDir, train_summary: TrainSummary
+    config: TuneConfig,
+    storage: Storage,
+    model: StoredDir,
+    dataset: StoredDir,
+    train_summary: TrainSummary,
+    on_progress: Callable[[str], None] | None = None,
+    progress_interval_s: float = 5.0,
 ) -> EvaluateResult:
+    """Evaluate under torchrun; `on_progress` gets rank 0's latest progress line (for a live card) as it changes."""
     work = Path(tempfile.mkdtemp(prefix="tune-evaluate-"))
     summary_file = work / "train_summary.json"
     summary_file.write_text(train_summary.model_dump_json())
@@ -32,8 +42,11 @@ def evaluate_stage(
         train_summary=summary_file,
         out=out,
         base_model=resolve_base_model(config.model.base_model),
+        progress_file=work / "progress.json",
     )
-    run_torchrun("steps.evaluate", args, config.evaluate.nproc)
+    watcher = ProgressWatcher(work / "progress.json", on_progress, progress_interval_s) if on_progress else None
+    with watcher or contextlib.nullcontext():
+        run_torchrun("steps.evaluate", args, config.evaluate.nproc)
     probes = out / PROBES_FILE
     return EvaluateResult(
         evaluation=storage.publish(out, "evaluate"),

@@ -9,6 +9,7 @@ import torch
 from steps.config import load_config
 from steps.evaluate.probe_scoring import score_probes
 from steps.evaluate.probes import cwe_probes
+from steps.evaluate.progress import Progress
 from steps.formats.cwe_catalogue import bundled_catalogue_path, read_weaknesses
 from steps.formats.model import build_model
 from steps.prepare.tokenizer_training import train_bpe_tokenizer
@@ -63,3 +64,14 @@ def test_each_distinct_context_and_choice_is_scored_once() -> None:
     score_probes(counting, tokenizer, [shared, twin], torch.device("cpu"))
     contexts = len(dict.fromkeys([shared.prompt, *shared.choice_prompts]))
     assert counting.rows == contexts * len(shared.choices)
+
+
+def test_probe_scoring_reports_progress_through_each_part() -> None:
+    model, tokenizer, probes = _debug_model_and_probes()
+    lines = []
+    progress = Progress(interval_s=0, write=lines.append)
+    progress.scope = "tuned model"
+    score_probes(model, tokenizer, probes[:4], torch.device("cpu"), progress=progress)
+    assert lines[0].startswith("evaluate: probe likelihoods (tuned model): 0/")
+    assert any(line.startswith("evaluate: probe likelihoods (tuned model):") and "(done)" in line for line in lines)
+    assert lines[-1].startswith("evaluate: probe completions (tuned model): 2/2 probes (100%)")
