@@ -107,9 +107,8 @@ def run_evaluation(
     rows, throughput, tokens_by_engine, notes = [], {}, {}, {}
     for name in settings.engines:
         progress.scope = f"{name} engine"
-        progress.begin("loading", 1, "engine")
+        progress.note(f"loading the {name} engine")
         engine = build_engine(name, model_dir, ctx, settings)
-        progress.advance()
         notes[name] = engine.notes
         barrier()
         started = time.perf_counter()

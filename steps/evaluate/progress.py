@@ -45,6 +45,12 @@ class Progress:
         self.started = self.last_report = self.clock()
         self._report()
 
+    def note(self, text: str) -> None:
+        """A one-off step without counts (loading an engine)."""
+        self.task, self.total, self.unit, self.done = text, 0, "", 0
+        if self.show:
+            self.write(f"evaluate: {text}")
+
     def advance(self, count: int = 1) -> None:
         finished_now = self.done < self.total <= self.done + count
         self.done = min(self.total, self.done + count)
