@@ -57,11 +57,23 @@ def perplexity(model: torch.nn.Module, blocks, ctx: DistContext, progress: Progr
     return math.exp(total_nll / total_count)
 
 
+def probe_shard(probes: list[Probe], world_size: int, rank: int) -> list[int]:
+    """Rank `rank`'s probes: every world_size-th of each kind.
+
+    Probes come in (ID to name, description to name) pairs, so every other probe would give one rank
+    all the completions and the other all the long descriptions, and one rank would wait for the other.
+    """
+    by_kind: dict[str, list[int]] = {}
+    for index, probe in enumerate(probes):
+        by_kind.setdefault(probe.kind, []).append(index)
+    return sorted(i for group in by_kind.values() for i in group[rank::world_size])
+
+
 def probe_rows(
     model, tokenizer, probes: list[Probe], label: str, ctx: DistContext, progress: Progress = NO_PROGRESS
 ) -> list[dict]:
     """Every probe scored once, shared across ranks, in probe order; `model` column = label."""
-    mine = shard_indices(len(probes), ctx.world_size, ctx.rank)
+    mine = probe_shard(probes, ctx.world_size, ctx.rank)
     scored = score_probes(model, tokenizer, [probes[i] for i in mine], ctx.device, progress=progress) if mine else []
     indexed = [{"index": i, "model": label, **row} for i, row in zip(mine, scored, strict=True)]
     return sorted((r for part in all_gather_objects(indexed) for r in part), key=lambda r: r["index"])

@@ -7,6 +7,7 @@ import itertools
 import torch
 
 from steps.config import load_config
+from steps.evaluate.evaluation import probe_shard
 from steps.evaluate.probe_scoring import score_probes
 from steps.evaluate.probes import cwe_probes
 from steps.evaluate.progress import Progress
@@ -75,3 +76,14 @@ def test_probe_scoring_reports_progress_through_each_part() -> None:
     assert lines[0].startswith("evaluate: probe likelihoods (tuned model): 0/")
     assert any(line.startswith("evaluate: probe likelihoods (tuned model):") and "(done)" in line for line in lines)
     assert lines[-1].startswith("evaluate: probe completions (tuned model): 2/2 probes (100%)")
+
+
+def test_each_rank_gets_half_of_each_kind_of_probe() -> None:
+    # Probes alternate ID-to-name (completed) and description-to-name (long, not completed); every
+    # other probe gave rank 0 all the completions.
+    probes = cwe_probes(bundled_catalogue_path(), set(), count=5, choices=4, seed=3)
+    shards = [probe_shard(probes, 2, rank) for rank in (0, 1)]
+    assert sorted(shards[0] + shards[1]) == list(range(10))
+    for shard in shards:
+        kinds = [probes[i].kind for i in shard]
+        assert abs(kinds.count("id_to_name") - kinds.count("description_to_name")) <= 1
