@@ -48,8 +48,7 @@ class Progress:
     def note(self, text: str) -> None:
         """A one-off step without counts (loading an engine)."""
         self.task, self.total, self.unit, self.done = text, 0, "", 0
-        if self.show:
-            self.write(f"evaluate: {text}")
+        self._publish(f"evaluate: {text}")
 
     def advance(self, count: int = 1) -> None:
         finished_now = self.done < self.total <= self.done + count
@@ -71,9 +70,11 @@ class Progress:
         return text
 
     def _report(self) -> None:
+        self._publish(self.line())
+
+    def _publish(self, line: str) -> None:
         if not self.show:
             return
-        line = self.line()
         self.write(line)
         if self.file:
             record = {"task": self.task, "done": self.done, "total": self.total, "unit": self.unit, "line": line}
