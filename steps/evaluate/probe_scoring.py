@@ -64,7 +64,8 @@ def score_sequences(
     unique = list(dict.fromkeys((tuple(c), tuple(t)) for c, t in sequences))
     order = sorted(range(len(unique)), key=lambda i: len(unique[i][0]) + len(unique[i][1]))
     scored: dict[tuple, list[float]] = {}
-    progress.begin("probe likelihoods", len(unique), "sequences")
+    # Counted in tokens: sorted by length, sequences get longer as it goes, tokens keep a steady pace.
+    progress.begin("probe likelihoods", sum(len(c) + len(t) for c, t in unique), "tokens")
     start = 0
     while start < len(order):
         # Sorted ascending, so the last row of a batch is its widest.
@@ -74,7 +75,7 @@ def score_sequences(
         batch = [unique[i] for i in order[start:end]]
         lists = [(list(c), list(t)) for c, t in batch]
         scored.update(zip(batch, _sequence_logprobs(model, lists, pad_id, device), strict=True))
-        progress.advance(len(batch))
+        progress.advance(sum(len(c) + len(t) for c, t in batch))
         start = end
     return [scored[(tuple(c), tuple(t))] for c, t in sequences]
 
