@@ -178,13 +178,17 @@ def _complete(
     for start in range(0, len(wanted), batch_size):
         chunk = wanted[start : start + batch_size]
         encoded = tokenizer([probes[i].prompt for i in chunk], return_tensors="pt", padding=True)
-        longest = max(len(tokenizer(probes[i].answer, add_special_tokens=False)["input_ids"]) for i in chunk)
+        # Each probe's own budget: its answer's tokens and 2 more. Greedy tokens do not depend on the budget,
+        # so cutting to it makes a completion independent of which probes share its batch (and its rank).
+        budgets = [len(tokenizer(probes[i].answer, add_special_tokens=False)["input_ids"]) + 2 for i in chunk]
+        longest = max(budgets) - 2
         with torch.no_grad():
             out = model.generate(
                 **encoded.to(device), max_new_tokens=longest + 2, do_sample=False, pad_token_id=tokenizer.pad_token_id
             )
-        for i, tokens in zip(chunk, out[:, encoded["input_ids"].shape[1] :].tolist(), strict=True):
-            text = tokenizer.decode(tokens, skip_special_tokens=True).split("\n")[0]
+        new_tokens = out[:, encoded["input_ids"].shape[1] :].tolist()
+        for i, tokens, budget in zip(chunk, new_tokens, budgets, strict=True):
+            text = tokenizer.decode(tokens[:budget], skip_special_tokens=True).split("\n")[0]
             rows[i]["completion"] = text
             rows[i]["exact_match"] = text.strip() == probes[i].answer.strip()
         progress.advance(len(chunk))

@@ -47,7 +47,7 @@ def test_batched_probe_scores_equal_one_pair_at_a_time_and_pick_the_same() -> No
     model, tokenizer, probes = _debug_model_and_probes()
     cpu = torch.device("cpu")
     batched = score_probes(model, tokenizer, probes, cpu)
-    alone = score_probes(model, tokenizer, probes, cpu, tokens_per_batch=1)
+    alone = score_probes(model, tokenizer, probes, cpu, batch_size=1, tokens_per_batch=1)  # no neighbours
     assert len(batched) == len(alone) == 12
     for fast, slow in zip(batched, alone, strict=True):
         assert abs(fast["answer_logprob_per_token"] - slow["answer_logprob_per_token"]) < 1e-4
