@@ -5,7 +5,7 @@ of the default run on a 2-core machine).
     python bench/probe_scoring.py [--probes 300]
 
 Builds the default config's model (random weights: the cost does not depend on what they learned) and a
-4096-token BPE over the CWE catalogue, scores `--probes` CWE probes of each kind both ways, checks that
+4096-token BPE over the CWE catalogue, scores `--probes` CWE probes of each kind both ways, reports whether
 the scores agree to float tolerance and every pick and completion is the same, and prints one JSON line.
 """
 
