@@ -6,6 +6,8 @@ knows once its stage has returned.
 
 from __future__ import annotations
 
+import html
+
 from metaflow.cards import Markdown, Table, VegaChart
 from pydantic import BaseModel
 
@@ -53,6 +55,16 @@ def _fields_table(record: BaseModel, keys: tuple[str, ...], label: str) -> Table
     return Table([[key, str(getattr(record, key))] for key in keys], headers=[label, "value"])
 
 
+def wrapped_text(text: str) -> Markdown:
+    """Preformatted text that wraps at the card's width, in a box that scrolls when long.
+
+    A Markdown code block keeps each line whole, so one long line (a hash, a URL, a minified
+    file) widened the whole page and pushed every table's value column off-screen.
+    """
+    style = "white-space: pre-wrap; overflow-wrap: anywhere; max-height: 24em; overflow-y: auto"
+    return Markdown(f'<pre style="{style}">{html.escape(text)}</pre>')
+
+
 def refs_table(refs: dict[str, StoredDir]) -> Table:
     rows = [[name, ref.uri, ref.sha256[:16], str(ref.files), f"{ref.bytes / 1e6:.1f} MB"] for name, ref in refs.items()]
     return Table(rows, headers=["what", "where", "sha256", "files", "size"])
@@ -85,12 +97,13 @@ def prepare_card(result: PrepareResult) -> list:
         _histogram_chart(s.doc_tokens_histogram, "Document length", "tokens"),
         Markdown("## Sample blocks (decoded)"),
     ]
-    parts += [Markdown(f"```\n{block}\n```") for block in s.sample_blocks]
+    parts += [wrapped_text(block) for block in s.sample_blocks]
     if report.skipped_files:
         title = f"## Skipped files ({report.skipped_file_count}, first {len(report.skipped_files)} shown)"
         parts += [
             Markdown(title),
-            Table([[f.path, f.reason] for f in report.skipped_files], headers=["skipped file", "why"]),
+            # The reason first: a long path scrolls inside the table's box and would hide a column after it.
+            Table([[f.reason, f.path] for f in report.skipped_files], headers=["why", "skipped file"]),
         ]
     parts.append(refs_table({"dataset": result.dataset, "tokenizer": result.tokenizer}))
     return parts
@@ -174,11 +187,12 @@ def evaluate_card(result: EvaluateResult) -> list:
     speed = [{"engine": e, "tokens_per_s": t.tokens_per_s} for e, t in s.throughput.items()]
     agreement = "required and met" if s.agreement_required else "reported (not required on GPU or when sampling)"
     samples = [r for r in result.table if r.engine == s.engines[0]][:8]
+    settings = ", ".join(f"{key} {value}" for key, value in s.generation.items())  # those in effect only
     completed = [r for r in result.probes if r.model == "tuned" and r.completion is not None]
     # The names the model got right first: with a whole catalogue probed they are the news, and rare.
     probe_samples = sorted(completed, key=lambda r: not r.exact_match)
     parts = [
-        Markdown(f"# evaluate\n{s.prompts} prompts {s.prompt_sources}, generation {s.generation}"),
+        Markdown(f"# evaluate\n{s.prompts} prompts {s.prompt_sources}; generation: {settings}"),
         Markdown("## Before and after tuning"),
         Table(before_after, headers=["metric", "before (untuned)", "after (tuned)"]),
         Markdown(f"## Engines\nToken-for-token agreement with `{s.agreement_with}`: {agreement}"),

@@ -89,3 +89,33 @@ class LiveTrainCard:
     def failed(self, error: BaseException) -> None:
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         self.status.update(f"# train: FAILED\n`{first_line}`\n\nThe plots show the metrics up to the failure.")
+
+
+class LiveStatusCard:
+    """A status line refreshed while a stage runs (the evaluate step's progress), left marked FAILED if it fails."""
+
+    def __init__(self, step: str, refresh_interval_s: float) -> None:
+        self.step, self.refresh_interval_s = step, refresh_interval_s
+        self.status = Markdown(f"# {step}\nStarting...")
+        self._card = None
+        self._started = time.monotonic()
+
+    @contextlib.contextmanager
+    def shown_on(self, card):
+        self._card = card
+        card.append(self.status)
+        try:
+            yield self
+        except Exception as exc:
+            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            self.status.update(f"# {self.step}: FAILED\n`{first_line}`")
+            time.sleep(self.refresh_interval_s)  # refreshes are rate-limited, even forced ones
+            card.refresh(force=True)
+            raise
+        self.status.update(f"{self.step} finished in {time.monotonic() - self._started:.0f} s.")
+
+    def show(self, line: str) -> None:
+        """The latest progress line onto the card, refreshed (Metaflow rate-limits it)."""
+        self.status.update(f"# {self.step}\n{line}")
+        if self._card is not None:
+            self._card.refresh()

@@ -20,7 +20,7 @@ from metaflow import Config, FlowSpec, Parameter, card, current, parallel, step 
 
 from flows import cards  # noqa: E402
 from flows.compute_mutator import ComputeFromConfig  # noqa: E402
-from flows.live_card import LiveTrainCard  # noqa: E402
+from flows.live_card import LiveStatusCard, LiveTrainCard  # noqa: E402
 from flows.run_files import resumed_checkpoints, run_storage  # noqa: E402
 from steps.config import TuneConfig, parse_config_text  # noqa: E402
 from steps.convert.stage import convert_stage  # noqa: E402
@@ -35,7 +35,7 @@ from steps.runtime.launch import Rendezvous, free_port  # noqa: E402
 from steps.runtime.storage import StoredDir  # noqa: E402
 
 LIVE_CARD_INTERVAL_S = 5
-"""Seconds between refreshes of the train step's live card."""
+"""Seconds between refreshes of the live cards (train, evaluate)."""
 
 
 @ComputeFromConfig("config")  # compute.<step> → @batch / @kubernetes / @secrets
@@ -120,12 +120,16 @@ class TuneFlow(FlowSpec):
         current.card.extend(cards.convert_card(result))
         self.next(self.evaluate)
 
-    @card
+    @card(refresh_interval=LIVE_CARD_INTERVAL_S)
     @step
     def evaluate(self):
         model, dataset = StoredDir.from_dict(self.model), StoredDir.from_dict(self.dataset)
         train_summary = TrainSummary.model_validate(self.train_summary)
-        result = evaluate_stage(self.tune_config, run_storage(self), model, dataset, train_summary)
+        live = LiveStatusCard("evaluate", refresh_interval_s=LIVE_CARD_INTERVAL_S)
+        with live.shown_on(current.card):
+            result = evaluate_stage(
+                self.tune_config, run_storage(self), model, dataset, train_summary, on_progress=live.show
+            )
         self.evaluation, self.eval_summary = result.evaluation.to_dict(), result.summary.model_dump()
         self.eval_table = [row.model_dump() for row in result.table]
         current.card.extend(cards.evaluate_card(result))

@@ -20,6 +20,7 @@ from transformers import PreTrainedModel
 from transformers.integrations import HfDeepSpeedConfig
 
 from steps.config import EvaluateConfig
+from steps.evaluate.decoding import search_arguments
 from steps.formats.model import TORCH_DTYPES, load_pretrained
 from steps.runtime.distributed import ON_GPU, DistContext
 
@@ -49,13 +50,9 @@ class InferenceEngine:
         pad_id: int,
     ) -> torch.Tensor:
         """Continuations under the configured search; returns only the new tokens."""
-        search: dict = {"do_sample": False, "num_beams": 1}
         if settings.decoding == "sampling":
             # The same seed on every rank: tensor-parallel ranks must draw the same token.
             torch.manual_seed(settings.seed)
-            search = {"do_sample": True, "temperature": settings.temperature, "top_p": settings.top_p}
-        elif settings.decoding == "beams":
-            search = {"do_sample": False, "num_beams": settings.num_beams}
         out = self.model.generate(
             input_ids=input_ids,
             attention_mask=attention_mask,
@@ -63,7 +60,7 @@ class InferenceEngine:
             eos_token_id=eos_ids,
             pad_token_id=pad_id,
             synced_gpus=self.synced,
-            **search,
+            **search_arguments(settings),
         )
         return out[:, input_ids.shape[1] :]
 

@@ -17,11 +17,13 @@ import pyarrow.parquet as pq
 import torch
 
 from steps.config import TuneConfig
+from steps.evaluate.decoding import settings_in_effect
 from steps.evaluate.engines import build_engine
 from steps.evaluate.generation import agreement_rates, check_agreement, run_engine, shard_indices
 from steps.evaluate.output_files import GENERATIONS_FILE, PROBES_FILE, SUMMARY_FILE
 from steps.evaluate.probe_scoring import score_probes
 from steps.evaluate.probes import Probe, build_probes, summarize
+from steps.evaluate.progress import NO_PROGRESS, Progress
 from steps.evaluate.prompts import load_prompts
 from steps.formats.blocks import load_blocks
 from steps.formats.model import initial_model, load_pretrained, state_dict_sha256
@@ -37,32 +39,52 @@ from steps.runtime.distributed import (
 )
 
 
-def perplexity(model: torch.nn.Module, blocks, ctx: DistContext) -> float:
+def perplexity(model: torch.nn.Module, blocks, ctx: DistContext, progress: Progress = NO_PROGRESS) -> float:
     """exp of the mean next-token loss over held-out blocks, shared across ranks."""
     model.eval()
     nll, count = 0.0, 0
+    mine = shard_indices(len(blocks), ctx.world_size, ctx.rank)
+    progress.begin("perplexity", len(mine), "blocks")
     with torch.no_grad():
-        for i in shard_indices(len(blocks), ctx.world_size, ctx.rank):
+        for i in mine:
             ids = torch.tensor(blocks[i : i + 1], dtype=torch.long, device=ctx.device)
             loss = model(input_ids=ids, labels=ids).loss
             tokens = ids.shape[1] - 1
             nll += loss.item() * tokens
             count += tokens
+            progress.advance()
     total_nll, total_count = all_reduce_sum([nll, count], ctx.device)
     return math.exp(total_nll / total_count)
 
 
-def probe_rows(model, tokenizer, probes: list[Probe], label: str, ctx: DistContext) -> list[dict]:
+def probe_shard(probes: list[Probe], world_size: int, rank: int) -> list[int]:
+    """Rank `rank`'s probes: every world_size-th of each kind.
+
+    Probes come in (ID to name, description to name) pairs, so every other probe would give one rank
+    all the completions and the other all the long descriptions, and one rank would wait for the other.
+    """
+    by_kind: dict[str, list[int]] = {}
+    for index, probe in enumerate(probes):
+        by_kind.setdefault(probe.kind, []).append(index)
+    return sorted(i for group in by_kind.values() for i in group[rank::world_size])
+
+
+def probe_rows(
+    model, tokenizer, probes: list[Probe], label: str, ctx: DistContext, progress: Progress = NO_PROGRESS
+) -> list[dict]:
     """Every probe scored once, shared across ranks, in probe order; `model` column = label."""
-    mine = shard_indices(len(probes), ctx.world_size, ctx.rank)
-    scored = score_probes(model, tokenizer, [probes[i] for i in mine], ctx.device) if mine else []
+    mine = probe_shard(probes, ctx.world_size, ctx.rank)
+    scored = score_probes(model, tokenizer, [probes[i] for i in mine], ctx.device, progress=progress) if mine else []
     indexed = [{"index": i, "model": label, **row} for i, row in zip(mine, scored, strict=True)]
     return sorted((r for part in all_gather_objects(indexed) for r in part), key=lambda r: r["index"])
 
 
-def score_model(model, tokenizer, blocks, probes: list[Probe], label: str, ctx: DistContext) -> tuple[float, list]:
+def score_model(
+    model, tokenizer, blocks, probes: list[Probe], label: str, ctx: DistContext, progress: Progress
+) -> tuple[float, list]:
     model = model.to(ctx.device)
-    return perplexity(model, blocks, ctx), probe_rows(model, tokenizer, probes, label, ctx)
+    progress.scope = f"{label} model"
+    return perplexity(model, blocks, ctx, progress), probe_rows(model, tokenizer, probes, label, ctx, progress)
 
 
 def run_evaluation(
@@ -72,6 +94,7 @@ def run_evaluation(
     train_summary: TrainSummary,
     out_dir: Path,
     base_model: Path | None,
+    progress_file: Path | None = None,
 ) -> EvalSummary:
     settings = config.evaluate
     tokenizer = load_tokenizer(model_dir)
@@ -79,25 +102,29 @@ def run_evaluation(
     prompts = load_prompts(dataset_dir, settings.prompt_file, tokenizer)
     probes = build_probes(config, dataset_dir)
     ctx = init_distributed()
+    # Rank 0 reports for all: the ranks' shares are even and they move together.
+    progress = Progress(show=ctx.is_main, file=progress_file)
     blocks = load_blocks(dataset_dir / "validation")[: settings.perplexity_blocks]
 
-    ppl_tuned, probes_tuned = score_model(load_pretrained(model_dir), tokenizer, blocks, probes, "tuned", ctx)
+    ppl_tuned, probes_tuned = score_model(load_pretrained(model_dir), tokenizer, blocks, probes, "tuned", ctx, progress)
     untuned = initial_model(config.model, base_model, tokenizer)
     if state_dict_sha256(untuned) != train_summary.init_sha256:
         raise RuntimeError(
             "the rebuilt untuned model differs from the one training started from; "
             "model.init_seed or the base model changed between train and evaluate"
         )
-    ppl_untuned, probes_untuned = score_model(untuned, tokenizer, blocks, probes, "untuned", ctx)
+    ppl_untuned, probes_untuned = score_model(untuned, tokenizer, blocks, probes, "untuned", ctx, progress)
     del untuned
 
     rows, throughput, tokens_by_engine, notes = [], {}, {}, {}
     for name in settings.engines:
+        progress.scope = f"{name} engine"
+        progress.note(f"loading the {name} engine")
         engine = build_engine(name, model_dir, ctx, settings)
         notes[name] = engine.notes
         barrier()
         started = time.perf_counter()
-        results = run_engine(engine, prompts, settings, tokenizer, ctx)
+        results = run_engine(engine, prompts, settings, tokenizer, ctx, progress)
         elapsed = time.perf_counter() - started
         del engine
         generated = sum(len(r["tokens"]) for r in results)
@@ -132,17 +159,7 @@ def run_evaluation(
             "prompts": len(prompts),
             "prompt_sources": {s: sum(p["source"] == s for p in prompts) for s in ("heldout", "user")},
             "engines": settings.engines,
-            "generation": settings.model_dump(
-                include={
-                    "decoding",
-                    "max_new_tokens",
-                    "batch_size",
-                    "extra_eos_ids",
-                    "temperature",
-                    "top_p",
-                    "num_beams",
-                }
-            ),
+            "generation": settings_in_effect(settings),
             "perplexity": {"tuned": ppl_tuned, "untuned": ppl_untuned, "ratio": ppl_tuned / ppl_untuned},
             "perplexity_blocks": len(blocks),
             "probes": {"tuned": summarize(probes_tuned), "untuned": summarize(probes_untuned)},

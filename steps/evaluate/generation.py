@@ -14,6 +14,7 @@ import torch
 
 from steps.config import EvaluateConfig
 from steps.evaluate.engines import InferenceEngine
+from steps.evaluate.progress import NO_PROGRESS, Progress
 from steps.runtime.distributed import ON_GPU, DistContext, all_gather_objects
 
 
@@ -46,7 +47,12 @@ def _trim(tokens: list[int], eos_ids: set[int], pad_id: int) -> list[int]:
 
 
 def run_engine(
-    engine: InferenceEngine, prompts: list[dict], settings: EvaluateConfig, tokenizer, ctx: DistContext
+    engine: InferenceEngine,
+    prompts: list[dict],
+    settings: EvaluateConfig,
+    tokenizer,
+    ctx: DistContext,
+    progress: Progress = NO_PROGRESS,
 ) -> list[dict]:
     """Generations for every prompt, in input order, identical on every rank."""
     batch_size = settings.batch_size
@@ -58,6 +64,7 @@ def run_engine(
         calls = math.ceil(len(prompts) / batch_size)
     eos_ids = [tokenizer.eos_token_id, *settings.extra_eos_ids]
     results = []
+    progress.begin("generations", len(mine), "prompts")
     for call in range(calls):
         chunk = mine[call * batch_size : (call + 1) * batch_size]
         # A rank with nothing left still steps with a stand-in prompt, so synced ranks never hang.
@@ -69,6 +76,7 @@ def run_engine(
         for index, tokens in zip(chunk, new, strict=False):
             tokens = _trim(tokens, set(eos_ids), tokenizer.pad_token_id)
             results.append({"index": index, "tokens": tokens, "latency_s": latency / len(rows)})
+        progress.advance(len(chunk))
     if engine.shards_prompts:
         results = [r for part in all_gather_objects(results) for r in part]
     results.sort(key=lambda r: r["index"])

@@ -5,12 +5,15 @@ Runs in the Metaflow step process and imports no torch.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pyarrow.parquet as pq
 
 from steps.config import TuneConfig, write_config
 from steps.evaluate.output_files import GENERATIONS_FILE, PROBES_FILE, SUMMARY_FILE
+from steps.evaluate.progress import ProgressWatcher
 from steps.formats.model_folder import resolve_base_model
 from steps.results import EvalSummary, EvaluateResult, GenerationRow, ProbeRow, TrainSummary
 from steps.runtime.launch import cli_args, run_torchrun
@@ -19,10 +22,17 @@ from steps.runtime.storage import Storage, StoredDir, fetch
 
 
 def evaluate_stage(
-    config: TuneConfig, storage: Storage, model: StoredDir, dataset: StoredDir, train_summary: TrainSummary
+    config: TuneConfig,
+    storage: Storage,
+    model: StoredDir,
+    dataset: StoredDir,
+    train_summary: TrainSummary,
+    on_progress: Callable[[str], None] | None = None,
+    progress_interval_s: float = 5.0,
 ) -> EvaluateResult:
+    """Evaluate under torchrun; `on_progress` gets rank 0's latest progress line (for a live card) as it changes."""
     with stage_scratch("evaluate") as scratch:  # fetched inputs, the base model's copy, the outputs
-        return _evaluate(config, storage, model, dataset, train_summary, scratch)
+        return _evaluate(config, storage, model, dataset, train_summary, scratch, on_progress, progress_interval_s)
 
 
 def _evaluate(
@@ -32,6 +42,8 @@ def _evaluate(
     dataset: StoredDir,
     train_summary: TrainSummary,
     work: Path,
+    on_progress: Callable[[str], None] | None,
+    progress_interval_s: float,
 ) -> EvaluateResult:
     summary_file = work / "train_summary.json"
     summary_file.write_text(train_summary.model_dump_json())
@@ -43,8 +55,11 @@ def _evaluate(
         train_summary=summary_file,
         out=out,
         base_model=resolve_base_model(config.model.base_model, work / "base-model"),
+        progress_file=work / "progress.json",
     )
-    run_torchrun("steps.evaluate", args, config.evaluate.nproc)
+    watcher = ProgressWatcher(work / "progress.json", on_progress, progress_interval_s) if on_progress else None
+    with watcher or contextlib.nullcontext():
+        run_torchrun("steps.evaluate", args, config.evaluate.nproc)
     probes = out / PROBES_FILE
     return EvaluateResult(
         evaluation=storage.publish(out, "evaluate"),

@@ -105,7 +105,7 @@ def _held_out_subset(prepared: Path, keep: int, tmp_path: Path) -> Path:
     return dataset
 
 
-def test_evaluation_engines_agree_and_keep_prompt_order(trained, prepared: Path, tmp_path: Path) -> None:
+def test_evaluation_engines_agree_and_keep_prompt_order(trained, prepared: Path, tmp_path: Path, capfd) -> None:
     """ZeRO-2 model: 2 held-out + 1 short user prompt = 3; ZeRO-3 model: 5 held-out prompts (uneven over 2 ranks)."""
 
     config, out, _ = trained
@@ -133,9 +133,21 @@ def test_evaluation_engines_agree_and_keep_prompt_order(trained, prepared: Path,
             str(out / "train_summary.json"),
             "--out",
             str(tmp_path / "eval"),
+            "--progress-file",
+            str(tmp_path / "progress.json"),
         ],
         nproc_per_node=2,
     )
+    # Progress from rank 0 only (each line once), through every part, with counts; the last line for the card.
+    progress = [line for line in capfd.readouterr().out.splitlines() if line.startswith("evaluate: ")]
+    for part in (
+        "perplexity (tuned model): 0/",
+        "probe likelihoods (untuned model): 0/",
+        "generations (zero engine): 0/",
+    ):
+        assert sum(part in line for line in progress) == 1, (part, progress)
+    assert "probe completions (tuned model): 4/4 probes (100%)" in "\n".join(progress)  # rank 0: 4 of 8 generative
+    assert json.loads((tmp_path / "progress.json").read_text())["line"] == progress[-1]
     summary = json.loads((tmp_path / "eval" / "eval_summary.json").read_text())
     rows = pq.read_table(tmp_path / "eval" / "generations.parquet").to_pylist()
     assert summary["prompts"] == expected_prompts

@@ -1,0 +1,59 @@
+"""Every step's card opened in a real headless Chromium: it fits a 1400-pixel window and shows its values.
+
+Cards are built from typed results (tests/support/card_results.py) with the long unbroken values
+real runs have: hashes, URIs, decoded sample blocks. Needs Debian's `chromium` (.ci/run installs it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from flows import cards
+from tests.support import card_results as results
+from tests.support.browser import WINDOW, card_html, chromium, open_in_chromium
+
+BROWSER = chromium()
+pytestmark = pytest.mark.skipif(BROWSER is None, reason="no chromium on PATH (apt-get install -y chromium)")
+
+
+def _cards() -> dict[str, tuple[list, list[str]]]:
+    """Each step's card components and values a reader must find on it."""
+    end_refs = {"model": results.stored("convert/model").to_dict()}
+    return {
+        "prepare": (
+            cards.prepare_card(results.prepare_result()),
+            ["documents kept", "1353", "1240 / 553000 / 2163", "aws_access_key", results.LONG_LINE, "not a PDF"],
+        ),
+        "train": (cards.train_card(results.train_result()), ["final_loss", "2.345", "1228800", results.ROOT]),
+        "convert": (
+            cards.convert_card(results.convert_result()),
+            ["max_logit_difference", "1.2e-06", "model.layers.3.self_attn.q_proj.weight"],
+        ),
+        "evaluate": (
+            cards.evaluate_card(results.evaluate_result()),
+            ["4334.42", "25.84", "0.483", "decoding greedy", results.LONG_LINE],
+        ),
+        "end": (
+            cards.end_card(end_refs, results.eval_summary(), results.conversion(), results.train_summary()),
+            ["4334.4 → 25.8", "probe choice_accuracy 0.265 → 0.483", "final loss 2.345"],
+        ),
+    }
+
+
+@pytest.mark.parametrize("step", ["prepare", "train", "convert", "evaluate", "end"])
+def test_each_card_fits_the_window_and_shows_its_values(step: str, tmp_path: Path) -> None:
+    components, expected = _cards()[step]
+    page = open_in_chromium(BROWSER, card_html(components), screenshot=tmp_path / f"{step}.png")
+    assert page.scroll_width <= WINDOW[0] == page.client_width, f"{step} card is {page.scroll_width} px wide"
+    missing = [value for value in expected if value not in page.text]
+    assert not missing, f"{step} card does not show {missing}"
+    assert (tmp_path / f"{step}.png").stat().st_size > 0
+
+
+def test_the_evaluate_card_shows_only_the_decoding_settings_in_effect() -> None:
+    components, _ = _cards()["evaluate"]
+    text = open_in_chromium(BROWSER, card_html(components)).text
+    assert "decoding greedy" in text
+    assert "num_beams" not in text and "temperature" not in text
