@@ -16,6 +16,7 @@ from steps.config import TuneConfig
 from steps.convert.stage import convert_stage
 from steps.dispatch.sagemaker_job import (
     SECRET_SOURCES_ENV,
+    STAGE_ENV,
     TrainingJobError,
     sagemaker_train_stage,
     training_job_name,
@@ -60,19 +61,20 @@ def run_on_s3(aws_env, prepared: Path, request) -> tuple[Storage, StoredDir, Sto
 def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(run_on_s3, debug_config, tmp_path, capsys) -> None:
     storage, dataset, tokenizer, secret_arn = run_on_s3
     config = _sagemaker_config(debug_config, secret_arn)
-    client = EmulatedSageMaker(boto3.client("sagemaker"), tmp_path, hosts=["127.0.0.1", "localhost"])
+    client = EmulatedSageMaker(tmp_path, hosts=["127.0.0.1", "localhost"])
     name = training_job_name("TuneFlow", "7", 0)
 
-    result = sagemaker_train_stage(
-        config, storage, dataset, tokenizer, name, clients=(client, boto3.client("logs")), poll_s=0.1
-    )
+    result = sagemaker_train_stage(config, storage, dataset, tokenizer, name, session=client.session, poll_s=0.1)
 
     hosts = client.hosts_finished
     assert [h.returncode for h in hosts] == [0, 0], hosts[0].stdout[-3000:] + hosts[1].stdout[-3000:]
     (request,) = client.requests
     described = boto3.client("sagemaker").describe_training_job(TrainingJobName=name)
     assert CANARY not in json.dumps(request) and CANARY not in json.dumps(described, default=str)
-    assert request["Environment"] == {SECRET_SOURCES_ENV: secret_arn}  # a reference, never the value
+    assert request["Environment"] == {
+        SECRET_SOURCES_ENV: secret_arn,
+        STAGE_ENV: "train",
+    }  # a reference, never the value
     assert "HyperParameters" not in request
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
     assert channels["dataset"] == dataset.uri + "/" and channels["tokenizer"] == tokenizer.uri + "/"
@@ -111,7 +113,7 @@ def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(run_on_s3, deb
         dataset,
         tokenizer,
         training_job_name("TuneFlow", "8", 0),
-        clients=(client, boto3.client("logs")),
+        session=client.session,
         poll_s=0.1,
         resume_from=earlier,
     )
@@ -130,12 +132,10 @@ def test_failed_host_fails_the_step_with_the_job_failure_reason(run_on_s3, debug
     not_a_dataset.mkdir()
     (not_a_dataset / "readme.txt").write_text("no blocks here")
     broken = storage.publish(not_a_dataset, "prepare/not-a-dataset")
-    client = EmulatedSageMaker(boto3.client("sagemaker"), tmp_path, hosts=["127.0.0.1"])
+    client = EmulatedSageMaker(tmp_path, hosts=["127.0.0.1"])
     name = training_job_name("TuneFlow", "7", 1)
     with pytest.raises(TrainingJobError) as failure:
-        sagemaker_train_stage(
-            config, storage, broken, tokenizer, name, clients=(client, boto3.client("logs")), poll_s=0.1
-        )
+        sagemaker_train_stage(config, storage, broken, tokenizer, name, session=client.session, poll_s=0.1)
     assert client.hosts_finished[0].returncode != 0
     message = str(failure.value)
     assert f"job {name} ended Failed" in message and "LaunchError" in message

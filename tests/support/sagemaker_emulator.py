@@ -111,18 +111,25 @@ def run_job(request: dict[str, Any], root: Path, hosts: list[str]) -> list[subpr
 
 
 class EmulatedSageMaker:
-    """The real boto3 SageMaker client (against moto), whose jobs run on emulated hosts when created."""
+    """A boto3 session against moto whose SageMaker jobs run on emulated hosts as they are created.
 
-    def __init__(self, client, root: Path, hosts: list[str]) -> None:
-        self.client, self.root, self.hosts = client, root, hosts
+    The SDK (sagemaker-core) makes its own clients from the session it is given; the
+    session's event hooks see the CreateTrainingJob parameters as botocore sends them
+    (after botocore validated them against the service model) and run the job's hosts.
+    """
+
+    def __init__(self, root: Path, hosts: list[str]) -> None:
+        self.root, self.hosts = root, hosts
         self.requests: list[dict[str, Any]] = []
         self.hosts_finished: list[subprocess.CompletedProcess] = []
+        self.session = boto3.Session()
+        self.session.events.register("provide-client-params.sagemaker.CreateTrainingJob", self._remember)
+        self.session.events.register("after-call.sagemaker.CreateTrainingJob", self._run)
 
-    def create_training_job(self, **request: Any) -> dict[str, Any]:
-        response = self.client.create_training_job(**request)  # botocore validates against the service model
-        self.requests.append(request)
-        self.hosts_finished = run_job(request, self.root / request["TrainingJobName"], self.hosts)
-        return response
+    def _remember(self, params: dict[str, Any], **_: Any) -> None:
+        self.requests.append(json.loads(json.dumps(params, default=str)))
 
-    def __getattr__(self, name: str):
-        return getattr(self.client, name)
+    def _run(self, http_response, parsed: dict[str, Any], **_: Any) -> None:
+        if http_response.status_code == 200:
+            request = self.requests[-1]
+            self.hosts_finished = run_job(request, self.root / request["TrainingJobName"], self.hosts)
