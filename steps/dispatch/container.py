@@ -33,6 +33,7 @@ import boto3
 import torch
 
 from steps.config import load_config
+from steps.dispatch.host_checkpoints import HostCheckpointPruner
 from steps.dispatch.sagemaker_job import SECRET_SOURCES_ENV
 from steps.formats.train_folder import OUTPUT_FILES
 from steps.runtime.launch import Rendezvous, cli_args, run_torchrun
@@ -131,7 +132,9 @@ def run_training_host(contract: HostContract) -> Path:
     rdzv = Rendezvous(
         len(contract.hosts), contract.node_rank, contract.hosts[0], int(os.environ.get("MASTER_PORT", DEFAULT_PORT))
     )
-    run_torchrun("steps.train", args, nproc, rdzv)
+    # Every host prunes its own checkpoint folder; the train loop prunes only where the records are (host 0).
+    with HostCheckpointPruner(checkpoints, config.train.keep_checkpoints):
+        run_torchrun("steps.train", args, nproc, rdzv)
     model_dir = contract.base / "model"
     if contract.node_rank == 0:
         model_dir.mkdir(parents=True, exist_ok=True)

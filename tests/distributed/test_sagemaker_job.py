@@ -60,7 +60,7 @@ def run_on_s3(aws_env, prepared: Path, request) -> tuple[Storage, StoredDir, Sto
 @pytest.mark.slow
 def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(run_on_s3, debug_config, tmp_path, capsys) -> None:
     storage, dataset, tokenizer, secret_arn = run_on_s3
-    config = _sagemaker_config(debug_config, secret_arn)
+    config = _sagemaker_config(debug_config, secret_arn, keep_checkpoints=1)
     client = EmulatedSageMaker(tmp_path, hosts=["127.0.0.1", "localhost"])
     name = training_job_name("TuneFlow", "7", 0)
 
@@ -92,6 +92,10 @@ def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(run_on_s3, deb
     assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] >= request["StoppingCondition"]["MaxRuntimeInSeconds"]
     assert request["ResourceConfig"]["InstanceCount"] == 2
 
+    # Every host pruned its own checkpoint folder, not only the main host (where the records are).
+    for host in ("host-0", "host-1"):
+        kept = sorted(p.name for p in (tmp_path / name / host / "opt/ml/checkpoints").glob("step-*"))
+        assert kept == ["step-0000006"], (host, kept)
     assert result.job.arn == described["TrainingJobArn"] and result.job.status == "Completed"
     assert result.summary.world_size == 2 and result.summary.steps == 6
     assert [m.step for m in result.metrics][-1] == 6
