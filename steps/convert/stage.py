@@ -23,6 +23,11 @@ def convert_stage(config: TuneConfig, storage: Storage, checkpoint: StoredDir, t
     out = Path(tempfile.mkdtemp(prefix="tune-convert-")) / "model"
     args = cli_args(config=write_temp_config(config), train=train_dir, tokenizer=fetch(tokenizer), out=out)
     run_module("steps.convert", args)
+    return publish_model(storage, out)
+
+
+def publish_model(storage: Storage, out: Path) -> ConvertResult:
+    """Publish a converted model folder (written here or by a SageMaker job) as the run's `convert/model`."""
     return ConvertResult(
         model=storage.publish(out, "convert/model"),
         conversion=ConversionRecord.model_validate_json((out / CONVERSION_FILE).read_text()),

@@ -34,6 +34,11 @@ def evaluate_stage(
         base_model=resolve_base_model(config.model.base_model),
     )
     run_torchrun("steps.evaluate", args, config.evaluate.nproc)
+    return publish_evaluation(storage, out)
+
+
+def publish_evaluation(storage: Storage, out: Path) -> EvaluateResult:
+    """Publish an evaluation folder (written here or by a SageMaker job) as the run's `evaluate` folder."""
     probes = out / PROBES_FILE
     return EvaluateResult(
         evaluation=storage.publish(out, "evaluate"),
