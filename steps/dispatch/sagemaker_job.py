@@ -23,6 +23,7 @@ Secrets never enter the request: the job gets Secrets Manager ARNs/names in
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import tempfile
@@ -60,6 +61,8 @@ CHECKPOINTS_FOLDER = "sagemaker/checkpoints"
 """Where a run's SageMaker jobs keep their checkpoints in its storage (per run: a retried job resumes from them)."""
 CONTAINER_CHECKPOINTS = "/opt/ml/checkpoints"
 SECRET_SOURCES_ENV = "TUNE_SECRET_SOURCES"
+POLL_ENV = "TUNE_SAGEMAKER_POLL_S"
+"""Seconds between DescribeTrainingJob calls while a step waits (default 30)."""
 STAGE_ENV = "TUNE_STAGE"
 """Which stage the container runs; SageMaker always starts it as `<image> train`."""
 
@@ -160,9 +163,12 @@ def job_record(job: TrainingJob) -> TrainingJobRecord:
     )
 
 
-def run_job(spec: dict[str, Any], session: boto3.Session, poll_s: float, timeout_s: float | None = None) -> TrainingJob:
+def run_job(
+    spec: dict[str, Any], session: boto3.Session, poll_s: float | None, timeout_s: float | None = None
+) -> TrainingJob:
     """Create the job (after stopping a still-running earlier attempt of it) and wait for it, stopping it on
-    any exit but completion. The Completed job."""
+    any exit but completion. The Completed job. `poll_s` None: TUNE_SAGEMAKER_POLL_S, else 30 s."""
+    poll_s = poll_s if poll_s is not None else float(os.environ.get(POLL_ENV, "30"))
     name = spec["training_job_name"]
     stop_predecessors(name[: name.rindex("-a") + 2], session, poll_s=min(poll_s, 5.0))
     job = TrainingJob.create(**spec, session=session)
@@ -239,7 +245,7 @@ def sagemaker_train_stage(
     tokenizer: StoredDir,
     name: str,
     session: boto3.Session | None = None,
-    poll_s: float = 30.0,
+    poll_s: float | None = None,
     resume_from: Sequence[str] = (),
 ) -> TrainResult:
     """Train as a SageMaker job; returns what `steps.train.stage.train_stage` returns, plus the job's record.

@@ -44,7 +44,7 @@ def sagemaker_evaluate_stage(
     train_summary: TrainSummary,
     name: str,
     session: boto3.Session | None = None,
-    poll_s: float = 30.0,
+    poll_s: float | None = None,
 ) -> EvaluateResult:
     """Evaluate as a SageMaker job; returns what `steps.evaluate.stage.evaluate_stage` returns."""
     channels = common_channels(config, storage, name, "evaluate")
@@ -69,7 +69,7 @@ def sagemaker_convert_stage(
     tokenizer: StoredDir,
     name: str,
     session: boto3.Session | None = None,
-    poll_s: float = 30.0,
+    poll_s: float | None = None,
 ) -> ConvertResult:
     """Convert as a SageMaker job; returns what `steps.convert.stage.convert_stage` returns."""
     channels = common_channels(config, storage, name, "convert")

@@ -58,10 +58,12 @@ def run_on_s3(aws_env, prepared: Path, request) -> tuple[Storage, StoredDir, Sto
 
 
 @pytest.mark.slow
-def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(run_on_s3, debug_config, tmp_path, capsys) -> None:
+def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(
+    run_on_s3, debug_config, tmp_path, capsys, monkeypatch
+) -> None:
     storage, dataset, tokenizer, secret_arn = run_on_s3
     config = _sagemaker_config(debug_config, secret_arn, keep_checkpoints=1)
-    client = EmulatedSageMaker(tmp_path, hosts=["127.0.0.1", "localhost"])
+    client = EmulatedSageMaker(tmp_path).install(monkeypatch)
     name = training_job_name("TuneFlow", "7", 0)
 
     result = sagemaker_train_stage(config, storage, dataset, tokenizer, name, session=client.session, poll_s=0.1)
@@ -128,7 +130,7 @@ def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(run_on_s3, deb
     assert again.summary.resumed_from_step == 6 and again.summary.steps == 9
 
 
-def test_failed_host_fails_the_step_with_the_job_failure_reason(run_on_s3, debug_config, tmp_path) -> None:
+def test_failed_host_fails_the_step_with_the_job_failure_reason(run_on_s3, debug_config, tmp_path, monkeypatch) -> None:
     storage, dataset, tokenizer, secret_arn = run_on_s3
     config = _sagemaker_config(debug_config, secret_arn, num_nodes=1)
     # A dataset channel that holds no blocks: the container fails before training starts.
@@ -136,7 +138,7 @@ def test_failed_host_fails_the_step_with_the_job_failure_reason(run_on_s3, debug
     not_a_dataset.mkdir()
     (not_a_dataset / "readme.txt").write_text("no blocks here")
     broken = storage.publish(not_a_dataset, "prepare/not-a-dataset")
-    client = EmulatedSageMaker(tmp_path, hosts=["127.0.0.1"])
+    client = EmulatedSageMaker(tmp_path).install(monkeypatch)
     name = training_job_name("TuneFlow", "7", 1)
     with pytest.raises(TrainingJobError) as failure:
         sagemaker_train_stage(config, storage, broken, tokenizer, name, session=client.session, poll_s=0.1)
