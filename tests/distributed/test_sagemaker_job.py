@@ -21,6 +21,7 @@ from steps.dispatch.sagemaker_job import (
     sagemaker_train_stage,
     training_job_name,
 )
+from steps.dispatch.sagemaker_stages import sagemaker_convert_stage
 from steps.dispatch.targets import checkpoint_roots
 from steps.runtime.storage import Storage, StoredDir, open_storage
 from tests.support.aws import IMAGE, ROLE
@@ -32,6 +33,13 @@ CANARY = "hf_CANARY_d0n0tl3ak_7f3a9c"
 def _sagemaker_config(debug_config: TuneConfig, secret_arn: str, **train) -> TuneConfig:
     raw = debug_config.model_dump()
     raw["train"].update({"num_nodes": 2, "nproc_per_node": 1, "max_steps": 6, "checkpoint_every": 3, **train})
+    raw["compute"]["convert"] = {
+        "target": "sagemaker",
+        "image": IMAGE,
+        "instance_type": "ml.m5.4xlarge",
+        "role_arn": ROLE,
+        "secrets": [secret_arn],
+    }
     raw["compute"]["train"] = {
         "target": "sagemaker",
         "image": IMAGE,
@@ -109,6 +117,14 @@ def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(
     converted = convert_stage(config, storage, result.checkpoint, tokenizer)
     assert converted.conversion.logits_match is True
     assert converted.conversion.trained_world_size == 2
+    # convert as a SageMaker job (compute.convert.target: sagemaker) publishes the same model folder.
+    remote = sagemaker_convert_stage(
+        config, storage, result.checkpoint, tokenizer, training_job_name("TuneFlow", "7", 0, "convert"), poll_s=0.1
+    )
+    assert client.requests[-1]["Environment"][STAGE_ENV] == "convert"
+    assert client.requests[-1]["ResourceConfig"]["InstanceCount"] == 1
+    assert remote.job.status == "Completed" and remote.conversion.logits_match is True
+    assert remote.model.uri == converted.model.uri and remote.model.files == converted.model.files
 
     # `resume` of this run (a new run id, a new job): its checkpoints go in as a channel and training continues.
     resumed_storage = open_storage(storage.root.replace("/7/files", "/8/files"))
