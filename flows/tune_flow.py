@@ -23,11 +23,9 @@ from flows.compute_mutator import ComputeFromConfig  # noqa: E402
 from flows.live_card import LiveStatusCard, LiveTrainCard  # noqa: E402
 from flows.run_files import resumed_checkpoints, run_storage  # noqa: E402
 from steps.config import TuneConfig, parse_config_text  # noqa: E402
-from steps.convert.stage import convert_stage  # noqa: E402
 from steps.dispatch.decorators import train_tasks  # noqa: E402
 from steps.dispatch.sagemaker_job import training_job_name  # noqa: E402
-from steps.dispatch.targets import train_on_target  # noqa: E402
-from steps.evaluate.stage import evaluate_stage  # noqa: E402
+from steps.dispatch.targets import convert_on_target, evaluate_on_target, train_on_target  # noqa: E402
 from steps.prepare.stage import prepare_stage  # noqa: E402
 from steps.project_files import DEFAULT_CONFIG  # noqa: E402
 from steps.results import TrainSummary  # noqa: E402
@@ -115,8 +113,10 @@ class TuneFlow(FlowSpec):
         )
         self.training_job = main.training_job
         checkpoint, tokenizer = StoredDir.from_dict(self.checkpoint), StoredDir.from_dict(self.tokenizer)
-        result = convert_stage(self.tune_config, run_storage(self), checkpoint, tokenizer)
+        job_name = training_job_name(current.flow_name, current.run_id, current.retry_count, "convert")
+        result = convert_on_target(self.tune_config, run_storage(self), checkpoint, tokenizer, job_name)
         self.model, self.conversion = result.model.to_dict(), result.conversion.model_dump()
+        self.convert_job = result.job.model_dump() if result.job else None
         current.card.extend(cards.convert_card(result))
         self.next(self.evaluate)
 
@@ -125,13 +125,15 @@ class TuneFlow(FlowSpec):
     def evaluate(self):
         model, dataset = StoredDir.from_dict(self.model), StoredDir.from_dict(self.dataset)
         train_summary = TrainSummary.model_validate(self.train_summary)
+        job_name = training_job_name(current.flow_name, current.run_id, current.retry_count, "evaluate")
         live = LiveStatusCard("evaluate", refresh_interval_s=LIVE_CARD_INTERVAL_S)
         with live.shown_on(current.card):
-            result = evaluate_stage(
-                self.tune_config, run_storage(self), model, dataset, train_summary, on_progress=live.show
+            result = evaluate_on_target(
+                self.tune_config, run_storage(self), model, dataset, train_summary, job_name, on_progress=live.show
             )
         self.evaluation, self.eval_summary = result.evaluation.to_dict(), result.summary.model_dump()
         self.eval_table = [row.model_dump() for row in result.table]
+        self.evaluate_job = result.job.model_dump() if result.job else None
         current.card.extend(cards.evaluate_card(result))
         self.next(self.end)
 

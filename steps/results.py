@@ -177,6 +177,8 @@ class ConversionRecord(Record):
 class ConvertResult(Record):
     model: StoredDir
     conversion: ConversionRecord
+    job: TrainingJobRecord | None = None
+    """The SageMaker job that ran the stage (compute.<step>.target: sagemaker); None elsewhere."""
 
 
 # evaluate
@@ -269,3 +271,5 @@ class EvaluateResult(Record):
     summary: EvalSummary
     table: list[GenerationRow]
     probes: list[ProbeRow]
+    job: TrainingJobRecord | None = None
+    """The SageMaker job that ran the stage (compute.<step>.target: sagemaker); None elsewhere."""

@@ -9,13 +9,16 @@ from pydantic import Field, model_validator
 from steps.config.base import Section
 
 ComputeTarget = Literal["local", "batch", "kubernetes", "sagemaker"]
+SAGEMAKER_STEPS = ("train", "convert", "evaluate")
+"""Steps that can run as a SageMaker job (prepare reads local sources and stays on Metaflow's targets)."""
 
 
 class StepCompute(Section):
     """Where one step runs and what it gets; only the fields of its target are used."""
 
     target: ComputeTarget = "local"
-    """`local` (this machine), `batch` (AWS Batch), `kubernetes`, or `sagemaker` (train only: a training job)."""
+    """`local` (this machine), `batch` (AWS Batch), `kubernetes`, or `sagemaker` (a SageMaker training job running
+    the stage in our container: train on train.num_nodes hosts, convert and evaluate on one)."""
     image: str | None = None
     """Container image (ECR URI from containers/build_and_push.sh); required for every remote target."""
     cpus: int = Field(4, ge=1)
@@ -69,14 +72,14 @@ class ComputeConfig(Section):
 def _step_compute_problems(name: str, step: StepCompute) -> list[str]:
     field = f"compute.{name}"
     problems = []
-    if step.target == "sagemaker" and name != "train":
+    if step.target == "sagemaker" and name not in SAGEMAKER_STEPS:
         problems.append(
-            f"{field}.target: got 'sagemaker', only the train step runs as a SageMaker training job; "
+            f"{field}.target: got 'sagemaker', only {', '.join(SAGEMAKER_STEPS)} run as SageMaker jobs; "
             "use local, batch or kubernetes"
         )
     if step.target != "local" and not step.image:
         problems.append(f"{field}.image: required for target {step.target!r} (an ECR image URI)")
-    if step.target == "sagemaker" and name == "train":
+    if step.target == "sagemaker" and name in SAGEMAKER_STEPS:
         if not step.instance_type or not step.instance_type.startswith("ml."):
             problems.append(f"{field}.instance_type: got {step.instance_type!r}, SageMaker needs an ml.* instance type")
         if not step.role_arn or not step.role_arn.startswith("arn:aws"):

@@ -32,6 +32,11 @@ def _convert(
     config_file = write_config(config, scratch / "config.json")
     args = cli_args(config=config_file, train=train_dir, tokenizer=fetch(tokenizer, scratch / "tokenizer"), out=out)
     run_module("steps.convert", args)
+    return publish_model(storage, out)
+
+
+def publish_model(storage: Storage, out: Path) -> ConvertResult:
+    """Publish a converted model folder (written here or by a SageMaker job) as the run's `convert/model`."""
     return ConvertResult(
         model=storage.publish(out, "convert/model"),
         conversion=ConversionRecord.model_validate_json((out / CONVERSION_FILE).read_text()),

@@ -33,9 +33,10 @@ import boto3
 import torch
 
 from steps.config import load_config
-from steps.dispatch.sagemaker_job import SECRET_SOURCES_ENV
+from steps.dispatch.host_checkpoints import HostCheckpointPruner
+from steps.dispatch.sagemaker_job import SECRET_SOURCES_ENV, STAGE_ENV
 from steps.formats.train_folder import OUTPUT_FILES
-from steps.runtime.launch import Rendezvous, cli_args, run_torchrun
+from steps.runtime.launch import Rendezvous, cli_args, run_module, run_torchrun
 
 DEFAULT_PORT = 29500
 FAILURE_LIMIT = 1024
@@ -131,13 +132,47 @@ def run_training_host(contract: HostContract) -> Path:
     rdzv = Rendezvous(
         len(contract.hosts), contract.node_rank, contract.hosts[0], int(os.environ.get("MASTER_PORT", DEFAULT_PORT))
     )
-    run_torchrun("steps.train", args, nproc, rdzv)
+    # Every host prunes its own checkpoint folder; the train loop prunes only where the records are (host 0).
+    with HostCheckpointPruner(checkpoints, config.train.keep_checkpoints):
+        run_torchrun("steps.train", args, nproc, rdzv)
     model_dir = contract.base / "model"
     if contract.node_rank == 0:
         model_dir.mkdir(parents=True, exist_ok=True)
         for filename in OUTPUT_FILES:
             shutil.copy2(out / filename, model_dir / filename)
     return model_dir
+
+
+def run_evaluate_host(contract: HostContract) -> Path:
+    """The evaluate stage on this (single) host, its evaluation folder written to /opt/ml/model."""
+    config = load_config(contract.channel("config") / "config.json")
+    model_dir = contract.base / "model"
+    args = cli_args(
+        config=contract.channel("config") / "config.json",
+        model=contract.channel("model"),
+        dataset=contract.channel("dataset"),
+        train_summary=contract.channel("train_summary") / "train_summary.json",
+        out=model_dir,
+        base_model=contract.channel("base_model", required=False),
+    )
+    run_torchrun("steps.evaluate", args, contract.gpus or config.evaluate.nproc)
+    return model_dir
+
+
+def run_convert_host(contract: HostContract) -> Path:
+    """The convert stage on this (single) host, the converted model written to /opt/ml/model."""
+    model_dir = contract.base / "model"
+    args = cli_args(
+        config=contract.channel("config") / "config.json",
+        train=contract.channel("train"),
+        tokenizer=contract.channel("tokenizer"),
+        out=model_dir,
+    )
+    run_module("steps.convert", args)
+    return model_dir
+
+
+STAGES = {"train": run_training_host, "evaluate": run_evaluate_host, "convert": run_convert_host}
 
 
 def failure_reason(message: str, limit: int = FAILURE_LIMIT) -> str:
@@ -154,7 +189,10 @@ def main() -> int:
         if os.environ.get(SECRET_SOURCES_ENV):
             # Only the training processes see the values; nothing is printed or written.
             os.environ.update(load_secrets(os.environ[SECRET_SOURCES_ENV]))
-        run_training_host(contract)
+        stage = os.environ.get(STAGE_ENV, "train")
+        if stage not in STAGES:
+            raise ContainerError(f"{STAGE_ENV}={stage!r}: this container runs {', '.join(STAGES)}")
+        STAGES[stage](contract)
     except Exception as exc:  # noqa: BLE001 - every failure must reach SageMaker's FailureReason
         message = f"{type(exc).__name__}: {exc}"
         print(message, file=sys.stderr, flush=True)

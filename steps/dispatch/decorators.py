@@ -2,7 +2,7 @@
 
 Plain data in, (decorator name, keyword arguments) out: the flow's mutator
 (flows/compute_mutator.py) applies them, and tests check them without Metaflow.
-A `sagemaker` train step stays where the flow runs; it submits a training job
+A `sagemaker` train, convert or evaluate step stays where the flow runs; it submits a SageMaker job
 itself (`steps.dispatch.sagemaker_job`).
 """
 

@@ -1,12 +1,21 @@
-"""The train step as a SageMaker training job running our container.
+"""The train step as a SageMaker training job running our container, through the SageMaker Python SDK v3.
 
-The step publishes the resolved config beside the run's files, sends one
-CreateTrainingJob request (channels from the run's S3 storage, checkpoints and
-outputs back to it, uncompressed), waits while echoing the job's CloudWatch
-logs, and turns anything but `Completed` into a `TrainingJobError` carrying
-SageMaker's failure reason. The finished checkpoints and training records are
-then published as the run's `train` folder, the same thing the local train
-stage returns, so convert cannot tell where training ran.
+The step publishes the resolved config beside the run's files, creates one training
+job with sagemaker-core's `TrainingJob.create` (channels from the run's S3 storage,
+checkpoints and outputs back to it, uncompressed), waits while echoing the job's
+CloudWatch logs (steps.dispatch.job_guard), and turns anything but `Completed` into a
+`TrainingJobError` carrying SageMaker's failure reason. The job is stopped if the
+step fails or is interrupted while waiting, and a retried step first stops the job
+of its earlier attempt. The finished checkpoints and training records are then
+published as the run's `train` folder, the same thing the local train stage
+returns, so convert cannot tell where training ran.
+
+Why sagemaker-core and not `ModelTrainer`: `ModelTrainer` ships in `sagemaker-train`
+(and the `sagemaker` 3.x meta package), which requires mlflow; every mlflow release on
+the index either caps pyarrow below our pin (pyarrow==26.0.1) or needs an mlflow-skinny
+that is not published, so it cannot be installed beside our pins. sagemaker-core 2.27.0
+(the SDK v3 resources layer ModelTrainer itself drives) installs cleanly; its request
+shapes are pydantic models, and botocore validates the request against the service model.
 
 Secrets never enter the request: the job gets Secrets Manager ARNs/names in
 `TUNE_SECRET_SOURCES` and the container reads the values itself.
@@ -14,17 +23,31 @@ Secrets never enter the request: the job gets Secrets Manager ARNs/names in
 
 from __future__ import annotations
 
-import json
+import os
 import re
+import json
 import shutil
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import boto3
+from sagemaker.core.resources import Tag, TrainingJob
+from sagemaker.core.shapes import (
+    AlgorithmSpecification,
+    Channel,
+    CheckpointConfig,
+    DataSource,
+    MetricDefinition,
+    OutputDataConfig,
+    ResourceConfig,
+    S3DataSource,
+    StoppingCondition,
+)
 
 from steps.config import TuneConfig, write_config
+from steps.dispatch.job_guard import LOG_GROUP, TrainingJobError, stop_predecessors, stopped_on_exit, wait_for_job
 from steps.formats.train_folder import (
     CHECKPOINT_RECORD,
     CHECKPOINTS,
@@ -41,23 +64,28 @@ from steps.runtime.storage import Storage, StoredDir, open_storage
 from steps.train.progress_line import SAGEMAKER_METRIC_DEFINITIONS
 from steps.train.stage import TRAIN, read_metrics
 
-LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+__all__ = ["LOG_GROUP", "TrainingJobError", "wait_for_job"]
+
 CHECKPOINTS_FOLDER = "sagemaker/checkpoints"
 """Where a run's SageMaker jobs keep their checkpoints in its storage (per run: a retried job resumes from them)."""
 CONTAINER_CHECKPOINTS = "/opt/ml/checkpoints"
 SECRET_SOURCES_ENV = "TUNE_SECRET_SOURCES"
-_TERMINAL = {"Completed", "Failed", "Stopped"}
+POLL_ENV = "TUNE_SAGEMAKER_POLL_S"
+"""Seconds between DescribeTrainingJob calls while a step waits (default 30)."""
+STAGE_ENV = "TUNE_STAGE"
+"""Which stage the container runs; SageMaker always starts it as `<image> train`."""
 
 
-class TrainingJobError(RuntimeError):
-    """The SageMaker training job did not complete."""
-
-
-def training_job_name(flow_name: str, run_id: str, attempt: int) -> str:
-    """A name SageMaker accepts (≤63 chars, [a-zA-Z0-9-]), unique per run and retry."""
-    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+def job_name_prefix(flow_name: str, run_id: str, step: str = "train") -> str:
+    """The part of a job's name shared by every attempt of one step of one run."""
     base = re.sub(r"[^a-zA-Z0-9-]+", "-", f"{flow_name}-{run_id}").strip("-")
-    return f"{base[:40]}-a{attempt}-{stamp}"
+    return f"{base[:34]}-{step[:8]}-a"
+
+
+def training_job_name(flow_name: str, run_id: str, attempt: int, step: str = "train") -> str:
+    """A name SageMaker accepts (≤63 chars, [a-zA-Z0-9-]), unique per run, step and retry."""
+    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
+    return f"{job_name_prefix(flow_name, run_id, step)}{attempt}-{stamp}"
 
 
 def job_prefixes(storage: Storage, name: str) -> dict[str, str]:
@@ -72,125 +100,97 @@ def job_prefixes(storage: Storage, name: str) -> dict[str, str]:
     }
 
 
-def _channel(name: str, uri: str) -> dict[str, Any]:
-    return {
-        "ChannelName": name,
-        "DataSource": {
-            "S3DataSource": {
-                "S3DataType": "S3Prefix",
-                "S3Uri": uri.rstrip("/") + "/",
-                # Every host needs the whole dataset: each rank picks its own blocks.
-                "S3DataDistributionType": "FullyReplicated",
-            }
-        },
-        "InputMode": "File",
-    }
+def _channel(name: str, uri: str) -> Channel:
+    source = S3DataSource(
+        s3_data_type="S3Prefix",
+        s3_uri=uri.rstrip("/") + "/",
+        # Every host needs the whole dataset: each rank picks its own blocks.
+        s3_data_distribution_type="FullyReplicated",
+    )
+    return Channel(channel_name=name, data_source=DataSource(s3_data_source=source), input_mode="File")
 
 
-def build_request(config: TuneConfig, name: str, channels: dict[str, str], prefixes: dict[str, str]) -> dict[str, Any]:
-    """The CreateTrainingJob request for `config.compute.train` (target sagemaker)."""
-    compute = config.compute.train
-    max_run = int(compute.max_run_hours * 3600)
-    request: dict[str, Any] = {
-        "TrainingJobName": name,
-        "AlgorithmSpecification": {
-            "TrainingImage": compute.image,
-            "TrainingInputMode": "File",
-            "MetricDefinitions": SAGEMAKER_METRIC_DEFINITIONS,
-        },
-        "RoleArn": compute.role_arn,
-        "InputDataConfig": [_channel(channel, uri) for channel, uri in channels.items()],
-        # CompressionType NONE: files land as they are, no model.tar.gz to unpack before convert.
-        "OutputDataConfig": {"S3OutputPath": prefixes["output"], "CompressionType": "NONE"},
-        "ResourceConfig": {
-            "InstanceType": compute.instance_type,
-            "InstanceCount": config.train.num_nodes,
-            "VolumeSizeInGB": compute.volume_gb,
-        },
-        "StoppingCondition": {"MaxRuntimeInSeconds": max_run},
-        "CheckpointConfig": {"S3Uri": prefixes["checkpoints"], "LocalPath": CONTAINER_CHECKPOINTS},
-        "EnableManagedSpotTraining": compute.spot,
-        "Environment": {SECRET_SOURCES_ENV: ",".join(compute.secrets)} if compute.secrets else {},
-        "Tags": [{"Key": "tune:job", "Value": name}],
-    }
+def job_spec(
+    config: TuneConfig,
+    name: str,
+    channels: dict[str, str],
+    prefixes: dict[str, str],
+    step: str = "train",
+    instance_count: int | None = None,
+) -> dict[str, Any]:
+    """Keyword arguments of `TrainingJob.create` for `config.compute.<step>` (target sagemaker)."""
+    compute = getattr(config.compute, step)
+    environment = {STAGE_ENV: step}
+    if compute.secrets:
+        environment[SECRET_SOURCES_ENV] = ",".join(compute.secrets)
+    stopping = StoppingCondition(max_runtime_in_seconds=int(compute.max_run_hours * 3600))
     if compute.spot:
         wait_hours = compute.max_wait_hours or 2 * compute.max_run_hours
-        request["StoppingCondition"]["MaxWaitTimeInSeconds"] = int(wait_hours * 3600)
-    if not request["Environment"]:
-        del request["Environment"]
-    return request
+        stopping.max_wait_time_in_seconds = int(wait_hours * 3600)
+    algorithm = AlgorithmSpecification(training_image=compute.image, training_input_mode="File")
+    if step == "train":
+        algorithm.metric_definitions = [
+            MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in SAGEMAKER_METRIC_DEFINITIONS
+        ]
+    return {
+        "training_job_name": name,
+        "algorithm_specification": algorithm,
+        "role_arn": compute.role_arn,
+        "input_data_config": [_channel(channel, uri) for channel, uri in channels.items()],
+        # CompressionType NONE: files land as they are, no model.tar.gz to unpack before the next step.
+        "output_data_config": OutputDataConfig(s3_output_path=prefixes["output"], compression_type="NONE"),
+        "resource_config": ResourceConfig(
+            instance_type=compute.instance_type,
+            instance_count=instance_count or config.train.num_nodes,
+            volume_size_in_gb=compute.volume_gb,
+        ),
+        "stopping_condition": stopping,
+        "checkpoint_config": CheckpointConfig(s3_uri=prefixes["checkpoints"], local_path=CONTAINER_CHECKPOINTS),
+        "enable_managed_spot_training": compute.spot,
+        "environment": environment,
+        "tags": [Tag(key="tune:job", value=name)],
+    }
 
 
-class CloudWatchTail:
-    """Print new events of a job's log streams (one per host) as they arrive."""
-
-    def __init__(self, logs_client, name: str, echo: Callable[[str], None] = print) -> None:
-        self.client, self.name, self.echo = logs_client, name, echo
-        self.tokens: dict[str, str | None] = {}
-
-    def poll(self) -> int:
-        try:
-            streams = self.client.describe_log_streams(logGroupName=LOG_GROUP, logStreamNamePrefix=self.name)
-        except self.client.exceptions.ResourceNotFoundException:
-            return 0  # the group appears once the first instance starts
-        printed = 0
-        for stream in streams.get("logStreams", []):
-            stream_name = stream["logStreamName"]
-            kwargs = {"logGroupName": LOG_GROUP, "logStreamName": stream_name, "startFromHead": True}
-            if self.tokens.get(stream_name):
-                kwargs["nextToken"] = self.tokens[stream_name]
-            while True:
-                page = self.client.get_log_events(**kwargs)
-                for event in page["events"]:
-                    self.echo(f"[{stream_name.removeprefix(self.name + '/')}] {event['message']}")
-                    printed += 1
-                token = page.get("nextForwardToken")
-                self.tokens[stream_name] = token
-                if not page["events"] or token == kwargs.get("nextToken"):
-                    break
-                kwargs["nextToken"] = token
-        return printed
-
-
-def wait_for_job(
-    sagemaker_client, logs_client, name: str, poll_s: float = 30.0, echo: Callable[[str], None] = print
-) -> dict[str, Any]:
-    """Wait for a terminal status while echoing logs; the description of a Completed job."""
-    tail = CloudWatchTail(logs_client, name, echo)
-    last_status = None
-    while True:
-        description = sagemaker_client.describe_training_job(TrainingJobName=name)
-        tail.poll()
-        status = (description["TrainingJobStatus"], description.get("SecondaryStatus"))
-        if status != last_status:
-            echo(f"training job {name}: {status[0]} ({status[1]})")
-            last_status = status
-        if status[0] in _TERMINAL:
-            break
-        time.sleep(poll_s)
-    tail.poll()  # the last lines often arrive after the status changes
-    if description["TrainingJobStatus"] != "Completed":
-        reason = description.get("FailureReason") or "SageMaker gave no failure reason"
-        raise TrainingJobError(
-            f"SageMaker training job {name} ended {description['TrainingJobStatus']}: {reason} "
-            f"(logs: CloudWatch {LOG_GROUP}/{name}/*)"
-        )
-    return description
-
-
-def job_record(description: dict[str, Any]) -> TrainingJobRecord:
+def job_record(job: TrainingJob) -> TrainingJobRecord:
     """What the flow keeps about a finished job: ARN, billable seconds, final metrics."""
+
+    def known(value):  # sagemaker-core marks fields the service did not return as Unassigned
+        return value if isinstance(value, (int, float, str)) else None
+
+    metrics = job.final_metric_data_list if isinstance(job.final_metric_data_list, list) else []
     return TrainingJobRecord(
-        arn=description["TrainingJobArn"],
-        name=description["TrainingJobName"],
-        status=description["TrainingJobStatus"],
-        billable_seconds=description.get("BillableTimeInSeconds"),
-        training_seconds=description.get("TrainingTimeInSeconds"),
-        spot=bool(description.get("EnableManagedSpotTraining")),
-        instance_type=description.get("ResourceConfig", {}).get("InstanceType"),
-        instance_count=description.get("ResourceConfig", {}).get("InstanceCount"),
-        metrics={m["MetricName"]: m["Value"] for m in description.get("FinalMetricDataList", [])},
+        arn=job.training_job_arn,
+        name=job.training_job_name,
+        status=job.training_job_status,
+        billable_seconds=known(job.billable_time_in_seconds),
+        training_seconds=known(job.training_time_in_seconds),
+        spot=bool(known(job.enable_managed_spot_training)),
+        instance_type=known(job.resource_config.instance_type),
+        instance_count=known(job.resource_config.instance_count),
+        metrics={m.metric_name: m.value for m in metrics},
     )
+
+
+def run_job(
+    spec: dict[str, Any], session: boto3.Session, poll_s: float | None, timeout_s: float | None = None
+) -> TrainingJob:
+    """Create the job (after stopping a still-running earlier attempt of it) and wait for it, stopping it on
+    any exit but completion. The Completed job. `poll_s` None: TUNE_SAGEMAKER_POLL_S, else 30 s."""
+    poll_s = poll_s if poll_s is not None else float(os.environ.get(POLL_ENV, "30"))
+    name = spec["training_job_name"]
+    stop_predecessors(name[: name.rindex("-a") + 2], session, poll_s=min(poll_s, 5.0))
+    job = TrainingJob.create(**spec, session=session)
+    print(f"submitted SageMaker job {job.training_job_arn}", flush=True)
+    with stopped_on_exit(job):
+        return wait_for_job(job, poll_s, timeout_s=timeout_s)
+
+
+def wait_limit_s(config: TuneConfig, step: str) -> float:
+    """How long a step waits for its job: the job's own limits (SageMaker stops it then) and an hour's grace."""
+    compute = getattr(config.compute, step)
+    hours = (compute.max_wait_hours or 2 * compute.max_run_hours) if compute.spot else compute.max_run_hours
+    return hours * 3600 + 3600
 
 
 def collect_train_folder(storage: Storage, prefixes: dict[str, str], name: str) -> TrainResult:
@@ -237,36 +237,19 @@ def code_folder(folder: Path) -> Path:
     return folder
 
 
-def sagemaker_train_stage(
-    config: TuneConfig,
-    storage: Storage,
-    dataset: StoredDir,
-    tokenizer: StoredDir,
-    name: str,
-    clients: tuple[Any, Any] | None = None,
-    poll_s: float = 30.0,
-    resume_from: Sequence[str] = (),
-) -> TrainResult:
-    """Train as a SageMaker job; returns what `steps.train.stage.train_stage` returns, plus the job's record.
-
-    `resume_from`: checkpoint roots of the run this one resumes; the newest complete
-    checkpoint among them goes in as the `checkpoints` channel and training continues from it.
-    """
+def common_channels(config: TuneConfig, storage: Storage, name: str, step: str) -> dict[str, str]:
+    """The code and config channels every job gets, and the base model when there is one."""
     if storage.local_path is not None:
         raise TrainingJobError(
-            "compute.train.target 'sagemaker' needs the run's files on S3: run with --datastore s3 "
+            f"compute.{step}.target 'sagemaker' needs the run's files on S3: run with --datastore s3 "
             "(METAFLOW_DEFAULT_DATASTORE=s3)"
         )
-    sagemaker_client, logs_client = clients or (boto3.client("sagemaker"), boto3.client("logs"))
-    prefixes = job_prefixes(storage, name)
     with stage_scratch("sagemaker-submit") as scratch:  # the code and config channels, until uploaded
         (scratch / "config").mkdir()
         write_config(config, scratch / "config" / "config.json")
         channels = {
             "code": storage.publish(code_folder(scratch / "code"), f"sagemaker/{name}/code").uri,
             "config": storage.publish(scratch / "config", f"sagemaker/{name}/config").uri,
-            "dataset": dataset.uri,
-            "tokenizer": tokenizer.uri,
         }
     if config.model.base_model:
         if open_storage(config.model.base_model).local_path is not None:
@@ -275,13 +258,32 @@ def sagemaker_train_stage(
                 "from S3; upload the folder and give its s3:// prefix"
             )
         channels["base_model"] = config.model.base_model
+    return channels
+
+
+def sagemaker_train_stage(
+    config: TuneConfig,
+    storage: Storage,
+    dataset: StoredDir,
+    tokenizer: StoredDir,
+    name: str,
+    session: boto3.Session | None = None,
+    poll_s: float | None = None,
+    resume_from: Sequence[str] = (),
+) -> TrainResult:
+    """Train as a SageMaker job; returns what `steps.train.stage.train_stage` returns, plus the job's record.
+
+    `resume_from`: checkpoint roots of the run this one resumes; the newest complete
+    checkpoint among them goes in as the `checkpoints` channel and training continues from it.
+    """
+    channels = common_channels(config, storage, name, "train")
+    channels |= {"dataset": dataset.uri, "tokenizer": tokenizer.uri}
     found = newest_of(resume_from)
     if found is not None:
         channels["checkpoints"] = found.root
         print(f"the job resumes from {found.uri}", flush=True)
-    request = build_request(config, name, channels, prefixes)
-    arn = sagemaker_client.create_training_job(**request)["TrainingJobArn"]
-    print(f"submitted SageMaker training job {arn}", flush=True)
-    description = wait_for_job(sagemaker_client, logs_client, name, poll_s)
+    prefixes = job_prefixes(storage, name)
+    spec = job_spec(config, name, channels, prefixes)
+    job = run_job(spec, session or boto3.Session(), poll_s, wait_limit_s(config, "train"))
     result = collect_train_folder(storage, prefixes, name)
-    return result.model_copy(update={"job": job_record(description)})
+    return result.model_copy(update={"job": job_record(job)})

@@ -2,7 +2,8 @@
 
 `local`, `batch` and `kubernetes` run the stage's controller in the step's own
 process (Metaflow's decorators put that process on Batch or Kubernetes); a
-`sagemaker` train step submits a training job instead and waits for it.
+`sagemaker` train, convert or evaluate step submits a SageMaker job instead, waits
+for it and publishes the same folder the local stage would.
 """
 
 from __future__ import annotations
@@ -10,9 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from steps.config import TuneConfig
+from steps.convert.stage import convert_stage
 from steps.dispatch.sagemaker_job import CHECKPOINTS_FOLDER, sagemaker_train_stage
+from steps.dispatch.sagemaker_stages import sagemaker_convert_stage, sagemaker_evaluate_stage
+from steps.evaluate.stage import evaluate_stage
 from steps.formats.train_folder import CHECKPOINTS
-from steps.results import TrainMetric, TrainResult
+from steps.results import ConvertResult, EvaluateResult, TrainMetric, TrainResult, TrainSummary
 from steps.runtime.launch import Rendezvous
 from steps.runtime.storage import Storage, StoredDir
 from steps.train.stage import TRAIN, train_stage
@@ -41,3 +45,28 @@ def checkpoint_roots(storage: Storage) -> list[str]:
     """Every place a run's train step keeps checkpoints: under torchrun here or on Batch/Kubernetes, and as a
     SageMaker job. A resumed run looks in all of them, and the newest complete checkpoint wins."""
     return [storage.uri(f"{TRAIN}/{CHECKPOINTS}"), storage.uri(CHECKPOINTS_FOLDER)]
+
+
+def convert_on_target(
+    config: TuneConfig, storage: Storage, checkpoint: StoredDir, tokenizer: StoredDir, job_name: str
+) -> ConvertResult:
+    """Convert in this step's process, or as a SageMaker job named `job_name`."""
+    if config.compute.convert.target == "sagemaker":
+        return sagemaker_convert_stage(config, storage, checkpoint, tokenizer, job_name)
+    return convert_stage(config, storage, checkpoint, tokenizer)
+
+
+def evaluate_on_target(
+    config: TuneConfig,
+    storage: Storage,
+    model: StoredDir,
+    dataset: StoredDir,
+    train_summary: TrainSummary,
+    job_name: str,
+    on_progress: Callable[[str], None] | None = None,
+) -> EvaluateResult:
+    """Evaluate in this step's process, or as a SageMaker job named `job_name`; `on_progress` gets the local
+    stage's progress lines (a SageMaker job's go to its log, which the step follows)."""
+    if config.compute.evaluate.target == "sagemaker":
+        return sagemaker_evaluate_stage(config, storage, model, dataset, train_summary, job_name)
+    return evaluate_stage(config, storage, model, dataset, train_summary, on_progress=on_progress)

@@ -60,6 +60,11 @@ def _evaluate(
     watcher = ProgressWatcher(work / "progress.json", on_progress, progress_interval_s) if on_progress else None
     with watcher or contextlib.nullcontext():
         run_torchrun("steps.evaluate", args, config.evaluate.nproc)
+    return publish_evaluation(storage, out)
+
+
+def publish_evaluation(storage: Storage, out: Path) -> EvaluateResult:
+    """Publish an evaluation folder (written here or by a SageMaker job) as the run's `evaluate` folder."""
     probes = out / PROBES_FILE
     return EvaluateResult(
         evaluation=storage.publish(out, "evaluate"),

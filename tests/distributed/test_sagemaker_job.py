@@ -16,10 +16,12 @@ from steps.config import TuneConfig
 from steps.convert.stage import convert_stage
 from steps.dispatch.sagemaker_job import (
     SECRET_SOURCES_ENV,
+    STAGE_ENV,
     TrainingJobError,
     sagemaker_train_stage,
     training_job_name,
 )
+from steps.dispatch.sagemaker_stages import sagemaker_convert_stage
 from steps.dispatch.targets import checkpoint_roots
 from steps.runtime.storage import Storage, StoredDir, open_storage
 from tests.support.aws import IMAGE, ROLE
@@ -31,6 +33,13 @@ CANARY = "hf_CANARY_d0n0tl3ak_7f3a9c"
 def _sagemaker_config(debug_config: TuneConfig, secret_arn: str, **train) -> TuneConfig:
     raw = debug_config.model_dump()
     raw["train"].update({"num_nodes": 2, "nproc_per_node": 1, "max_steps": 6, "checkpoint_every": 3, **train})
+    raw["compute"]["convert"] = {
+        "target": "sagemaker",
+        "image": IMAGE,
+        "instance_type": "ml.m5.4xlarge",
+        "role_arn": ROLE,
+        "secrets": [secret_arn],
+    }
     raw["compute"]["train"] = {
         "target": "sagemaker",
         "image": IMAGE,
@@ -57,22 +66,25 @@ def run_on_s3(aws_env, prepared: Path, request) -> tuple[Storage, StoredDir, Sto
 
 
 @pytest.mark.slow
-def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(run_on_s3, debug_config, tmp_path, capsys) -> None:
+def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(
+    run_on_s3, debug_config, tmp_path, capsys, monkeypatch
+) -> None:
     storage, dataset, tokenizer, secret_arn = run_on_s3
-    config = _sagemaker_config(debug_config, secret_arn)
-    client = EmulatedSageMaker(boto3.client("sagemaker"), tmp_path, hosts=["127.0.0.1", "localhost"])
+    config = _sagemaker_config(debug_config, secret_arn, keep_checkpoints=1)
+    client = EmulatedSageMaker(tmp_path).install(monkeypatch)
     name = training_job_name("TuneFlow", "7", 0)
 
-    result = sagemaker_train_stage(
-        config, storage, dataset, tokenizer, name, clients=(client, boto3.client("logs")), poll_s=0.1
-    )
+    result = sagemaker_train_stage(config, storage, dataset, tokenizer, name, session=client.session, poll_s=0.1)
 
     hosts = client.hosts_finished
     assert [h.returncode for h in hosts] == [0, 0], hosts[0].stdout[-3000:] + hosts[1].stdout[-3000:]
     (request,) = client.requests
     described = boto3.client("sagemaker").describe_training_job(TrainingJobName=name)
     assert CANARY not in json.dumps(request) and CANARY not in json.dumps(described, default=str)
-    assert request["Environment"] == {SECRET_SOURCES_ENV: secret_arn}  # a reference, never the value
+    assert request["Environment"] == {
+        SECRET_SOURCES_ENV: secret_arn,
+        STAGE_ENV: "train",
+    }  # a reference, never the value
     assert "HyperParameters" not in request
     channels = {c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in request["InputDataConfig"]}
     assert channels["dataset"] == dataset.uri + "/" and channels["tokenizer"] == tokenizer.uri + "/"
@@ -90,6 +102,10 @@ def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(run_on_s3, deb
     assert request["StoppingCondition"]["MaxWaitTimeInSeconds"] >= request["StoppingCondition"]["MaxRuntimeInSeconds"]
     assert request["ResourceConfig"]["InstanceCount"] == 2
 
+    # Every host pruned its own checkpoint folder, not only the main host (where the records are).
+    for host in ("host-0", "host-1"):
+        kept = sorted(p.name for p in (tmp_path / name / host / "opt/ml/checkpoints").glob("step-*"))
+        assert kept == ["step-0000006"], (host, kept)
     assert result.job.arn == described["TrainingJobArn"] and result.job.status == "Completed"
     assert result.summary.world_size == 2 and result.summary.steps == 6
     assert [m.step for m in result.metrics][-1] == 6
@@ -101,6 +117,14 @@ def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(run_on_s3, deb
     converted = convert_stage(config, storage, result.checkpoint, tokenizer)
     assert converted.conversion.logits_match is True
     assert converted.conversion.trained_world_size == 2
+    # convert as a SageMaker job (compute.convert.target: sagemaker) publishes the same model folder.
+    remote = sagemaker_convert_stage(
+        config, storage, result.checkpoint, tokenizer, training_job_name("TuneFlow", "7", 0, "convert"), poll_s=0.1
+    )
+    assert client.requests[-1]["Environment"][STAGE_ENV] == "convert"
+    assert client.requests[-1]["ResourceConfig"]["InstanceCount"] == 1
+    assert remote.job.status == "Completed" and remote.conversion.logits_match is True
+    assert remote.model.uri == converted.model.uri and remote.model.files == converted.model.files
 
     # `resume` of this run (a new run id, a new job): its checkpoints go in as a channel and training continues.
     resumed_storage = open_storage(storage.root.replace("/7/files", "/8/files"))
@@ -111,7 +135,7 @@ def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(run_on_s3, deb
         dataset,
         tokenizer,
         training_job_name("TuneFlow", "8", 0),
-        clients=(client, boto3.client("logs")),
+        session=client.session,
         poll_s=0.1,
         resume_from=earlier,
     )
@@ -122,7 +146,7 @@ def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(run_on_s3, deb
     assert again.summary.resumed_from_step == 6 and again.summary.steps == 9
 
 
-def test_failed_host_fails_the_step_with_the_job_failure_reason(run_on_s3, debug_config, tmp_path) -> None:
+def test_failed_host_fails_the_step_with_the_job_failure_reason(run_on_s3, debug_config, tmp_path, monkeypatch) -> None:
     storage, dataset, tokenizer, secret_arn = run_on_s3
     config = _sagemaker_config(debug_config, secret_arn, num_nodes=1)
     # A dataset channel that holds no blocks: the container fails before training starts.
@@ -130,12 +154,10 @@ def test_failed_host_fails_the_step_with_the_job_failure_reason(run_on_s3, debug
     not_a_dataset.mkdir()
     (not_a_dataset / "readme.txt").write_text("no blocks here")
     broken = storage.publish(not_a_dataset, "prepare/not-a-dataset")
-    client = EmulatedSageMaker(boto3.client("sagemaker"), tmp_path, hosts=["127.0.0.1"])
+    client = EmulatedSageMaker(tmp_path).install(monkeypatch)
     name = training_job_name("TuneFlow", "7", 1)
     with pytest.raises(TrainingJobError) as failure:
-        sagemaker_train_stage(
-            config, storage, broken, tokenizer, name, clients=(client, boto3.client("logs")), poll_s=0.1
-        )
+        sagemaker_train_stage(config, storage, broken, tokenizer, name, session=client.session, poll_s=0.1)
     assert client.hosts_finished[0].returncode != 0
     message = str(failure.value)
     assert f"job {name} ended Failed" in message and "LaunchError" in message

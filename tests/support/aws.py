@@ -31,6 +31,7 @@ def moto_endpoint() -> str:
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request drowns test output
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    install_stop_training_job()
     server.start()
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
@@ -90,3 +91,30 @@ def recorded_requests(endpoint: str, path: str) -> list[dict]:
             body = base64.b64decode(entry["body"]).decode() if entry.get("body_encoded") else entry["body"]
             bodies.append(json.loads(body))
     return bodies
+
+
+STOP_CALLS: list[str] = []
+"""Names of the training jobs StopTrainingJob was called for (moto 5.2.5 does not implement the action)."""
+
+
+def _stop_training_job(self):
+    """What SageMaker does on StopTrainingJob: a running job goes Stopping and then Stopped (at once here)."""
+    from moto.core.responses import ActionResult
+    from moto.sagemaker.exceptions import ValidationError
+
+    name = self._get_param("TrainingJobName")
+    STOP_CALLS.append(name)
+    job = self.sagemaker_backend.training_jobs.get(name)
+    if job is None:
+        raise ValidationError(message=f"Could not find training job '{name}'.")
+    if job.training_job_status in ("Completed", "Failed", "Stopped"):
+        raise ValidationError(message=f"The job {name} has already {job.training_job_status.lower()}.")
+    job.training_job_status = job.secondary_status = "Stopped"
+    return ActionResult({})
+
+
+def install_stop_training_job() -> None:
+    """Teach the in-process moto server StopTrainingJob (idempotent)."""
+    from moto.sagemaker.responses import SageMakerResponse
+
+    SageMakerResponse.stop_training_job = _stop_training_job

@@ -16,6 +16,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -105,24 +106,60 @@ def run_job(request: dict[str, Any], root: Path, hosts: list[str]) -> list[subpr
     else:  # as SageMaker does: the job fails with the first failure file as its reason
         reasons = [root / f"host-{i}" / "opt" / "ml" / "output" / "failure" for i in range(len(hosts))]
         record = sagemaker_training_job(job)
-        record.training_job_status = record.secondary_status = "Failed"
+        # The reason first: a step polling from another thread may see the status the moment it changes.
         record.failure_reason = next((r.read_text() for r in reasons if r.is_file()), "AlgorithmError")
+        record.training_job_status = record.secondary_status = "Failed"
     return finished
 
 
-class EmulatedSageMaker:
-    """The real boto3 SageMaker client (against moto), whose jobs run on emulated hosts when created."""
+HOSTS = ["127.0.0.1", "localhost"]
+"""Names the emulated hosts go by (two names of this machine; a job asks for at most two here)."""
 
-    def __init__(self, client, root: Path, hosts: list[str]) -> None:
-        self.client, self.root, self.hosts = client, root, hosts
+
+class EmulatedSageMaker:
+    """SageMaker's side of CreateTrainingJob, in the in-process moto server: a created job goes InProgress
+    and its hosts run in a thread of the test process, then it ends Completed or Failed.
+
+    Server-side, so it runs the jobs of any client: this test's SDK calls and those of a Metaflow
+    flow in a subprocess alike. `requests` holds each CreateTrainingJob body as it came over the
+    wire (after botocore validated it against the service model).
+    """
+
+    def __init__(self, root: Path, hosts: list[str] | None = None) -> None:
+        self.root, self.hosts = root, hosts
         self.requests: list[dict[str, Any]] = []
         self.hosts_finished: list[subprocess.CompletedProcess] = []
+        self.session = boto3.Session()
+        self.threads: list[threading.Thread] = []
 
-    def create_training_job(self, **request: Any) -> dict[str, Any]:
-        response = self.client.create_training_job(**request)  # botocore validates against the service model
-        self.requests.append(request)
-        self.hosts_finished = run_job(request, self.root / request["TrainingJobName"], self.hosts)
-        return response
+    def install(self, monkeypatch) -> EmulatedSageMaker:
+        from moto.sagemaker.responses import SageMakerResponse
 
-    def __getattr__(self, name: str):
-        return getattr(self.client, name)
+        original = SageMakerResponse.create_training_job
+        emulator = self
+
+        def create_training_job(response):
+            result = original(response)
+            request = json.loads(response.body)
+            emulator.requests.append(request)
+            record = sagemaker_training_job(request["TrainingJobName"])
+            record.training_job_status, record.secondary_status = "InProgress", "Starting"
+            thread = threading.Thread(target=emulator._run, args=(request,), daemon=True)
+            emulator.threads.append(thread)
+            thread.start()
+            return result
+
+        monkeypatch.setattr(SageMakerResponse, "create_training_job", create_training_job)
+        return self
+
+    def _run(self, request: dict[str, Any]) -> None:
+        hosts = (self.hosts or HOSTS)[: request["ResourceConfig"]["InstanceCount"]]
+        record = sagemaker_training_job(request["TrainingJobName"])
+        record.secondary_status = "Training"
+        try:
+            self.hosts_finished = run_job(request, self.root / request["TrainingJobName"], hosts)
+        except Exception as exc:  # noqa: BLE001 - the job fails, as SageMaker's would
+            record.training_job_status, record.failure_reason = "Failed", f"emulator: {exc!r}"
+            return
+        if record.training_job_status == "InProgress":
+            record.training_job_status = record.secondary_status = "Completed"

@@ -26,7 +26,8 @@ def test_everything_is_local_by_default() -> None:
 @pytest.mark.parametrize(
     ("compute", "expected"),
     [
-        ({"convert": {"target": "sagemaker", "image": IMAGE}}, "compute.convert.target: got 'sagemaker'"),
+        ({"prepare": {"target": "sagemaker", "image": IMAGE}}, "compute.prepare.target: got 'sagemaker'"),
+        ({"evaluate": {"target": "sagemaker", "image": IMAGE, "role_arn": ROLE}}, "compute.evaluate.instance_type"),
         ({"train": {"target": "batch"}}, "compute.train.image: required for target 'batch'"),
         ({"train": {"target": "sagemaker", "image": IMAGE, "role_arn": ROLE}}, "compute.train.instance_type: got None"),
         (

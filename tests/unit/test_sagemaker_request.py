@@ -1,27 +1,36 @@
-"""The SageMaker training job request, waiter and names, against moto's SageMaker and CloudWatch Logs (no hosts run)."""
+"""The SageMaker job spec, waiter, stop guard and names, through the SDK (sagemaker-core) against moto's
+SageMaker and CloudWatch Logs (no hosts run)."""
 
 from __future__ import annotations
 
+import os
 import re
+import signal
 import time
 
 import boto3
 import pytest
+from botocore.awsrequest import AWSResponse
+from sagemaker.core.resources import TrainingJob
 
 from steps.config import TuneConfig
+from steps.dispatch.job_guard import StepInterrupted, stopped_on_exit
 from steps.dispatch.sagemaker_job import (
     TrainingJobError,
-    build_request,
     job_prefixes,
+    job_record,
+    job_spec,
+    run_job,
     sagemaker_train_stage,
     training_job_name,
     wait_for_job,
 )
 from steps.runtime.storage import StoredDir, open_storage
 from steps.train.progress_line import SAGEMAKER_METRIC_DEFINITIONS, progress_line
-from tests.support.aws import IMAGE, ROLE, sagemaker_training_job
+from tests.support.aws import IMAGE, ROLE, STOP_CALLS, sagemaker_training_job
 
 NO_DIR = StoredDir("s3://nowhere/x", "0" * 64, 0, 0)
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 
 
 def _on_demand_sagemaker(debug_config: TuneConfig) -> dict:
@@ -36,40 +45,133 @@ def _on_demand_sagemaker(debug_config: TuneConfig) -> dict:
     return raw
 
 
-def test_waiter_streams_logs_and_reports_a_failed_job(aws_env, debug_config) -> None:
-    sagemaker, logs = boto3.client("sagemaker"), boto3.client("logs")
-    raw = _on_demand_sagemaker(debug_config)
-    config = TuneConfig.model_validate(raw)
-    storage = open_storage("s3://runs-waiter/TuneFlow/9/files")
-    name = training_job_name("TuneFlow", "9", 0)
+def _spec(debug_config: TuneConfig, run_id: str, attempt: int = 0) -> dict:
+    config = TuneConfig.model_validate(_on_demand_sagemaker(debug_config))
+    storage = open_storage(f"s3://runs-waiter/TuneFlow/{run_id}/files")
+    name = training_job_name("TuneFlow", run_id, attempt)
     prefixes = job_prefixes(storage, name)
     channels = {"config": prefixes["config"], "dataset": storage.uri("d"), "tokenizer": storage.uri("t")}
-    request = build_request(config, name, channels, prefixes)
-    assert "MaxWaitTimeInSeconds" not in request["StoppingCondition"] and request["EnableManagedSpotTraining"] is False
-    sagemaker.create_training_job(**request)
-    job = sagemaker_training_job(name)
-    job.training_job_status, job.secondary_status = "Failed", "Failed"
-    job.failure_reason = "AlgorithmError: ExecuteUserScriptError: torchrun exited with code 1"
+    return job_spec(config, name, channels, prefixes)
+
+
+def _running_job(spec: dict) -> TrainingJob:
+    """Create the job through the SDK and hold it InProgress, as SageMaker would while it trains."""
+    job = TrainingJob.create(**spec, session=boto3.Session())
+    record = sagemaker_training_job(job.training_job_name)
+    record.training_job_status, record.secondary_status = "InProgress", "Training"
+    return job
+
+
+def _log(name: str, message: str) -> None:
+    logs = boto3.client("logs")
     try:
-        logs.create_log_group(logGroupName="/aws/sagemaker/TrainingJobs")
+        logs.create_log_group(logGroupName=LOG_GROUP)
     except logs.exceptions.ResourceAlreadyExistsException:
         pass  # another test's job logged first
-    logs.create_log_stream(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=f"{name}/algo-1-1")
-    logs.put_log_events(
-        logGroupName="/aws/sagemaker/TrainingJobs",
-        logStreamName=f"{name}/algo-1-1",
-        logEvents=[{"timestamp": int(time.time() * 1000), "message": "rank 0: CUDA out of memory"}],
+    logs.create_log_stream(logGroupName=LOG_GROUP, logStreamName=f"{name}/algo-1-1")
+    event = {"timestamp": int(time.time() * 1000), "message": message}
+    logs.put_log_events(logGroupName=LOG_GROUP, logStreamName=f"{name}/algo-1-1", logEvents=[event])
+
+
+def test_waiter_streams_logs_and_reports_a_failed_job(aws_env, debug_config) -> None:
+    spec = _spec(debug_config, "9")
+    assert (
+        not isinstance(spec["stopping_condition"].max_wait_time_in_seconds, int)
+        and spec["enable_managed_spot_training"] is False
     )
+    job = TrainingJob.create(**spec, session=boto3.Session())
+    name = job.training_job_name
+    record = sagemaker_training_job(name)
+    record.training_job_status, record.secondary_status = "Failed", "Failed"
+    record.failure_reason = "AlgorithmError: ExecuteUserScriptError: torchrun exited with code 1"
+    _log(name, "rank 0: CUDA out of memory")
     echoed: list[str] = []
     with pytest.raises(TrainingJobError, match="ended Failed: AlgorithmError: ExecuteUserScriptError"):
-        wait_for_job(sagemaker, logs, name, poll_s=0.01, echo=echoed.append)
+        wait_for_job(job, poll_s=0.01, echo=echoed.append)
     assert "[algo-1-1] rank 0: CUDA out of memory" in echoed
     assert echoed.count("[algo-1-1] rank 0: CUDA out of memory") == 1  # each line once, not per poll
 
 
+def test_a_stopped_job_is_an_error_and_a_completed_one_is_recorded(aws_env, debug_config) -> None:
+    job = _running_job(_spec(debug_config, "10"))
+    record = sagemaker_training_job(job.training_job_name)
+    record.training_job_status, record.failure_reason = "Stopped", "Stopped by the user"
+    with pytest.raises(TrainingJobError, match="ended Stopped: Stopped by the user"):
+        wait_for_job(job, poll_s=0.01, echo=lambda _: None)
+    done = TrainingJob.create(**_spec(debug_config, "11"), session=boto3.Session())  # moto completes it at once
+    kept = job_record(wait_for_job(done, poll_s=0.01, echo=lambda _: None))
+    assert kept.status == "Completed" and kept.arn == done.training_job_arn
+    assert kept.instance_type == "ml.g5.2xlarge" and kept.instance_count == 1 and kept.spot is False
+    assert kept.metrics  # moto reports a final metric; a real job those of SAGEMAKER_METRIC_DEFINITIONS
+
+
+@pytest.mark.parametrize("how", ["exception", "keyboard_interrupt", "sigterm"])
+def test_a_job_is_stopped_when_its_step_fails_or_is_interrupted(aws_env, debug_config, how) -> None:
+    job = _running_job(_spec(debug_config, f"12{how[:3]}"))
+    name = job.training_job_name
+
+    def echo(line: str) -> None:  # something goes wrong while the step waits
+        if how == "exception":
+            raise OSError("the step's disk is full")
+        if how == "keyboard_interrupt":
+            raise KeyboardInterrupt
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(1)  # the handler raises in this thread before the sleep ends
+
+    expected = {"exception": OSError, "keyboard_interrupt": KeyboardInterrupt, "sigterm": StepInterrupted}[how]
+    previous = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(expected), stopped_on_exit(job, echo=lambda _: None):
+        wait_for_job(job, poll_s=0.01, echo=echo)
+    assert signal.getsignal(signal.SIGTERM) is previous  # the step's own SIGTERM handling is back
+    assert name in STOP_CALLS
+    assert boto3.client("sagemaker").describe_training_job(TrainingJobName=name)["TrainingJobStatus"] == "Stopped"
+
+
+def test_a_job_that_outlasts_the_wait_is_stopped(aws_env, debug_config) -> None:
+    job = _running_job(_spec(debug_config, "13"))
+    with pytest.raises(TrainingJobError, match="still InProgress after 0 s"), stopped_on_exit(job, lambda _: None):
+        wait_for_job(job, poll_s=0.01, echo=lambda _: None, timeout_s=0)
+    assert job.training_job_name in STOP_CALLS
+    assert sagemaker_training_job(job.training_job_name).training_job_status == "Stopped"
+
+
+def test_a_throttled_describe_is_retried_not_fatal(aws_env, debug_config) -> None:
+    session = boto3.Session()
+    throttled: list[str] = []
+
+    def throttle(request, **_):  # the service answers the first two describes with 400 ThrottlingException
+        if request.headers.get("X-Amz-Target", b"").endswith(b"DescribeTrainingJob") and len(throttled) < 2:
+            throttled.append(request.url)
+            body = b'{"__type": "ThrottlingException", "message": "Rate exceeded"}'
+            return AWSResponse(request.url, 400, {"Content-Type": "application/x-amz-json-1.1"}, _Raw(body))
+        return None
+
+    session.events.register("before-send.sagemaker", throttle)
+    job = run_job(_spec(debug_config, "14"), session, poll_s=0.01)
+    assert len(throttled) == 2 and job.training_job_status == "Completed"
+
+
+class _Raw:
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+
+    def stream(self, **_):
+        yield self.body
+
+
+def test_a_retry_stops_the_previous_attempts_job_first(aws_env, debug_config) -> None:
+    first = _running_job(_spec(debug_config, "15", attempt=0))
+    other_run = _running_job(_spec(debug_config, "150", attempt=0))  # a different run's job is left alone
+    job = run_job(_spec(debug_config, "15", attempt=1), boto3.Session(), poll_s=0.01)
+    assert first.training_job_name in STOP_CALLS and other_run.training_job_name not in STOP_CALLS
+    assert sagemaker_training_job(first.training_job_name).training_job_status == "Stopped"
+    assert job.training_job_status == "Completed" and job.training_job_name != first.training_job_name
+
+
 def test_job_names_fit_sagemaker() -> None:
-    name = training_job_name("TuneFlow", "argo-tuneflow.user.very-long-run-identifier-1234567890", 3)
-    assert len(name) <= 63 and name.replace("-", "").isalnum()
+    for step in ("train", "evaluate", "convert"):
+        name = training_job_name("TuneFlow", "argo-tuneflow.user.very-long-run-identifier-1234567890", 3, step)
+        assert len(name) <= 63 and name.replace("-", "").isalnum() and f"-{step}-a3-" in name
 
 
 def test_sagemaker_needs_s3_run_storage(debug_config, tmp_path) -> None:

@@ -1,0 +1,101 @@
+"""The flow with train and evaluate as SageMaker jobs (prepare and convert local), against moto on 127.0.0.1.
+
+The jobs' hosts run our container entrypoint on emulated /opt/ml trees in this test
+process (tests/support/sagemaker_emulator.py, server-side), so the flow's own
+subprocesses talk to SageMaker only through the SDK and the HTTP API.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from steps.config import load_config
+from steps.dispatch.sagemaker_job import POLL_ENV, SECRET_SOURCES_ENV, STAGE_ENV
+from steps.evaluate.stage import evaluate_stage
+from steps.project_files import DEBUG_CONFIG, FLOW_FILE
+from steps.results import TrainSummary
+from steps.runtime.storage import StoredDir, fetch, open_storage
+from tests.support.aws import IMAGE, ROLE
+from tests.support.sagemaker_emulator import EmulatedSageMaker
+
+BUCKET = "tune-flow-sagemaker"
+ROOT = f"s3://{BUCKET}/metaflow"
+CANARY = "hf_CANARY_fl0w_n0tl3ak_41c2"
+
+
+@pytest.mark.slow
+def test_train_and_evaluate_on_sagemaker_end_to_end(aws_env: dict, tmp_path: Path, monkeypatch) -> None:
+    from metaflow import Run, Runner, namespace
+
+    boto3.client("s3").create_bucket(Bucket=BUCKET)
+    secret = boto3.client("secretsmanager").create_secret(
+        Name="tune/flow/hub", SecretString=json.dumps({"HF_TOKEN": CANARY})
+    )["ARN"]
+    sagemaker = {"target": "sagemaker", "image": IMAGE, "role_arn": ROLE, "secrets": [secret]}
+    raw = yaml.safe_load(DEBUG_CONFIG.read_text())
+    raw["train"].update({"max_steps": 4, "checkpoint_every": 2, "warmup_steps": 1, "log_every": 2})
+    raw["data"].update({"eval_prompts": 2})
+    raw["evaluate"].update({"engines": ["hf"], "perplexity_blocks": 8})
+    raw["compute"] = {
+        "train": {**sagemaker, "instance_type": "ml.p4d.24xlarge", "spot": True},
+        "evaluate": {**sagemaker, "instance_type": "ml.g5.12xlarge"},
+    }
+    config_path = tmp_path / "sagemaker.yaml"
+    config_path.write_text(yaml.safe_dump(raw))
+    emulator = EmulatedSageMaker(tmp_path / "hosts").install(monkeypatch)
+    env = {
+        **aws_env,
+        "METAFLOW_DEFAULT_DATASTORE": "s3",
+        "METAFLOW_DATASTORE_SYSROOT_S3": ROOT,
+        "METAFLOW_DEFAULT_METADATA": "local",
+        POLL_ENV: "0.5",
+    }
+    options = [("config", str(config_path))]
+    with Runner(str(FLOW_FILE), show_output=False, cwd=str(tmp_path), env=env, config=options) as runner:
+        result = runner.run()
+        assert result.status == "successful", result.stdout[-4000:] + result.stderr[-4000:]
+        pathspec = result.run.pathspec
+
+    # Two jobs, train then evaluate, each running the stage its environment names.
+    assert [r["Environment"][STAGE_ENV] for r in emulator.requests] == ["train", "evaluate"]
+    for request in emulator.requests:
+        assert request["Environment"][SECRET_SOURCES_ENV] == secret and "HyperParameters" not in request
+    described = [
+        boto3.client("sagemaker").describe_training_job(TrainingJobName=r["TrainingJobName"]) for r in emulator.requests
+    ]
+    assert [d["TrainingJobStatus"] for d in described] == ["Completed", "Completed"]
+    # The canary secret is in no request and no job description (nor in the hosts' output).
+    assert CANARY not in json.dumps(emulator.requests) and CANARY not in json.dumps(described, default=str)
+    assert all(CANARY not in host.stdout for host in emulator.hosts_finished)
+
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.chdir(tmp_path)  # the local metadata lives in <cwd>/.metaflow
+    namespace(None)
+    run = Run(pathspec)
+    end = run["end"].task.data
+    assert run["evaluate"].task.data.evaluate_job["status"] == "Completed"
+    assert run["train"].task.data.training_job["status"] == "Completed"
+    remote = fetch(StoredDir.from_dict(end.references["evaluation"]), tmp_path / "remote-evaluation")
+
+    # The same stage run locally on the same model: the end step cannot tell the two apart.
+    config = load_config(config_path)
+    local_storage = open_storage(str(tmp_path / "local-run"))
+    local = evaluate_stage(
+        config,
+        local_storage,
+        StoredDir.from_dict(end.references["model"]),
+        StoredDir.from_dict(end.references["dataset"]),
+        TrainSummary.model_validate(end.train_summary),
+    )
+    local_folder = local_storage.local_path / "evaluate"
+    assert sorted(p.name for p in remote.iterdir()) == sorted(p.name for p in local_folder.iterdir())
+    assert set(end.eval_summary) == set(local.summary.model_dump())
+    for table in (p.name for p in remote.glob("*.parquet")):
+        assert pq.read_schema(remote / table) == pq.read_schema(local_folder / table), table
