@@ -23,9 +23,9 @@ Secrets never enter the request: the job gets Secrets Manager ARNs/names in
 
 from __future__ import annotations
 
+import json
 import os
 import re
-import json
 import shutil
 import time
 from collections.abc import Sequence
