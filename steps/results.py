@@ -71,6 +71,11 @@ class PrepareSummary(Record):
     vocab_size: int
     eos_id: int
     pad_id: int | None
+    separator: str | None = None
+    """The token packed between documents (data.document_separator or the tokenizer's end-of-text token)."""
+    separator_id: int | None = None
+    base_model_note: str | None = None
+    """Set when the base model was dequantized from GGUF: its weights have lost precision."""
     prompts: int
     doc_chars_histogram: Histogram
     doc_tokens_histogram: Histogram

@@ -31,7 +31,7 @@ def evaluate_stage(
         dataset=fetch(dataset),
         train_summary=summary_file,
         out=out,
-        base_model=resolve_base_model(config.model.base_model),
+        base_model=resolve_base_model(config.model.base_model, storage),
     )
     run_torchrun("steps.evaluate", args, config.evaluate.nproc)
     probes = out / PROBES_FILE

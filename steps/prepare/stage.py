@@ -19,7 +19,7 @@ from steps.runtime.storage import Storage
 
 def prepare_stage(config: TuneConfig, storage: Storage) -> PrepareResult:
     work = Path(tempfile.mkdtemp(prefix="tune-prepare-"))
-    base_model = resolve_base_model(config.model.base_model)
+    base_model = resolve_base_model(config.model.base_model, storage)
     run_module("steps.prepare", cli_args(config=write_temp_config(config), out=work, base_model=base_model))
     return PrepareResult(
         dataset=storage.publish(work / "dataset", "prepare/dataset"),

@@ -12,9 +12,9 @@ from steps.runtime.distributed import ON_GPU
 
 
 def lr_lambda(config: TuneConfig):
-    """Linear warmup, then cosine decay to min_learning_rate, as a factor of the peak."""
+    """Linear warmup, then cosine decay to the floor (train.min_learning_rate), as a factor of the peak (≤ 1)."""
     train = config.train
-    floor = train.min_learning_rate / train.learning_rate
+    floor = min(1.0, train.lr_floor / train.learning_rate)
 
     def factor(step: int) -> float:
         if step < train.warmup_steps:

@@ -92,7 +92,7 @@ def train_stage(
         dataset=fetch(dataset),
         tokenizer=fetch(tokenizer),
         out=out,
-        base_model=resolve_base_model(config.model.base_model),
+        base_model=resolve_base_model(config.model.base_model, storage),
         checkpoint_uri=checkpoints.root,
         checkpoint_staging=Path(tempfile.mkdtemp(prefix="tune-checkpoint-staging-")),
     )
