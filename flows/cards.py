@@ -165,6 +165,12 @@ def evaluate_card(result: EvaluateResult) -> list:
     s = result.summary
     ppl = s.perplexity
     before_after = [["held-out perplexity", f"{ppl.untuned:.2f}", f"{ppl.tuned:.2f}"]]
+    if s.general_perplexity is not None:  # forgetting: general text beside the domain, with both ratios
+        general = s.general_perplexity
+        before_after += [
+            [f"general-text perplexity ({s.general_text})", f"{general.untuned:.2f}", f"{general.tuned:.2f}"],
+            ["perplexity after/before: domain, general", "", f"{ppl.ratio:.3f}, {general.ratio:.3f}"],
+        ]
     tuned, untuned = s.probes.tuned, s.probes.untuned
     for group in tuned:
         for metric in PROBE_METRICS:

@@ -223,6 +223,9 @@ class EvalSummary(Record):
     """The generation settings used (decoding, max_new_tokens, batch_size, ...)."""
     perplexity: Perplexity
     perplexity_blocks: int
+    general_perplexity: Perplexity | None = None
+    """Perplexity on general-domain text (evaluate.general_text), to see forgetting; None when skipped."""
+    general_text: str | None = None
     probes: ProbeComparison
     throughput: dict[str, EngineThroughput]
     agreement_with: str

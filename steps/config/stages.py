@@ -236,6 +236,11 @@ class EvaluateConfig(Section):
     """Extra prompts: a JSONL file of {"prompt": ..., "reference": ... (optional)} objects."""
     perplexity_blocks: int = Field(64, ge=1)
     """Held-out blocks scored for perplexity."""
+    general_text: str | None = "python-docs"
+    """General-domain text scored for perplexity before and after tuning, to measure forgetting: `python-docs`
+    (the Python language reference shipped with Python), a UTF-8 text file, or empty to skip."""
+    general_blocks: int = Field(16, ge=1)
+    """Blocks of data.block_size tokens of the general text scored, spread evenly over it."""
     probes: int = Field(48, ge=0)
     """Domain probes of each kind (CWE corpus: ID to name, description to name); 0 turns them off, more
     than the catalogue has probes every weakness."""

@@ -18,6 +18,7 @@ import torch
 
 from steps.config import TuneConfig
 from steps.evaluate.engines import build_engine
+from steps.evaluate.general_text import general_blocks_like
 from steps.evaluate.generation import agreement_rates, check_agreement, run_engine, shard_indices
 from steps.evaluate.output_files import GENERATIONS_FILE, PROBES_FILE, SUMMARY_FILE
 from steps.evaluate.probe_scoring import score_probes
@@ -81,7 +82,11 @@ def run_evaluation(
     ctx = init_distributed()
     blocks = load_blocks(dataset_dir / "validation")[: settings.perplexity_blocks]
 
-    ppl_tuned, probes_tuned = score_model(load_pretrained(model_dir), tokenizer, blocks, probes, "tuned", ctx)
+    general = general_blocks_like(settings, tokenizer, dataset_dir)  # forgetting: perplexity far from the domain
+    tuned = load_pretrained(model_dir)
+    ppl_tuned, probes_tuned = score_model(tuned, tokenizer, blocks, probes, "tuned", ctx)
+    general_tuned = perplexity(tuned, general, ctx) if general else None
+    del tuned
     untuned = initial_model(config.model, base_model, tokenizer)
     if state_dict_sha256(untuned) != train_summary.init_sha256:
         raise RuntimeError(
@@ -89,6 +94,7 @@ def run_evaluation(
             "model.init_seed or the base model changed between train and evaluate"
         )
     ppl_untuned, probes_untuned = score_model(untuned, tokenizer, blocks, probes, "untuned", ctx)
+    general_untuned = perplexity(untuned, general, ctx) if general else None
     del untuned
 
     rows, throughput, tokens_by_engine, notes = [], {}, {}, {}
@@ -145,6 +151,10 @@ def run_evaluation(
             ),
             "perplexity": {"tuned": ppl_tuned, "untuned": ppl_untuned, "ratio": ppl_tuned / ppl_untuned},
             "perplexity_blocks": len(blocks),
+            "general_perplexity": None
+            if general_tuned is None
+            else {"tuned": general_tuned, "untuned": general_untuned, "ratio": general_tuned / general_untuned},
+            "general_text": settings.general_text if general else None,
             "probes": {"tuned": summarize(probes_tuned), "untuned": summarize(probes_untuned)},
             "throughput": throughput,
             "agreement_with": settings.engines[0],

@@ -116,6 +116,9 @@ def test_nine_heads_on_two_ranks_evaluate_without_splitting_heads(trained, prepa
     run_torchrun("steps.evaluate", args, nproc_per_node=2)
     summary = json.loads((tmp_path / "eval" / "eval_summary.json").read_text())
     assert summary["engines_agree"] is True
+    general, domain = summary["general_perplexity"], summary["perplexity"]
+    assert summary["general_text"] == "python-docs" and general["tuned"] > 1 and general["untuned"] > 1
+    assert general["ratio"] == pytest.approx(general["tuned"] / general["untuned"]) and domain["ratio"] > 0
     assert any("9 attention heads and 3 key/value heads" in note for note in summary["engine_notes"]["deepspeed"])
     rows = pq.read_table(tmp_path / "eval" / "generations.parquet").to_pylist()
     assert [r["index"] for r in rows if r["engine"] == "deepspeed"] == list(range(summary["prompts"]))
