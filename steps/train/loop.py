@@ -20,7 +20,7 @@ import torch
 
 from steps.config import TuneConfig
 from steps.formats.blocks import load_blocks
-from steps.formats.model import check_vocabulary, initial_model, parameter_shapes, state_dict_sha256
+from steps.formats.model import check_vocabulary, initial_model, state_dict_sha256
 from steps.formats.tokenizer_folder import load_tokenizer
 from steps.formats.train_folder import METRICS_FILE, SUMMARY_FILE, VERIFY_BLOCKS, VERIFY_LOGITS_FILE, VERIFY_TOKENS
 from steps.results import TrainSummary
@@ -58,13 +58,11 @@ def run_training(
     check_dtype(config)
     ctx = init_distributed(config.train.failure_timeout_s)
     tokenizer = load_tokenizer(tokenizer_dir)
-    ds_config = build_deepspeed_config(config, ctx.world_size)
-    # ZeRO-3 loads a base model straight into each rank's partition instead of a whole fp32 copy per rank.
-    model = initial_model(config.model, base_model, tokenizer, ds_config if config.deepspeed.zero_stage == 3 else None)
+    model = initial_model(config.model, base_model, tokenizer)
     check_vocabulary(model, tokenizer)
     init_sha = state_dict_sha256(model)
-    shapes = parameter_shapes(model)
-    parameters = sum(shape.numel() for shape in shapes.values())
+    shapes = {name: p.shape for name, p in model.named_parameters()}
+    parameters = sum(p.numel() for p in model.parameters())
     if config.train.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -77,6 +75,7 @@ def run_training(
         ctx.world_size,
         config.train.gradient_accumulation_steps,
     )
+    ds_config = build_deepspeed_config(config, ctx.world_size)
     store = CheckpointStore(plan.uri, plan.staging, config.train.keep_checkpoints, ctx)
     found = store.find(plan.resume_from)
     universal = found is not None and store.reshapes(found, config.deepspeed.zero_stage)
