@@ -9,9 +9,13 @@ import numpy as np
 import pytest
 from datasets import load_from_disk
 
+from flows.cards import prepare_card
 from steps.config import ConfigError, DataConfig, TuneConfig
+from steps.formats.gguf_source import GGUF_SOURCE_FILE, quantization_note
 from steps.formats.tokenizer_folder import load_tokenizer
 from steps.prepare.pipeline import run_prepare
+from steps.results import PrepareResult
+from steps.runtime.storage import StoredDir
 
 END_OF_TEXT, CHAT_END = "<|endoftext|>", "<|im_end|>"
 
@@ -51,6 +55,20 @@ def test_documents_are_separated_by_end_of_text_not_the_chat_marker(prepared: Pa
     assert (summary.separator, summary.separator_id) == (END_OF_TEXT, end_of_text)
     ids = _packed_ids(tmp_path / "out")
     assert (ids == end_of_text).sum() >= 20 and not (ids == chat_end).any()
+    assert summary.base_model_note is None  # not dequantized from GGUF: nothing lost
+
+
+def test_the_card_names_the_separator_and_the_gguf_precision_loss(prepared: Path, tmp_path: Path) -> None:
+    base = _chat_base_model(prepared, tmp_path / "base")
+    note = quantization_note("SmolLM2-135M-Instruct.Q4_1.gguf")
+    (base / GGUF_SOURCE_FILE).write_text(json.dumps({"gguf_file": "SmolLM2-135M-Instruct.Q4_1.gguf", "note": note}))
+    summary = run_prepare(_data(tmp_path), tmp_path / "out", base_model_dir=base)
+    assert summary.base_model_note == note and "Q4_1" in note and "lost precision" in note
+    ref = StoredDir(uri=str(tmp_path / "out"), sha256="0" * 64, files=1, bytes=1)
+    card = json.dumps(
+        [part.render() for part in prepare_card(PrepareResult(dataset=ref, tokenizer=ref, summary=summary))]
+    )
+    assert "lost precision" in card and "document separator" in card and "<|endoftext|>" in card
 
 
 def test_the_separator_is_configurable_and_checked(prepared: Path, tmp_path: Path) -> None:
