@@ -35,7 +35,14 @@ def test_smollm2_gguf_continue_pretraining_in_a_few_steps(tmp_path: Path, monkey
         "smollm2",
         data={"block_size": 64, "eval_prompts": 2, "prompt_tokens": 8},
         model={"base_model": SMOLLM2},
-        train={"max_steps": 2, "micro_batch_size": 1, "checkpoint_every": 2, "log_every": 1, "warmup_steps": 0},
+        train={
+            "max_steps": 2,
+            "micro_batch_size": 1,
+            "checkpoint_every": 2,
+            "log_every": 1,
+            "warmup_steps": 0,
+            "learning_rate": 2e-5,
+        },
         deepspeed={"zero_stage": 3, "config_file": "configs/deepspeed/zero3.json"},
         evaluate={
             "engines": ["hf"],
@@ -65,7 +72,10 @@ def test_smollm2_gguf_continue_pretraining_in_a_few_steps(tmp_path: Path, monkey
     subprocess.run([sys.executable, "-c", load, end.references["model"]["uri"]], check=True)
 
     summary = end.eval_summary
-    assert summary["general_perplexity"]["untuned"] > 1 and summary["perplexity"]["untuned"] > 1
+    # Two steps at a continued-pretraining rate move a pretrained model a little, never wreck it (the debug
+    # config's 3e-3 multiplied both perplexities by 10-20 in two steps); a broken tie or conversion would too.
+    for ppl in (summary["perplexity"], summary["general_perplexity"]):
+        assert 1 < ppl["untuned"] < 200 and ppl["ratio"] < 1.5, ppl
     assert all(r["generation"] is not None for r in end.eval_table)
     texts = {step: card_data(get_cards(run[step].task)[0].get()) for step in ("prepare", "evaluate")}
     assert "lost precision" in texts["prepare"] and "document separator" in texts["prepare"]
