@@ -83,11 +83,15 @@ def prepare_card(result: PrepareResult) -> list:
         counts = [getattr(part, split) for part in (s.documents, s.tokens, s.blocks)]
         rows.append([f"{split}: documents / tokens / blocks", " / ".join(str(c) for c in counts)])
     rows += [["block size", s.block_size], ["vocabulary", s.vocab_size], ["evaluation prompts", s.prompts]]
+    if s.separator is not None:
+        rows.append(["document separator", f"`{s.separator}` (id {s.separator_id})"])
     mix = [["files", fmt, n] for fmt, n in sorted(report.files_by_format.items())]
     mix += [["documents kept", fmt, n] for fmt, n in sorted(report.documents_by_format.items())]
     redactions = [[kind, count] for kind, count in sorted(report.redactions.items())] or [["none", 0]]
     parts = [
-        Markdown(f"# prepare\nCorpus: `{s.corpus}`"),
+        Markdown(
+            f"# prepare\nCorpus: `{s.corpus}`" + (f"\n\n**Note:** {s.base_model_note}" if s.base_model_note else "")
+        ),
         Table(rows, headers=["", "value"]),
         Markdown("## Source mix"),
         Table(mix, headers=["", "format", "count"]),
@@ -174,6 +178,12 @@ def evaluate_card(result: EvaluateResult) -> list:
     s = result.summary
     ppl = s.perplexity
     before_after = [["held-out perplexity", f"{ppl.untuned:.2f}", f"{ppl.tuned:.2f}"]]
+    if s.general_perplexity is not None:  # forgetting: general text beside the domain, with both ratios
+        general = s.general_perplexity
+        before_after += [
+            [f"general-text perplexity ({s.general_text})", f"{general.untuned:.2f}", f"{general.tuned:.2f}"],
+            ["perplexity after/before: domain, general", "", f"{ppl.ratio:.3f}, {general.ratio:.3f}"],
+        ]
     tuned, untuned = s.probes.tuned, s.probes.untuned
     for group in tuned:
         for metric in PROBE_METRICS:

@@ -71,6 +71,11 @@ class PrepareSummary(Record):
     vocab_size: int
     eos_id: int
     pad_id: int | None
+    separator: str | None = None
+    """The token packed between documents (data.document_separator or the tokenizer's end-of-text token)."""
+    separator_id: int | None = None
+    base_model_note: str | None = None
+    """Set when the base model was dequantized from GGUF: its weights have lost precision."""
     prompts: int
     doc_chars_histogram: Histogram
     doc_tokens_histogram: Histogram
@@ -220,6 +225,9 @@ class EvalSummary(Record):
     """The generation settings used (decoding, max_new_tokens, batch_size, ...)."""
     perplexity: Perplexity
     perplexity_blocks: int
+    general_perplexity: Perplexity | None = None
+    """Perplexity on general-domain text (evaluate.general_text), to see forgetting; None when skipped."""
+    general_text: str | None = None
     probes: ProbeComparison
     throughput: dict[str, EngineThroughput]
     agreement_with: str

@@ -71,6 +71,16 @@ class TuneConfig(Section):
             )
         return self
 
+    @model_validator(mode="after")
+    def _block_fits_positions(self) -> TuneConfig:
+        # A base model's positions are in its config.json: steps.formats.model_folder checks those.
+        if self.model.base_model is None and self.data.block_size > self.model.max_position_embeddings:
+            raise ValueError(
+                f"data.block_size ({self.data.block_size}) is larger than model.max_position_embeddings "
+                f"({self.model.max_position_embeddings}); lower the block size or raise the positions"
+            )
+        return self
+
     def with_overrides(self, **dotted: Any) -> TuneConfig:
         """A validated copy with `section.field` values replaced; None leaves a field alone."""
         raw = self.model_dump()

@@ -43,6 +43,9 @@ class DataConfig(Section):
     """Vocabulary size of the BPE tokenizer trained on the corpus (ignored with a base model)."""
     block_size: int = Field(256, ge=16)
     """Tokens per packed training block."""
+    document_separator: str | None = None
+    """Token packed between documents; empty chooses the tokenizer's end-of-text token (`<|endoftext|>`,
+    `<|end_of_text|>`, `</s>` or `<eos>` when it has one, else its EOS, which may be a chat-turn marker)."""
     validation_fraction: float = Field(0.05, gt=0.0, lt=0.5)
     """Share of documents held out for validation (split by document, never by block)."""
     seed: int = 1234
@@ -90,6 +93,10 @@ class ModelConfig(Section):
         return self
 
 
+MIN_LR_FRACTION = 0.1
+"""The cosine floor as a share of the peak when train.min_learning_rate is empty."""
+
+
 class TrainConfig(Section):
     max_steps: int = Field(150, ge=1)
     """Optimizer steps."""
@@ -99,8 +106,8 @@ class TrainConfig(Section):
     """Micro-batches per optimizer step."""
     learning_rate: float = Field(2e-3, gt=0.0)
     """Peak learning rate."""
-    min_learning_rate: float = Field(2e-4, ge=0.0)
-    """Learning rate at the end of the cosine decay."""
+    min_learning_rate: float | None = Field(None, ge=0.0)
+    """Learning rate at the end of the cosine decay, at most the peak; empty means a tenth of the peak."""
     warmup_steps: int = Field(15, ge=0)
     """Linear warmup steps."""
     weight_decay: float = Field(0.1, ge=0.0)
@@ -129,6 +136,24 @@ class TrainConfig(Section):
     """Dense peak TFLOP/s of one device at the training dtype, for MFU; empty looks it up from the device name."""
     tracker: Literal["none", "tensorboard", "wandb"] = "none"
     """Also send metrics to TensorBoard (under the train folder) or Weights & Biases (key: WANDB_API_KEY)."""
+
+    @model_validator(mode="after")
+    def _floor_below_peak(self) -> TrainConfig:
+        # A floor above the peak makes the "decay" climb: 2e-4 under a 2e-5 peak ends at 10x the peak.
+        if self.min_learning_rate is not None and self.min_learning_rate > self.learning_rate:
+            raise ValueError(
+                f"train.min_learning_rate ({self.min_learning_rate}) is above train.learning_rate "
+                f"({self.learning_rate}), so the schedule would climb above its peak; lower it to at most the peak "
+                "or leave it empty (a tenth of the peak)"
+            )
+        return self
+
+    @property
+    def lr_floor(self) -> float:
+        """The learning rate the cosine decays to."""
+        if self.min_learning_rate is None:
+            return MIN_LR_FRACTION * self.learning_rate
+        return self.min_learning_rate
 
 
 class DeepSpeedConfig(Section):
@@ -219,6 +244,11 @@ class EvaluateConfig(Section):
     """Extra prompts: a JSONL file of {"prompt": ..., "reference": ... (optional)} objects."""
     perplexity_blocks: int = Field(64, ge=1)
     """Held-out blocks scored for perplexity."""
+    general_text: str | None = "python-docs"
+    """General-domain text scored for perplexity before and after tuning, to measure forgetting: `python-docs`
+    (the Python language reference shipped with Python), a UTF-8 text file, or empty to skip."""
+    general_blocks: int = Field(16, ge=1)
+    """Blocks of data.block_size tokens of the general text scored, spread evenly over it."""
     probes: int = Field(48, ge=0)
     """Domain probes of each kind (CWE corpus: ID to name, description to name); 0 turns them off, more
     than the catalogue has probes every weakness."""

@@ -75,9 +75,27 @@ def hf_engine(model_dir: Path, ctx: DistContext, settings: EvaluateConfig) -> In
     return InferenceEngine("hf", model, shards_prompts=True)
 
 
+def tensor_parallel_degree(model_config, world_size: int) -> tuple[int, str | None]:
+    """The ranks a model is split over: all of them when they divide its attention and key/value heads, else none.
+
+    AutoTP splits heads evenly; with 9 heads and 3 key/value heads (SmolLM2-135M) on 2 ranks it cannot, so every
+    rank keeps the whole model and generates for its own prompts instead (a note on the card says so).
+    """
+    heads = model_config.num_attention_heads
+    kv_heads = getattr(model_config, "num_key_value_heads", None) or heads
+    if world_size == 1 or (heads % world_size == 0 and kv_heads % world_size == 0):
+        return world_size, None
+    return 1, (
+        f"tensor parallelism off: {heads} attention heads and {kv_heads} key/value heads do not split over "
+        f"{world_size} ranks; each rank runs the whole model on its own prompts (evaluate.nproc dividing both "
+        "restores tensor parallelism)"
+    )
+
+
 def deepspeed_inference_engine(model_dir: Path, ctx: DistContext, settings: EvaluateConfig) -> InferenceEngine:
     model = load_pretrained(model_dir, _dtype(settings)).eval()
-    notes = []
+    degree, why = tensor_parallel_degree(model.config, ctx.world_size)
+    notes = [why] if why else []
     inject = settings.kernel_inject and ON_GPU
     if settings.kernel_inject and not ON_GPU:
         notes.append(
@@ -87,7 +105,7 @@ def deepspeed_inference_engine(model_dir: Path, ctx: DistContext, settings: Eval
     try:
         engine = deepspeed.init_inference(
             model,
-            tensor_parallel={"tp_size": ctx.world_size},
+            tensor_parallel={"tp_size": degree},
             dtype=_dtype(settings),
             replace_with_kernel_inject=inject,
         )
@@ -103,9 +121,10 @@ def deepspeed_inference_engine(model_dir: Path, ctx: DistContext, settings: Eval
         )
         model = load_pretrained(model_dir, _dtype(settings)).eval()
         engine = deepspeed.init_inference(
-            model, tensor_parallel={"tp_size": ctx.world_size}, dtype=_dtype(settings), replace_with_kernel_inject=False
+            model, tensor_parallel={"tp_size": degree}, dtype=_dtype(settings), replace_with_kernel_inject=False
         )
-    return InferenceEngine("deepspeed", engine.module.eval(), shards_prompts=False, notes=notes)
+    split = degree > 1
+    return InferenceEngine("deepspeed", engine.module.eval(), shards_prompts=not split, notes=notes)
 
 
 def _smoke_generate(model, ctx: DistContext) -> None:

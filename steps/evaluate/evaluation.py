@@ -19,6 +19,7 @@ import torch
 from steps.config import TuneConfig
 from steps.evaluate.decoding import settings_in_effect
 from steps.evaluate.engines import build_engine
+from steps.evaluate.general_text import general_blocks_like
 from steps.evaluate.generation import agreement_rates, check_agreement, run_engine, shard_indices
 from steps.evaluate.output_files import GENERATIONS_FILE, PROBES_FILE, SUMMARY_FILE
 from steps.evaluate.probe_scoring import score_probes
@@ -106,7 +107,11 @@ def run_evaluation(
     progress = Progress(show=ctx.is_main, file=progress_file)
     blocks = load_blocks(dataset_dir / "validation")[: settings.perplexity_blocks]
 
-    ppl_tuned, probes_tuned = score_model(load_pretrained(model_dir), tokenizer, blocks, probes, "tuned", ctx, progress)
+    general = general_blocks_like(settings, tokenizer, dataset_dir)  # forgetting: perplexity far from the domain
+    tuned = load_pretrained(model_dir)
+    ppl_tuned, probes_tuned = score_model(tuned, tokenizer, blocks, probes, "tuned", ctx, progress)
+    general_tuned = perplexity(tuned, general, ctx) if general else None
+    del tuned
     untuned = initial_model(config.model, base_model, tokenizer)
     if state_dict_sha256(untuned) != train_summary.init_sha256:
         raise RuntimeError(
@@ -114,6 +119,7 @@ def run_evaluation(
             "model.init_seed or the base model changed between train and evaluate"
         )
     ppl_untuned, probes_untuned = score_model(untuned, tokenizer, blocks, probes, "untuned", ctx, progress)
+    general_untuned = perplexity(untuned, general, ctx) if general else None
     del untuned
 
     rows, throughput, tokens_by_engine, notes = [], {}, {}, {}
@@ -162,6 +168,10 @@ def run_evaluation(
             "generation": settings_in_effect(settings),
             "perplexity": {"tuned": ppl_tuned, "untuned": ppl_untuned, "ratio": ppl_tuned / ppl_untuned},
             "perplexity_blocks": len(blocks),
+            "general_perplexity": None
+            if general_tuned is None
+            else {"tuned": general_tuned, "untuned": general_untuned, "ratio": general_tuned / general_untuned},
+            "general_text": settings.general_text if general else None,
             "probes": {"tuned": summarize(probes_tuned), "untuned": summarize(probes_untuned)},
             "throughput": throughput,
             "agreement_with": settings.engines[0],

@@ -54,7 +54,7 @@ def _evaluate(
         dataset=fetch(dataset, work / "dataset"),
         train_summary=summary_file,
         out=out,
-        base_model=resolve_base_model(config.model.base_model, work / "base-model"),
+        base_model=resolve_base_model(config.model.base_model, work / "base-model", storage),
         progress_file=work / "progress.json",
     )
     watcher = ProgressWatcher(work / "progress.json", on_progress, progress_interval_s) if on_progress else None

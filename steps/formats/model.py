@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
+import deepspeed
 import torch
 from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM, PreTrainedModel
 
@@ -48,24 +49,45 @@ def load_pretrained(folder: str | Path, dtype: torch.dtype = torch.float32) -> P
 
 
 def initial_model(model: ModelConfig, base_model_dir: str | Path | None, tokenizer) -> PreTrainedModel:
-    """The model before tuning: the base model, or the seeded initialisation sized to the tokenizer."""
+    """The model before tuning: the base model, or the seeded initialisation sized to the tokenizer.
+
+    A base model loads lazily from its memory-mapped safetensors: measured with 2 ZeRO-3 ranks
+    (bench/zero3_load_memory.py), that holds no private fp32 copy per rank, while loading it under
+    transformers' DeepSpeed integration (`zero.Init`) costs 1.3-1.7x the model per rank.
+    """
     if base_model_dir is not None:
         return load_pretrained(base_model_dir)
     return build_model(model, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
 
 
+def _full(name: str, tensor: torch.Tensor) -> bytes:
+    """A tensor's bytes; a ZeRO-3 partitioned parameter is gathered for the moment (every rank must call)."""
+    if hasattr(tensor, "ds_id"):
+        with deepspeed.zero.GatheredParameters([tensor]):
+            return tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+    return tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes()
+
+
 def state_dict_sha256(model: torch.nn.Module) -> str:
-    """A fingerprint of the weights, to prove that two processes built the same model."""
+    """A fingerprint of the weights, to prove that two processes built the same model (partitioned or not)."""
+    tensors = dict(model.named_buffers(remove_duplicate=False))
+    tensors.update(model.named_parameters(remove_duplicate=False))
     digest = hashlib.sha256()
-    for name, tensor in sorted(model.state_dict().items()):
+    for name in sorted(model.state_dict().keys()):
         digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        digest.update(_full(name, tensors[name]))
     return digest.hexdigest()
+
+
+def parameter_shapes(model: torch.nn.Module) -> dict[str, torch.Size]:
+    """Each parameter's full shape, also when ZeRO-3 has partitioned it (`ds_shape`)."""
+    return {name: getattr(p, "ds_shape", p.shape) for name, p in model.named_parameters()}
 
 
 def check_vocabulary(model: PreTrainedModel, tokenizer) -> None:
     """The tokenizer must fit the embedding table, or training indexes out of range."""
-    rows = model.get_input_embeddings().weight.shape[0]
+    weight = model.get_input_embeddings().weight
+    rows = getattr(weight, "ds_shape", weight.shape)[0]
     if len(tokenizer) > rows:
         raise ValueError(
             f"the tokenizer has {len(tokenizer)} tokens but the model's embedding has {rows} rows; "

@@ -7,22 +7,36 @@ here, to a local folder with the model's `config.json`.
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 
-from steps.runtime.storage import StorageError, open_storage
+from steps.config import ConfigError
+from steps.formats.gguf_source import gguf_file, is_gguf
+from steps.runtime.launch import run_module
+from steps.runtime.storage import Storage, StorageError, open_storage
 
 CONVERSION_FILE = "conversion.json"
 """The verification record convert writes into the model folder, beside the weights."""
 
 
-def resolve_base_model(spec: str | None, download_to: Path | None = None) -> Path | None:
-    """A local folder for the base model: as given, or a download of an object-store prefix; None for none.
+BASE_MODEL = "base_model"
+"""Where a GGUF base model's dequantized folder is published in the run's storage."""
 
-    `download_to`: where a download goes, inside the calling stage's temporary folder so that
-    the copy goes when the stage ends (see `steps.runtime.scratch`).
+
+def resolve_base_model(
+    spec: str | None, download_to: Path | None = None, storage: Storage | None = None
+) -> Path | None:
+    """A local folder for the base model: as given, a download of an object-store prefix, or a GGUF file
+    dequantized (once per run: the folder is published in the run's `storage` and reused); None for none.
+
+    `download_to`: where a download or a dequantized copy goes, inside the calling stage's temporary
+    folder so that the copy goes when the stage ends (see `steps.runtime.scratch`).
     """
     if not spec:
         return None
+    if is_gguf(spec):
+        return _dequantized(spec, storage, download_to)
     try:
         folder = open_storage(spec).materialize(download_to)
     except StorageError as exc:
@@ -30,3 +44,28 @@ def resolve_base_model(spec: str | None, download_to: Path | None = None) -> Pat
     if not (folder / "config.json").is_file():
         raise FileNotFoundError(f"model.base_model = {spec!r} is not a Hugging Face model folder (no config.json)")
     return folder
+
+
+def _dequantized(spec: str, storage: Storage | None, download_to: Path | None) -> Path:
+    source = gguf_file(spec)
+    if storage is not None and storage.get_text(f"{BASE_MODEL}/_manifest.json") is not None:
+        return storage.child(BASE_MODEL).materialize(download_to)
+    # The conversion needs torch, which controllers do not import: a child process does it.
+    out = download_to if download_to is not None else Path(tempfile.mkdtemp(prefix="tune-gguf-"))
+    run_module("steps.formats.gguf_model", ["--gguf", str(source), "--out", str(out)])
+    if storage is not None:
+        storage.publish(out, BASE_MODEL)
+    return out
+
+
+def check_block_fits(model_dir: str | Path, block_size: int) -> None:
+    """Refuse blocks longer than the base model's positions: positions past them are untrained or out of range."""
+    config_file = Path(model_dir) / "config.json"
+    if not config_file.is_file():  # a tokenizer-only folder (prepare needs no weights): nothing to check against
+        return
+    positions = json.loads(config_file.read_text()).get("max_position_embeddings")
+    if positions is not None and block_size > positions:
+        raise ConfigError(
+            f"data.block_size ({block_size}) is larger than the base model's max_position_embeddings ({positions}) "
+            f"in {model_dir}/config.json; lower data.block_size to at most {positions}"
+        )

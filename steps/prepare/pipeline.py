@@ -30,12 +30,14 @@ from datasets import disable_progress_bars, load_from_disk
 from steps.config import DataConfig
 from steps.formats.blocks import BlockWriter
 from steps.formats.dataset import REPORT_FILE, SPLITS, SUMMARY_FILE, write_prompts
+from steps.formats.gguf_source import read_gguf_note
+from steps.formats.model_folder import check_block_fits
 from steps.formats.tokenizer_folder import load_tokenizer
 from steps.prepare.console import Progress, reading_progress, reading_summary, say, split_summary
 from steps.prepare.corpus import CorpusError, empty_corpus_error, iter_documents
 from steps.prepare.report import CorpusReport
 from steps.prepare.split import DocumentSplit
-from steps.prepare.tokenizer_training import load_base_tokenizer, train_bpe_tokenizer
+from steps.prepare.tokenizer_training import document_separator, load_base_tokenizer, train_bpe_tokenizer
 from steps.results import PrepareSummary
 from steps.runtime.storage import file_sha256
 
@@ -122,8 +124,8 @@ def _encode_and_pack(
     require_prompts: bool,
 ) -> dict:
     """Pass 3: tokens of every document, packed into each side's Arrow shards as they come."""
-    eos_id = tokenizer.eos_token_id
-    writers = {side: BlockWriter(dataset_dir / side, data.block_size, eos_id) for side in SPLITS}
+    _, separator_id = document_separator(tokenizer, data.document_separator)
+    writers = {side: BlockWriter(dataset_dir / side, data.block_size, separator_id) for side in SPLITS}
     tokens = {"train": 0, "validation": 0}
     token_counts = array("I")
     prompts: list[dict[str, Any]] = []
@@ -179,6 +181,8 @@ def run_prepare(
     off (the run brings its own prompt file). Prints progress every `progress_every_s` seconds and a summary.
     """
     disable_progress_bars()
+    if base_model_dir is not None:
+        check_block_fits(base_model_dir, data.block_size)
     if data.num_proc and "RAYON_NUM_THREADS" not in os.environ:
         # The tokenizer's thread pool reads this once, when first used; in a fresh step process that is here.
         os.environ["RAYON_NUM_THREADS"] = str(data.num_proc)
@@ -203,6 +207,7 @@ def run_prepare(
             # Trained on the training side only, so held-out text is truly unseen.
             train_texts = (text for doc_id, text in _read_cleaned(cleaned) if not split.is_validation(doc_id))
             tokenizer = train_bpe_tokenizer(train_texts, data.vocab_size)
+        separator = document_separator(tokenizer, data.document_separator)  # a bad name fails before packing
         tokenizer.save_pretrained(str(out_dir / "tokenizer"))
         timings["tokenizer"] = time.perf_counter() - started - sum(timings.values())
         say(f"encoding and packing {sum(split.counts.values()):,} documents into blocks of {data.block_size} tokens")
@@ -222,6 +227,9 @@ def run_prepare(
         vocab_size=len(tokenizer),
         eos_id=tokenizer.eos_token_id,
         pad_id=tokenizer.pad_token_id,
+        separator=separator[0],
+        separator_id=separator[1],
+        base_model_note=read_gguf_note(base_model_dir),
         prompts=packed["prompts"],
         doc_chars_histogram=_histogram(doc_chars),
         doc_tokens_histogram=_histogram(packed["token_counts"]),

@@ -24,7 +24,7 @@ def prepare_stage(config: TuneConfig, storage: Storage) -> PrepareResult:
 
 def _prepare(config: TuneConfig, storage: Storage, scratch: Path) -> PrepareResult:
     work = scratch / "out"
-    base_model = resolve_base_model(config.model.base_model, scratch / "base-model")
+    base_model = resolve_base_model(config.model.base_model, scratch / "base-model", storage)
     config_file = write_config(config, scratch / "config.json")
     run_module("steps.prepare", cli_args(config=config_file, out=work, base_model=base_model))
     return PrepareResult(

@@ -39,3 +39,24 @@ def load_base_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
+
+
+END_OF_TEXT_TOKENS = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>")
+"""End-of-document tokens of common base-model families, preferred over an EOS that may be a chat-turn marker
+(SmolLM2-Instruct's EOS is `<|im_end|>`, Llama-3-Instruct's `<|eot_id|>`; their pretraining used these)."""
+
+
+def document_separator(tokenizer: PreTrainedTokenizerBase, configured: str | None) -> tuple[str, int]:
+    """The token packed between documents, and its id: `data.document_separator`, or the end-of-text token."""
+    vocab = tokenizer.get_vocab()
+    if configured is not None:
+        if configured not in vocab:
+            raise ValueError(
+                f"data.document_separator = {configured!r} is not a token of the tokenizer; "
+                "name one of its tokens (e.g. its end-of-text token) or leave it empty to choose automatically"
+            )
+        return configured, vocab[configured]
+    for token in END_OF_TEXT_TOKENS:
+        if token in vocab:
+            return token, vocab[token]
+    return tokenizer.eos_token, tokenizer.eos_token_id

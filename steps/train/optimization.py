@@ -12,9 +12,9 @@ from steps.runtime.distributed import ON_GPU
 
 
 def lr_lambda(config: TuneConfig):
-    """Linear warmup, then cosine decay to min_learning_rate, as a factor of the peak."""
+    """Linear warmup, then cosine decay to the floor (train.min_learning_rate), as a factor of the peak (≤ 1)."""
     train = config.train
-    floor = train.min_learning_rate / train.learning_rate
+    floor = min(1.0, train.lr_floor / train.learning_rate)
 
     def factor(step: int) -> float:
         if step < train.warmup_steps:
@@ -26,8 +26,10 @@ def lr_lambda(config: TuneConfig):
 
 
 def build_optimizer(model: torch.nn.Module, config: TuneConfig, offloaded: bool) -> torch.optim.Optimizer:
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]  # norms and biases
+    # A ZeRO-3 partitioned parameter is a flat slice; its real rank is that of `ds_shape`.
+    matrix = {n: len(getattr(p, "ds_shape", p.shape)) >= 2 for n, p in model.named_parameters()}
+    decay = [p for n, p in model.named_parameters() if matrix[n]]
+    no_decay = [p for n, p in model.named_parameters() if not matrix[n]]  # norms and biases
     groups = [{"params": decay, "weight_decay": config.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
     if offloaded:
         # ZeRO-Offload steps the optimizer on the CPU; DeepSpeed's vectorised Adam is the one it supports there.

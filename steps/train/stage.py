@@ -109,7 +109,7 @@ def _train(
         dataset=fetch(dataset, scratch / "dataset"),
         tokenizer=fetch(tokenizer, scratch / "tokenizer"),
         out=out,
-        base_model=resolve_base_model(config.model.base_model, scratch / "base-model"),
+        base_model=resolve_base_model(config.model.base_model, scratch / "base-model", storage),
         checkpoint_uri=checkpoints.root,
         checkpoint_staging=staging,
     )

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from steps.config import TuneConfig
+from steps.config import ConfigError, TuneConfig
 from steps.train.data_order import BlockOrder
 from steps.train.optimization import build_optimizer, lr_lambda
 
@@ -71,3 +71,18 @@ def test_norms_and_biases_are_not_decayed() -> None:
     decayed, kept = optimizer.param_groups
     assert decayed["weight_decay"] == 0.1 and [p.shape for p in decayed["params"]] == [torch.Size([4, 4])]
     assert kept["weight_decay"] == 0.0 and len(kept["params"]) == 3  # linear bias, norm weight and bias
+
+
+def test_a_floor_above_the_peak_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"train.min_learning_rate \(0.0002\) is above train.learning_rate"):
+        _schedule(learning_rate=2e-5, min_learning_rate=2e-4)
+
+
+@pytest.mark.parametrize("peak", [2e-5, 2e-3, 1.0])
+def test_the_schedule_never_exceeds_the_peak(peak: float) -> None:
+    """Continued pretraining sets a small peak and leaves the floor alone: the floor follows the peak."""
+    config = _schedule(max_steps=50, warmup_steps=5, learning_rate=peak)
+    factor = lr_lambda(config)
+    rates = [peak * factor(step) for step in range(60)]
+    assert max(rates) == pytest.approx(peak) and all(rate <= peak * (1 + 1e-12) for rate in rates)
+    assert rates[-1] == pytest.approx(0.1 * peak)  # the default floor: a tenth of the peak

@@ -1,0 +1,64 @@
+"""A GGUF file as a base model: dequantized once into a Hugging Face safetensors folder.
+
+transformers reads GGUF (`from_pretrained(folder, gguf_file=...)`, with the `gguf`
+package) and dequantizes it to fp32, but refuses to `save_pretrained` the result
+("quantized with gguf ... not serializable"). So the weights are copied into a plain
+model built from the same config, which saves like any other; the tokenizer is saved
+beside them and `gguf_source.json` records where the weights came from, with the note
+the cards show: quantized weights have lost precision that dequantizing cannot restore.
+
+Run as `python -m steps.formats.gguf_model --gguf FILE --out FOLDER` (the controllers
+import no torch, so they start this in a child process; see `model_folder.py`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from steps.formats.gguf_source import GGUF_SOURCE_FILE, quantization_note
+from steps.runtime.storage.manifest import file_sha256
+
+
+def dequantize_gguf(gguf_file: Path, out_dir: Path) -> Path:
+    """Write `out_dir` as a Hugging Face model folder (fp32 safetensors, config, tokenizer) from a GGUF file."""
+    folder, name = str(gguf_file.parent), gguf_file.name
+    loaded = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
+    config = AutoConfig.from_pretrained(folder, gguf_file=name)
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the saved weights are plain fp32; nothing to dequantize on load
+    plain = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    missing, unexpected = plain.load_state_dict(loaded.state_dict(), strict=False)
+    # A tied output layer has no weight of its own in the state dict; anything else missing is a bug.
+    if unexpected or [key for key in missing if not (config.tie_word_embeddings and key == "lm_head.weight")]:
+        raise ValueError(
+            f"{gguf_file}: dequantized weights do not fit the model (missing {missing}, extra {unexpected})"
+        )
+    plain.tie_weights()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plain.save_pretrained(str(out_dir))
+    AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(str(out_dir))
+    record = {
+        "gguf_file": name,
+        "sha256": file_sha256(gguf_file),
+        "parameters": sum(p.numel() for p in plain.parameters()),
+        "note": quantization_note(name),
+    }
+    (out_dir / GGUF_SOURCE_FILE).write_text(json.dumps(record, indent=1))
+    return out_dir
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Dequantize a GGUF causal LM into a Hugging Face safetensors folder.")
+    parser.add_argument("--gguf", required=True, type=Path)
+    parser.add_argument("--out", required=True, type=Path)
+    args = parser.parse_args()
+    dequantize_gguf(args.gguf, args.out)
+
+
+if __name__ == "__main__":
+    main()

