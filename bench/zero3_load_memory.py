@@ -70,8 +70,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=None, help="a Hugging Face model folder (default: SmolLM2-135M)")
     args = parser.parse_args()
-    model_dir = Path(args.model) if args.model else resolve_base_model(SMOLLM2)
-    out = Path(tempfile.mkdtemp(prefix="bench-zero3-load-"))
+    with tempfile.TemporaryDirectory(prefix="bench-zero3-load-") as scratch:  # the dequantized copy, the reports
+        measure(Path(args.model) if args.model else resolve_base_model(SMOLLM2, Path(scratch) / "base"), Path(scratch))
+
+
+def measure(model_dir: Path, out: Path) -> None:
     config = TuneConfig().with_overrides(
         **{
             "model.base_model": str(model_dir),

@@ -46,7 +46,7 @@ class TuneFlow(FlowSpec):
     )
     corpus = Parameter("corpus", default="", help="Override data.corpus: a folder, glob, s3:// prefix or 'cwe'.")
     base_model = Parameter(
-        "base-model", default="", help="Override model.base_model: a HF model folder or s3:// prefix."
+        "base-model", default="", help="Override model.base_model: a HF model folder, an s3:// prefix or a GGUF file."
     )
     max_steps = Parameter("max-steps", default=0, type=int, help="Override train.max_steps (0 keeps the config's).")
 

@@ -66,10 +66,11 @@ def model_folder(folder: Path, shape: ModelConfig) -> int:
 
 def synchronize() -> None:
     if torch.cuda.is_available():
-        synchronize()
+        torch.cuda.synchronize()
 
 
-def timed_generate(engine, batch: int, new_tokens: int, settings: EvaluateConfig, device) -> dict:
+def timed_generate(engine, batch: int, settings: EvaluateConfig, device) -> dict:
+    """Median of 3 timed generations of `settings.max_new_tokens` after a warm-up."""
     ids = torch.randint(3, VOCAB, (batch, 32), generator=torch.Generator().manual_seed(batch)).to(device)
     mask = torch.ones_like(ids)
     engine.generate(ids, mask, settings, eos_ids=[0], pad_id=1)  # warm-up: kernels, allocator, caches
@@ -96,7 +97,7 @@ def engines(args, folder: Path, ctx) -> dict:
     for name in ("hf", "deepspeed", "zero"):
         try:
             engine = build_engine(name, folder, ctx, settings)
-            runs = [timed_generate(engine, b, args.new_tokens, settings, ctx.device) for b in (1, 16)]
+            runs = [timed_generate(engine, b, settings, ctx.device) for b in (1, 16)]
             ran = name
             if name == "deepspeed":
                 ran = "kernel-injection"
@@ -130,7 +131,7 @@ def offload(args, folder: Path, ctx, weights: int) -> dict:
     result = {"bench": "gpu_zero_inference_offload", "budget_gib": args.budget_gib, "weights_gib": weights / 2**30}
     try:
         engine = build_engine("zero", folder, ctx, settings)
-        result["zero_cpu_offload"] = timed_generate(engine, 1, args.new_tokens, settings, ctx.device)
+        result["zero_cpu_offload"] = timed_generate(engine, 1, settings, ctx.device)
         result["zero_peak_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 3)
         del engine
     except Exception as exc:
@@ -138,7 +139,7 @@ def offload(args, folder: Path, ctx, weights: int) -> dict:
     torch.cuda.empty_cache()
     try:
         engine = build_engine("hf", folder, ctx, settings)
-        timed_generate(engine, 1, 4, settings, ctx.device)
+        timed_generate(engine, 1, settings, ctx.device)
         result["hf_under_budget"] = "ran (the budget does not bind)"
     except torch.OutOfMemoryError:
         result["hf_under_budget"] = "out of memory, as expected"

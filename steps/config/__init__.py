@@ -10,7 +10,6 @@ entrypoints, which run without Metaflow. The sections live beside this file:
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +47,6 @@ __all__ = [
     "parse_size",
     "validate_config",
     "write_config",
-    "write_temp_config",
 ]
 
 
@@ -138,8 +136,3 @@ def write_config(config: TuneConfig, path: str | Path) -> Path:
     path = Path(path)
     path.write_text(json.dumps(config.model_dump(), indent=2))
     return path
-
-
-def write_temp_config(config: TuneConfig) -> Path:
-    """The resolved config as JSON in a fresh temporary folder: the `--config` of a stage entrypoint."""
-    return write_config(config, Path(tempfile.mkdtemp(prefix="tune-config-")) / "config.json")

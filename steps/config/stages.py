@@ -244,9 +244,11 @@ class EvaluateConfig(Section):
     """Extra prompts: a JSONL file of {"prompt": ..., "reference": ... (optional)} objects."""
     perplexity_blocks: int = Field(64, ge=1)
     """Held-out blocks scored for perplexity."""
-    general_text: str | None = "python-docs"
+    general_text: str | None = "auto"
     """General-domain text scored for perplexity before and after tuning, to measure forgetting: `python-docs`
-    (the Python language reference shipped with Python), a UTF-8 text file, or empty to skip."""
+    (the Python language reference shipped with Python), a UTF-8 text file, or empty to skip. `auto`:
+    `python-docs` when tuning a base model, skipped for a model trained from scratch (which knows nothing
+    to forget)."""
     general_blocks: int = Field(16, ge=1)
     """Blocks of data.block_size tokens of the general text scored, spread evenly over it."""
     probes: int = Field(48, ge=0)

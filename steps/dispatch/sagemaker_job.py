@@ -23,7 +23,6 @@ Secrets never enter the request: the job gets Secrets Manager ARNs/names in
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -47,24 +46,23 @@ from sagemaker.core.shapes import (
 )
 
 from steps.config import TuneConfig, write_config
-from steps.dispatch.job_guard import LOG_GROUP, TrainingJobError, stop_predecessors, stopped_on_exit, wait_for_job
+from steps.dispatch.job_guard import TrainingJobError, stop_predecessors, stopped_on_exit, wait_for_job
+from steps.formats.gguf_source import is_gguf
+from steps.formats.model_folder import BASE_MODEL, resolve_base_model
 from steps.formats.train_folder import (
-    CHECKPOINT_RECORD,
     CHECKPOINTS,
     METRICS_FILE,
     OUTPUT_FILES,
     SUMMARY_FILE,
+    keep_verified_checkpoints,
     newest_of,
-    verify_checkpoint,
 )
 from steps.project_files import REPO_ROOT
 from steps.results import TrainingJobRecord, TrainResult, TrainSummary
 from steps.runtime.scratch import stage_scratch
-from steps.runtime.storage import Storage, StoredDir, open_storage
+from steps.runtime.storage import MANIFEST, Storage, StoredDir, open_storage
 from steps.train.progress_line import SAGEMAKER_METRIC_DEFINITIONS
 from steps.train.stage import TRAIN, read_metrics
-
-__all__ = ["LOG_GROUP", "TrainingJobError", "wait_for_job"]
 
 CHECKPOINTS_FOLDER = "sagemaker/checkpoints"
 """Where a run's SageMaker jobs keep their checkpoints in its storage (per run: a retried job resumes from them)."""
@@ -145,11 +143,14 @@ def job_spec(
             volume_size_in_gb=compute.volume_gb,
         ),
         "stopping_condition": stopping,
-        "checkpoint_config": CheckpointConfig(s3_uri=prefixes["checkpoints"], local_path=CONTAINER_CHECKPOINTS),
         "enable_managed_spot_training": compute.spot,
         "environment": environment,
         "tags": [Tag(key="tune:job", value=name)],
-    }
+    } | (  # only training writes checkpoints; convert and evaluate would download all of them for nothing
+        {"checkpoint_config": CheckpointConfig(s3_uri=prefixes["checkpoints"], local_path=CONTAINER_CHECKPOINTS)}
+        if step == "train"
+        else {}
+    )
 
 
 def job_record(job: TrainingJob) -> TrainingJobRecord:
@@ -196,7 +197,7 @@ def wait_limit_s(config: TuneConfig, step: str) -> float:
 def collect_train_folder(storage: Storage, prefixes: dict[str, str], name: str) -> TrainResult:
     """Publish the job's checkpoints and output files as the run's train folder (the local stage's layout)."""
     with stage_scratch("sagemaker-train") as work:
-        _verified_checkpoints(open_storage(prefixes["checkpoints"]).materialize(work / CHECKPOINTS))
+        keep_verified_checkpoints(open_storage(prefixes["checkpoints"]).materialize(work / CHECKPOINTS))
         output = open_storage(f"{prefixes['output']}/{name}/output/model").materialize(work / "output")
         for filename in OUTPUT_FILES:
             if not (output / filename).is_file():
@@ -208,21 +209,6 @@ def collect_train_folder(storage: Storage, prefixes: dict[str, str], name: str) 
             summary=TrainSummary.model_validate_json((work / SUMMARY_FILE).read_text()),
             metrics=read_metrics(work / METRICS_FILE),
         )
-
-
-def _verified_checkpoints(folder: Path) -> None:
-    """Keep the complete checkpoints of a downloaded prefix, each file checked against its record.
-
-    The prefix holds whatever the job's hosts left there (a spot interruption can leave a
-    torn save): a folder without its record is dropped, a file that differs fails the step.
-    """
-    for checkpoint in sorted(p for p in folder.iterdir() if p.is_dir()):
-        record = checkpoint / CHECKPOINT_RECORD
-        if not record.is_file():
-            print(f"not publishing {checkpoint.name}: it has no {CHECKPOINT_RECORD} (an interrupted save)", flush=True)
-            shutil.rmtree(checkpoint)
-            continue
-        verify_checkpoint(checkpoint, json.loads(record.read_text()))
 
 
 def code_folder(folder: Path) -> Path:
@@ -251,14 +237,24 @@ def common_channels(config: TuneConfig, storage: Storage, name: str, step: str) 
             "code": storage.publish(code_folder(scratch / "code"), f"sagemaker/{name}/code").uri,
             "config": storage.publish(scratch / "config", f"sagemaker/{name}/config").uri,
         }
-    if config.model.base_model:
-        if open_storage(config.model.base_model).local_path is not None:
-            raise TrainingJobError(
-                f"model.base_model = {config.model.base_model!r}: a SageMaker job reads the base model "
-                "from S3; upload the folder and give its s3:// prefix"
-            )
-        channels["base_model"] = config.model.base_model
+    if config.model.base_model and step != "convert":  # convert needs only the checkpoint and the tokenizer
+        channels["base_model"] = _base_model_channel(config.model.base_model, storage)
     return channels
+
+
+def _base_model_channel(spec: str, storage: Storage) -> str:
+    """The S3 prefix a job reads the base model from: the run's dequantized copy of a GGUF file, or the given one."""
+    if is_gguf(spec):
+        if storage.get_text(f"{BASE_MODEL}/{MANIFEST}") is None:  # e.g. a resumed run whose prepare was cloned
+            with stage_scratch("sagemaker-base-model") as scratch:
+                resolve_base_model(spec, scratch / "base-model", storage)  # dequantizes and publishes it
+        return storage.uri(BASE_MODEL)
+    if open_storage(spec).local_path is not None:
+        raise TrainingJobError(
+            f"model.base_model = {spec!r}: a SageMaker job reads the base model from S3; "
+            "upload the folder and give its s3:// prefix"
+        )
+    return spec
 
 
 def sagemaker_train_stage(

@@ -19,7 +19,7 @@ import torch
 from steps.config import TuneConfig
 from steps.evaluate.decoding import settings_in_effect
 from steps.evaluate.engines import build_engine
-from steps.evaluate.general_text import general_blocks_like
+from steps.evaluate.general_text import general_blocks_like, general_source
 from steps.evaluate.generation import agreement_rates, check_agreement, run_engine, shard_indices
 from steps.evaluate.output_files import GENERATIONS_FILE, PROBES_FILE, SUMMARY_FILE
 from steps.evaluate.probe_scoring import score_probes
@@ -107,7 +107,9 @@ def run_evaluation(
     progress = Progress(show=ctx.is_main, file=progress_file)
     blocks = load_blocks(dataset_dir / "validation")[: settings.perplexity_blocks]
 
-    general = general_blocks_like(settings, tokenizer, dataset_dir)  # forgetting: perplexity far from the domain
+    general = general_blocks_like(
+        settings, tokenizer, dataset_dir, base_model is not None
+    )  # forgetting: perplexity far from the domain
     tuned = load_pretrained(model_dir)
     ppl_tuned, probes_tuned = score_model(tuned, tokenizer, blocks, probes, "tuned", ctx, progress)
     general_tuned = perplexity(tuned, general, ctx) if general else None
@@ -171,7 +173,7 @@ def run_evaluation(
             "general_perplexity": None
             if general_tuned is None
             else {"tuned": general_tuned, "untuned": general_untuned, "ratio": general_tuned / general_untuned},
-            "general_text": settings.general_text if general else None,
+            "general_text": general_source(settings, base_model is not None) if general else None,
             "probes": {"tuned": summarize(probes_tuned), "untuned": summarize(probes_untuned)},
             "throughput": throughput,
             "agreement_with": settings.engines[0],

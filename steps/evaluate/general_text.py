@@ -20,6 +20,15 @@ from steps.formats.dataset import SUMMARY_FILE
 
 PYTHON_DOCS = "python-docs"
 """`evaluate.general_text` value meaning the Python language reference shipped with Python."""
+AUTO = "auto"
+"""`evaluate.general_text` value meaning PYTHON_DOCS for a base model, nothing for a model built from scratch."""
+
+
+def general_source(settings: EvaluateConfig, base_model: bool) -> str | None:
+    """The general text in effect: `auto` resolved by whether training started from a base model."""
+    if settings.general_text == AUTO:
+        return PYTHON_DOCS if base_model else None
+    return settings.general_text or None
 
 
 def _texts(source: str) -> list[str]:
@@ -51,8 +60,9 @@ def general_blocks(settings: EvaluateConfig, tokenizer, block_size: int, separat
     return [ids[start : start + block_size] for start in sorted(set(starts.tolist()))]
 
 
-def general_blocks_like(settings: EvaluateConfig, tokenizer, dataset_dir: Path) -> list[list[int]]:
+def general_blocks_like(settings: EvaluateConfig, tokenizer, dataset_dir: Path, base_model: bool) -> list[list[int]]:
     """General-text blocks packed the way prepare packed the domain's: its block size and document separator."""
+    settings = settings.model_copy(update={"general_text": general_source(settings, base_model)})
     summary = json.loads((Path(dataset_dir) / SUMMARY_FILE).read_text())
     separator = summary.get("separator_id")
     return general_blocks(

@@ -14,7 +14,7 @@ from pathlib import Path
 from steps.config import ConfigError
 from steps.formats.gguf_source import gguf_file, is_gguf
 from steps.runtime.launch import run_module
-from steps.runtime.storage import Storage, StorageError, open_storage
+from steps.runtime.storage import MANIFEST, Storage, StorageError, open_storage
 
 CONVERSION_FILE = "conversion.json"
 """The verification record convert writes into the model folder, beside the weights."""
@@ -48,7 +48,7 @@ def resolve_base_model(
 
 def _dequantized(spec: str, storage: Storage | None, download_to: Path | None) -> Path:
     source = gguf_file(spec)
-    if storage is not None and storage.get_text(f"{BASE_MODEL}/_manifest.json") is not None:
+    if storage is not None and storage.get_text(f"{BASE_MODEL}/{MANIFEST}") is not None:
         return storage.child(BASE_MODEL).materialize(download_to)
     # The conversion needs torch, which controllers do not import: a child process does it.
     out = download_to if download_to is not None else Path(tempfile.mkdtemp(prefix="tune-gguf-"))

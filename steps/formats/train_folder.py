@@ -17,6 +17,7 @@ finds its newest complete checkpoint through `newest_of`; nothing here needs tor
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -145,3 +146,18 @@ def verified_newest(train_dir: Path) -> tuple[Path, dict[str, Any]] | None:
                 )
     verify_checkpoint(folder, record)
     return folder, record
+
+
+def keep_verified_checkpoints(folder: Path) -> None:
+    """Keep the complete checkpoints of a downloaded prefix, each file checked against its record.
+
+    The prefix holds whatever the job's hosts left there (a spot interruption can leave a
+    torn save): a folder without its record is dropped, a file that differs fails the step.
+    """
+    for checkpoint in sorted(p for p in folder.iterdir() if p.is_dir()):
+        record = checkpoint / CHECKPOINT_RECORD
+        if not record.is_file():
+            print(f"not publishing {checkpoint.name}: it has no {CHECKPOINT_RECORD} (an interrupted save)", flush=True)
+            shutil.rmtree(checkpoint)
+            continue
+        verify_checkpoint(checkpoint, json.loads(record.read_text()))

@@ -29,7 +29,7 @@ def _counts(counter: Counter | dict) -> str:
     return ", ".join(f"{name} {count:,}" for name, count in sorted(counter.items()) if count) or "none"
 
 
-class Progress:
+class ProgressClock:
     """Says when the next progress line is due: at most one every `every_s` seconds of a long phase."""
 
     def __init__(self, every_s: float, clock: Callable[[], float] = time.monotonic) -> None:
@@ -51,7 +51,7 @@ def documents_seen(report: CorpusReport) -> int:
     return report.kept + sum(n for reason, n in report.dropped.items() if reason != "unreadable_file")
 
 
-def reading_progress(report: CorpusReport, progress: Progress) -> None:
+def reading_progress(report: CorpusReport, progress: ProgressClock) -> None:
     """One progress line of the read-clean-dedupe pass, when one is due."""
     if not progress.due():
         return

@@ -33,7 +33,7 @@ from steps.formats.dataset import REPORT_FILE, SPLITS, SUMMARY_FILE, write_promp
 from steps.formats.gguf_source import read_gguf_note
 from steps.formats.model_folder import check_block_fits
 from steps.formats.tokenizer_folder import load_tokenizer
-from steps.prepare.console import Progress, reading_progress, reading_summary, say, split_summary
+from steps.prepare.console import ProgressClock, reading_progress, reading_summary, say, split_summary
 from steps.prepare.corpus import CorpusError, empty_corpus_error, iter_documents
 from steps.prepare.report import CorpusReport
 from steps.prepare.split import DocumentSplit
@@ -72,7 +72,7 @@ def _chunks(rows: Iterator[tuple[str, str]], chars: int) -> Iterator[list[tuple[
 
 
 def _clean_to_file(
-    data: DataConfig, report: CorpusReport, path: Path, split: DocumentSplit, progress: Progress
+    data: DataConfig, report: CorpusReport, path: Path, split: DocumentSplit, progress: ProgressClock
 ) -> array:
     """Pass 1: kept documents to a JSONL file; returns their lengths in characters."""
     chars = array("I")
@@ -120,7 +120,7 @@ def _encode_and_pack(
     split: DocumentSplit,
     data: DataConfig,
     dataset_dir: Path,
-    progress: Progress,
+    progress: ProgressClock,
     require_prompts: bool,
 ) -> dict:
     """Pass 3: tokens of every document, packed into each side's Arrow shards as they come."""
@@ -197,7 +197,7 @@ def run_prepare(
         report = CorpusReport(rows=rows)
         cleaned = Path(scratch) / "cleaned.jsonl"
         started = time.perf_counter()
-        doc_chars = _clean_to_file(data, report, cleaned, split, Progress(progress_every_s))
+        doc_chars = _clean_to_file(data, report, cleaned, split, ProgressClock(progress_every_s))
         timings = {"read_clean_dedupe": time.perf_counter() - started}
         if base_model_dir is not None:
             say(f"tokenizer: the base model's, from {base_model_dir}")
@@ -212,7 +212,7 @@ def run_prepare(
         timings["tokenizer"] = time.perf_counter() - started - sum(timings.values())
         say(f"encoding and packing {sum(split.counts.values()):,} documents into blocks of {data.block_size} tokens")
         packed = _encode_and_pack(
-            cleaned, tokenizer, split, data, dataset_dir, Progress(progress_every_s), require_prompts
+            cleaned, tokenizer, split, data, dataset_dir, ProgressClock(progress_every_s), require_prompts
         )
         timings["encode_pack"] = time.perf_counter() - started - sum(timings.values())
         validation_ids = [doc_id for doc_id, _ in _read_cleaned(cleaned) if split.is_validation(doc_id)]

@@ -23,7 +23,7 @@ from typing import Any
 
 import boto3
 
-from steps.dispatch.sagemaker_job import LOG_GROUP
+from steps.dispatch.job_guard import LOG_GROUP
 from steps.project_files import CONTAINERS
 from steps.runtime.launch import free_port
 from steps.runtime.storage import open_storage

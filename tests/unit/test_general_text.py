@@ -7,15 +7,17 @@ from pathlib import Path
 import pytest
 
 from steps.config import EvaluateConfig
-from steps.evaluate.general_text import PYTHON_DOCS, general_blocks, general_blocks_like
+from steps.evaluate.general_text import PYTHON_DOCS, general_blocks, general_blocks_like, general_source
 from steps.formats.tokenizer_folder import load_tokenizer
 
 
 def test_the_python_reference_is_the_offline_default(prepared: Path) -> None:
     tokenizer = load_tokenizer(prepared / "tokenizer")
     settings = EvaluateConfig()
-    assert settings.general_text == PYTHON_DOCS
-    blocks = general_blocks_like(settings, tokenizer, prepared / "dataset")
+    assert general_source(settings, base_model=True) == PYTHON_DOCS
+    assert general_source(settings, base_model=False) is None  # a model trained from scratch has nothing to forget
+    assert general_blocks_like(settings, tokenizer, prepared / "dataset", base_model=False) == []
+    blocks = general_blocks_like(settings, tokenizer, prepared / "dataset", base_model=True)
     assert len(blocks) == settings.general_blocks and {len(b) for b in blocks} == {128}  # the debug block size
     text = tokenizer.decode(blocks[0] + blocks[-1])
     assert "CWE" not in text and len(set(map(tuple, blocks))) == len(blocks)  # spread over the sample, no repeats

@@ -140,3 +140,17 @@ def test_the_table_puts_each_figure_next_to_its_target_and_names_what_is_missing
     assert len((out / "results.jsonl").read_text().splitlines()) == 3
     only = _table("summary", str(out), "2")
     assert only.returncode == 0 and "no result" not in only.stdout and "offload" not in only.stdout
+
+
+def test_the_inference_bench_waits_for_the_gpu_once_per_call(monkeypatch) -> None:
+    """Its timing helper calls CUDA's synchronize, not itself (a recursion would void parts 3 and 4 on a GPU)."""
+    import torch
+
+    spec = importlib.util.spec_from_file_location("gpu_inference_bench", GPU_BENCH / "inference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    calls = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda *args: calls.append(args))
+    module.synchronize()
+    assert calls == [()]

