@@ -6,56 +6,18 @@ ends with the same weights as an uninterrupted training on the same data.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import pytest
 import torch
-from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-from steps.config import TuneConfig, write_config
-from steps.formats.train_folder import tag_for
-from steps.runtime.launch import run_torchrun
 from steps.runtime.storage import StoredDir, fetch
-from tests.support.faults import kill_rank_after_checkpoint
+from tests.support.flow_resume import final_weights, run_killing_rank_1, uninterrupted_weights
 from tests.support.flow_runs import card_data, client_run, config_file, flow_home, runner
 
 STEPS = 24
 TRAIN = {"max_steps": STEPS, "checkpoint_every": 4, "log_every": 4}
 KILLED = "rank 1 (local rank 1) failed first with exit code -9 (SIGKILL)"
-
-
-def _run_killing_rank_1(home: Path, config: Path, **options) -> dict:
-    """Run the flow and SIGKILL training rank 1 once the first checkpoint is complete."""
-    outcome: dict = {}
-
-    def run() -> None:
-        with runner(home, config, **options) as flow:
-            result = flow.run()
-            outcome.update(status=result.status, output=result.stdout + result.stderr, pathspec=result.run.pathspec)
-
-    thread = threading.Thread(target=run)
-    thread.start()
-    kill_rank_after_checkpoint(f"{home}/.metaflow/TuneFlow/*/files/train/checkpoints/{tag_for(4)}/checkpoint.json")
-    thread.join(timeout=600)
-    assert not thread.is_alive(), "the flow hung after a rank was killed"
-    return outcome
-
-
-def _final_weights(checkpoints: Path) -> dict[str, torch.Tensor]:
-    return get_fp32_state_dict_from_zero_checkpoint(str(checkpoints), tag=tag_for(STEPS))
-
-
-def _uninterrupted_weights(run, tmp_path: Path) -> dict[str, torch.Tensor]:
-    """Train the run's settings on the run's own dataset without interruption, straight under torchrun."""
-    settings = TuneConfig.model_validate(run["start"].task.data.run_config)
-    end = run["end"].task.data.references
-    out = tmp_path / "uninterrupted"
-    args = ["--config", str(write_config(settings, tmp_path / "settings.json")), "--out", str(out)]
-    args += ["--dataset", str(fetch(StoredDir.from_dict(end["dataset"])))]
-    args += ["--tokenizer", str(fetch(StoredDir.from_dict(end["tokenizer"])))]
-    run_torchrun("steps.train", args, nproc_per_node=settings.train.nproc_per_node)
-    return _final_weights(out / "checkpoints")
 
 
 def test_killed_rank_fails_the_run_and_resume_continues_to_the_same_weights(
@@ -66,7 +28,7 @@ def test_killed_rank_fails_the_run_and_resume_continues_to_the_same_weights(
     home = flow_home(tmp_path / "home")
     monkeypatch.chdir(home)  # the card client looks for .metaflow from the working folder
     config = config_file(home, "resume", train=TRAIN, evaluate={"engines": ["hf"]})
-    failed = _run_killing_rank_1(home, config)
+    failed = run_killing_rank_1(home, config, after_step=4)
     assert failed["status"] == "failed"
     assert KILLED in failed["output"], failed["output"][-3000:]
     failed_run = client_run(home, failed["pathspec"])
@@ -86,14 +48,14 @@ def test_killed_rank_fails_the_run_and_resume_continues_to_the_same_weights(
     assert steps == list(range(4, STEPS + 1, 4))  # the whole curve, no step twice
 
     checkpoint = fetch(StoredDir.from_dict(run["end"].task.data.checkpoint), verify=True)
-    final, reference = _final_weights(checkpoint / "checkpoints"), _uninterrupted_weights(run, tmp_path)
+    final, reference = final_weights(checkpoint / "checkpoints", STEPS), uninterrupted_weights(run, tmp_path)
     assert all(torch.equal(final[k], reference[k]) for k in reference), "resumed weights differ"
 
 
 def test_retry_continues_from_the_failed_attempts_checkpoint(tmp_path: Path) -> None:
     home = flow_home(tmp_path / "home")
     config = config_file(home, "retry", train=TRAIN, evaluate={"engines": ["hf"]})
-    outcome = _run_killing_rank_1(home, config, decospecs=["retry:times=1"])
+    outcome = run_killing_rank_1(home, config, after_step=4, decospecs=["retry:times=1"])
     assert outcome["status"] == "successful", outcome["output"][-3000:]
     run = client_run(home, outcome["pathspec"])
     train = run["train"].task

@@ -34,9 +34,9 @@ def training_rank(rank: int) -> psutil.Process:
     raise LookupError(f"no steps.train process with RANK={rank} is running")
 
 
-def kill_rank_after_checkpoint(checkpoint_glob: str, rank: int = 1) -> int:
+def kill_rank_after_checkpoint(checkpoint_glob: str, rank: int = 1, timeout_s: float = 300.0) -> int:
     """Once a complete checkpoint matches `checkpoint_glob`, SIGKILL the rank; returns its pid."""
-    wait_for(checkpoint_glob)
+    wait_for(checkpoint_glob, timeout_s)
     proc = training_rank(rank)
     os.kill(proc.pid, signal.SIGKILL)
     return proc.pid

@@ -98,9 +98,11 @@ def run_job(request: dict[str, Any], root: Path, hosts: list[str]) -> list[subpr
         finished.append(subprocess.CompletedProcess(process.args, process.returncode, out))
         _ship_logs(logs, job, index, out)
     if all(p.returncode == 0 for p in finished):
-        for index in range(len(hosts)):
-            base = root / f"host-{index}" / "opt" / "ml"
-            _upload_tree(base / "checkpoints", request["CheckpointConfig"]["S3Uri"])
+        for index in range(len(hosts)):  # only a training job syncs /opt/ml/checkpoints (convert/evaluate have none)
+            if "CheckpointConfig" in request:
+                _upload_tree(
+                    root / f"host-{index}" / "opt" / "ml" / "checkpoints", request["CheckpointConfig"]["S3Uri"]
+                )
         output = request["OutputDataConfig"]["S3OutputPath"].rstrip("/")
         _upload_tree(root / "host-0" / "opt" / "ml" / "model", f"{output}/{job}/output/model")
     else:  # as SageMaker does: the job fails with the first failure file as its reason

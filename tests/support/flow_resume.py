@@ -1,0 +1,56 @@
+"""Killing a training rank of a flow run, and the weights an uninterrupted training of the same run ends with.
+
+Shared by the resume tests of the built-in debug model and of a real base model (SmolLM2).
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import torch
+from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+from steps.config import TuneConfig, write_config
+from steps.formats.model_folder import BASE_MODEL
+from steps.formats.train_folder import tag_for
+from steps.runtime.launch import run_torchrun
+from steps.runtime.storage import StoredDir, fetch
+from tests.support.faults import kill_rank_after_checkpoint
+from tests.support.flow_runs import runner
+
+
+def run_killing_rank_1(home: Path, config: Path, after_step: int, **options) -> dict:
+    """Run the flow and SIGKILL training rank 1 once the checkpoint of `after_step` is complete."""
+    outcome: dict = {}
+
+    def run() -> None:
+        with runner(home, config, **options) as flow:
+            result = flow.run()
+            outcome.update(status=result.status, output=result.stdout + result.stderr, pathspec=result.run.pathspec)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    checkpoint = f"{home}/.metaflow/TuneFlow/*/files/train/checkpoints/{tag_for(after_step)}/checkpoint.json"
+    kill_rank_after_checkpoint(checkpoint, timeout_s=900)
+    thread.join(timeout=900)
+    assert not thread.is_alive(), "the flow hung after a rank was killed"
+    return outcome
+
+
+def final_weights(checkpoints: Path, step: int) -> dict[str, torch.Tensor]:
+    return get_fp32_state_dict_from_zero_checkpoint(str(checkpoints), tag=tag_for(step))
+
+
+def uninterrupted_weights(run, tmp_path: Path) -> dict[str, torch.Tensor]:
+    """Train the run's settings on the run's own dataset (and base model) without interruption, under torchrun."""
+    settings = TuneConfig.model_validate(run["start"].task.data.run_config)
+    end = run["end"].task.data.references
+    out = tmp_path / "uninterrupted"
+    args = ["--config", str(write_config(settings, tmp_path / "settings.json")), "--out", str(out)]
+    args += ["--dataset", str(fetch(StoredDir.from_dict(end["dataset"])))]
+    args += ["--tokenizer", str(fetch(StoredDir.from_dict(end["tokenizer"])))]
+    if settings.model.base_model:  # the run's own copy: a GGUF file's dequantized folder, published by prepare
+        args += ["--base-model", str(Path(end["dataset"]["uri"]).parents[1] / BASE_MODEL)]
+    run_torchrun("steps.train", args, nproc_per_node=settings.train.nproc_per_node)
+    return final_weights(out / "checkpoints", settings.train.max_steps)
