@@ -32,7 +32,12 @@ def run_killing_rank_1(home: Path, config: Path, after_step: int, **options) -> 
     thread = threading.Thread(target=run)
     thread.start()
     checkpoint = f"{home}/.metaflow/TuneFlow/*/files/train/checkpoints/{tag_for(after_step)}/checkpoint.json"
-    kill_rank_after_checkpoint(checkpoint, timeout_s=900)
+    for _ in range(180):  # up to 15 minutes, but not a moment longer once the run has ended without the checkpoint
+        try:
+            kill_rank_after_checkpoint(checkpoint, timeout_s=5)
+            break
+        except TimeoutError:
+            assert thread.is_alive(), f"the run ended before the checkpoint of step {after_step}: {outcome}"
     thread.join(timeout=900)
     assert not thread.is_alive(), "the flow hung after a rank was killed"
     return outcome
