@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -34,12 +35,7 @@ def init_distributed(timeout_s: float | None = None) -> DistContext:
     instead of waiting for the 30-minute default, so the launch fails fast.
     """
     if not ON_GPU:
-        # DeepSpeed's CPU shared-memory all-reduce (inference_all_reduce, used by
-        # DeepSpeed-Inference tensor parallelism) sets up its buffers only when
-        # LOCAL_SIZE equals the world size; torchrun sets LOCAL_WORLD_SIZE instead,
-        # and the unset buffers segfault. Mirroring the value keeps the fast path.
-        if "LOCAL_WORLD_SIZE" in os.environ:
-            os.environ.setdefault("LOCAL_SIZE", os.environ["LOCAL_WORLD_SIZE"])
+        mirror_local_size(os.environ)
     if not dist.is_initialized():
         kwargs = {"timeout": timedelta(seconds=timeout_s)} if timeout_s else {}
         deepspeed.init_distributed(dist_backend="nccl" if ON_GPU else "gloo", **kwargs)
@@ -53,6 +49,19 @@ def init_distributed(timeout_s: float | None = None) -> DistContext:
     else:
         device = torch.device("cpu")
     return DistContext(rank, world, local_rank, device)
+
+
+def mirror_local_size(environ: MutableMapping[str, str]) -> None:
+    """Set LOCAL_SIZE to torchrun's LOCAL_WORLD_SIZE, overriding any inherited value.
+
+    DeepSpeed's CPU shared-memory all-reduce (inference_all_reduce, used by DeepSpeed-Inference
+    tensor parallelism) sets up its buffers only when LOCAL_SIZE equals the ranks on this machine;
+    torchrun sets LOCAL_WORLD_SIZE instead, and unset buffers segfault. A LOCAL_SIZE inherited from
+    a parent process (one that ran a single-rank job, say) is just as wrong and segfaults the same
+    way, so torchrun's value always wins.
+    """
+    if "LOCAL_WORLD_SIZE" in environ:
+        environ["LOCAL_SIZE"] = environ["LOCAL_WORLD_SIZE"]
 
 
 def _unlink_shm_buffer() -> None:
