@@ -18,7 +18,7 @@ class StepCompute(Section):
 
     target: ComputeTarget = "local"
     """`local` (this machine), `batch` (AWS Batch), `kubernetes`, or `sagemaker` (a SageMaker training job running
-    the stage in our container: train on train.num_nodes hosts, convert and evaluate on one)."""
+    the stage in our container: train on train.num_nodes hosts, evaluate on instance_count, convert on one)."""
     image: str | None = None
     """Container image (ECR URI from containers/build_and_push.sh); required for every remote target."""
     cpus: int = Field(4, ge=1)
@@ -45,6 +45,9 @@ class StepCompute(Section):
     """EFA network devices per node on Batch (p4d/p5 instances; multi-node NCCL)."""
     namespace: str | None = None
     """Kubernetes namespace (default: METAFLOW_KUBERNETES_NAMESPACE)."""
+    instance_count: int = Field(1, ge=1)
+    """SageMaker hosts of an evaluate job (each with all its GPUs; the ranks of all hosts share the prompts).
+    Train takes its hosts from train.num_nodes; convert runs on one host."""
     volume_gb: int = Field(100, ge=1)
     """SageMaker storage volume per instance in GB."""
     secrets: list[str] = []
@@ -91,10 +94,16 @@ def _step_compute_problems(name: str, step: StepCompute) -> list[str]:
                 f"{field}.max_wait_hours: got {step.max_wait_hours}, must be at least max_run_hours "
                 f"({step.max_run_hours})"
             )
+        problems += _instance_count_problems(name, step)
     elif step.spot and step.target != "sagemaker":
         problems.append(
             f"{field}.spot: only for sagemaker; on batch pick a job queue whose compute environment uses Spot, "
             "on kubernetes a Spot node pool"
+        )
+    if step.target != "sagemaker" and step.instance_count != 1:
+        problems.append(
+            f"{field}.instance_count: got {step.instance_count}, only a sagemaker evaluate job runs on several "
+            "hosts; remove it"
         )
     if step.target != "batch" and (step.efa or step.queue):
         problems.append(f"{field}: efa and queue apply to target 'batch' only, got target {step.target!r}")
@@ -103,3 +112,12 @@ def _step_compute_problems(name: str, step: StepCompute) -> list[str]:
     if step.target == "local" and step.gpus:
         problems.append(f"{field}.gpus: local steps use the GPUs of this machine; set gpus with a remote target")
     return problems
+
+
+def _instance_count_problems(name: str, step: StepCompute) -> list[str]:
+    if step.instance_count == 1 or name == "evaluate":
+        return []
+    if name == "train":
+        return [f"compute.train.instance_count: got {step.instance_count}; a train job's hosts are train.num_nodes"]
+    # Convert reads one ZeRO checkpoint and writes one model folder in a single process: it has no work to share.
+    return [f"compute.{name}.instance_count: got {step.instance_count}, {name} runs on one host; remove it"]

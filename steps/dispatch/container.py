@@ -13,7 +13,10 @@ turns `train` into `python -m steps.dispatch.container`. This reads:
 It runs `steps.train` under torchrun (the first host is the rendezvous), keeps
 checkpoints in `/opt/ml/checkpoints` (SageMaker syncs them to S3 and restores them
 when a Spot job restarts; train resumes from the newest complete one), and the main
-host copies the training records to `/opt/ml/model`. A failure is written to
+host copies the training records to `/opt/ml/model`. Evaluate runs the same way across
+its hosts (`TUNE_STAGE=evaluate`), convert on one. SageMaker uploads the
+`/opt/ml/model` of every host into the one output prefix, so only the first host
+writes there. A failure is written to
 `/opt/ml/output/failure`, which SageMaker reports as the job's FailureReason, and
 the exit status is non-zero. `SAGEMAKER_BASE_DIR` moves /opt/ml (as in the
 SageMaker training toolkit), which is how the tests emulate a host without Docker.
@@ -35,6 +38,7 @@ import torch
 from steps.config import load_config
 from steps.dispatch.host_checkpoints import HostCheckpointPruner
 from steps.dispatch.sagemaker_job import SECRET_SOURCES_ENV, STAGE_ENV
+from steps.evaluate.output_files import SUMMARY_FILE as EVAL_SUMMARY_FILE
 from steps.formats.train_folder import OUTPUT_FILES
 from steps.runtime.launch import Rendezvous, cli_args, run_module, run_torchrun
 
@@ -57,6 +61,26 @@ class HostContract:
     @property
     def node_rank(self) -> int:
         return self.hosts.index(self.current_host)
+
+    def rendezvous(self) -> Rendezvous:
+        """Where torchrun's nodes meet: the first host (the same on every host: the list is sorted)."""
+        port = int(os.environ.get("MASTER_PORT", DEFAULT_PORT))
+        return Rendezvous(len(self.hosts), self.node_rank, self.hosts[0], port)
+
+    def check_hosts(self, expected: int, field: str) -> None:
+        """The job's hosts are the config's: the step set InstanceCount from `field`."""
+        if expected != len(self.hosts):
+            raise ContainerError(
+                f"{field} is {expected} but the job has {len(self.hosts)} hosts; "
+                f"the step sets InstanceCount from {field}, so the config channel is stale"
+            )
+
+    def model_output(self) -> Path:
+        """Where this host writes its stage's result: /opt/ml/model on the first host only. SageMaker
+        uploads every host's /opt/ml/model into the same prefix, where the others' files would collide."""
+        if self.node_rank == 0:
+            return self.base / "model"
+        return Path(tempfile.mkdtemp(prefix=f"tune-host-{self.node_rank}-"))  # written by no rank; ignored
 
     def channel(self, name: str, required: bool = True) -> Path | None:
         path = Path(os.environ.get(f"SM_CHANNEL_{name.upper()}", self.base / "input" / "data" / name))
@@ -106,11 +130,7 @@ def load_secrets(sources: str) -> dict[str, str]:
 def run_training_host(contract: HostContract) -> Path:
     """This host's share of the job; returns the folder the main host copied the records into."""
     config = load_config(contract.channel("config") / "config.json")
-    if config.train.num_nodes != len(contract.hosts):
-        raise ContainerError(
-            f"train.num_nodes is {config.train.num_nodes} but the job has {len(contract.hosts)} hosts; "
-            "the step sets InstanceCount from train.num_nodes, so the config channel is stale"
-        )
+    contract.check_hosts(config.train.num_nodes, "train.num_nodes")
     checkpoints = contract.base / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
     out = Path(tempfile.mkdtemp(prefix="tune-train-"))
@@ -129,12 +149,9 @@ def run_training_host(contract: HostContract) -> Path:
     if earlier is not None:
         args += ["--resume-from", str(earlier)]
     nproc = contract.gpus or config.train.nproc_per_node
-    rdzv = Rendezvous(
-        len(contract.hosts), contract.node_rank, contract.hosts[0], int(os.environ.get("MASTER_PORT", DEFAULT_PORT))
-    )
     # Every host prunes its own checkpoint folder; the train loop prunes only where the records are (host 0).
     with HostCheckpointPruner(checkpoints, config.train.keep_checkpoints):
-        run_torchrun("steps.train", args, nproc, rdzv)
+        run_torchrun("steps.train", args, nproc, contract.rendezvous())
     model_dir = contract.base / "model"
     if contract.node_rank == 0:
         model_dir.mkdir(parents=True, exist_ok=True)
@@ -144,23 +161,27 @@ def run_training_host(contract: HostContract) -> Path:
 
 
 def run_evaluate_host(contract: HostContract) -> Path:
-    """The evaluate stage on this (single) host, its evaluation folder written to /opt/ml/model."""
+    """This host's share of the evaluate stage: torchrun across all hosts, as training, so the ranks of every
+    host share the prompts and probes; global rank 0 (on the first host) writes the evaluation folder."""
     config = load_config(contract.channel("config") / "config.json")
-    model_dir = contract.base / "model"
+    contract.check_hosts(config.compute.evaluate.instance_count, "compute.evaluate.instance_count")
+    out = contract.model_output()
     args = cli_args(
         config=contract.channel("config") / "config.json",
         model=contract.channel("model"),
         dataset=contract.channel("dataset"),
         train_summary=contract.channel("train_summary") / "train_summary.json",
-        out=model_dir,
+        out=out,
         base_model=contract.channel("base_model", required=False),
     )
-    run_torchrun("steps.evaluate", args, contract.gpus or config.evaluate.nproc)
-    return model_dir
+    run_torchrun("steps.evaluate", args, contract.gpus or config.evaluate.nproc, contract.rendezvous())
+    if contract.node_rank == 0 and not (out / EVAL_SUMMARY_FILE).is_file():
+        raise ContainerError(f"evaluate ended without writing {EVAL_SUMMARY_FILE} on the first host")
+    return out
 
 
 def run_convert_host(contract: HostContract) -> Path:
-    """The convert stage on this (single) host, the converted model written to /opt/ml/model."""
+    """The convert stage on the job's one host (see `job_hosts`), the converted model written to /opt/ml/model."""
     model_dir = contract.base / "model"
     args = cli_args(
         config=contract.channel("config") / "config.json",

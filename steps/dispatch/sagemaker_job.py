@@ -108,13 +108,20 @@ def _channel(name: str, uri: str) -> Channel:
     return Channel(channel_name=name, data_source=DataSource(s3_data_source=source), input_mode="File")
 
 
+def job_hosts(config: TuneConfig, step: str) -> int:
+    """The hosts of a step's job: train.num_nodes, compute.evaluate.instance_count, one for convert (a single
+    process reading one checkpoint and writing one folder: a second host would have nothing to do)."""
+    if step == "train":
+        return config.train.num_nodes
+    return config.compute.evaluate.instance_count if step == "evaluate" else 1
+
+
 def job_spec(
     config: TuneConfig,
     name: str,
     channels: dict[str, str],
     prefixes: dict[str, str],
     step: str = "train",
-    instance_count: int | None = None,
 ) -> dict[str, Any]:
     """Keyword arguments of `TrainingJob.create` for `config.compute.<step>` (target sagemaker)."""
     compute = getattr(config.compute, step)
@@ -139,7 +146,7 @@ def job_spec(
         "output_data_config": OutputDataConfig(s3_output_path=prefixes["output"], compression_type="NONE"),
         "resource_config": ResourceConfig(
             instance_type=compute.instance_type,
-            instance_count=instance_count or config.train.num_nodes,
+            instance_count=job_hosts(config, step),
             volume_size_in_gb=compute.volume_gb,
         ),
         "stopping_condition": stopping,

@@ -28,8 +28,7 @@ TRAIN_SUMMARY_FILE = "train_summary.json"
 def _run(config: TuneConfig, storage: Storage, channels: dict[str, str], name: str, step: str, session, poll_s, work):
     """Run the job; the job and a folder under `work` holding what it wrote to /opt/ml/model."""
     prefixes = job_prefixes(storage, name)
-    # One host: the stage runs on one machine, with all of its GPUs (nproc from the instance type).
-    spec = job_spec(config, name, channels, prefixes, step=step, instance_count=1)
+    spec = job_spec(config, name, channels, prefixes, step=step)
     job = run_job(spec, session or boto3.Session(), poll_s, wait_limit_s(config, step))
     return job, open_storage(f"{prefixes['output']}/{name}/output/model").materialize(Path(work) / "out")
 

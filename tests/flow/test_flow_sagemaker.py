@@ -41,10 +41,11 @@ def test_train_and_evaluate_on_sagemaker_end_to_end(aws_env: dict, tmp_path: Pat
     raw = yaml.safe_load(DEBUG_CONFIG.read_text())
     raw["train"].update({"max_steps": 4, "checkpoint_every": 2, "warmup_steps": 1, "log_every": 2})
     raw["data"].update({"eval_prompts": 2})
-    raw["evaluate"].update({"engines": ["hf"], "perplexity_blocks": 8})
+    # Evaluate on two emulated hosts of one rank each: torchrun across hosts, as training (same cost as 1 x 2).
+    raw["evaluate"].update({"engines": ["hf"], "perplexity_blocks": 8, "nproc": 1})
     raw["compute"] = {
         "train": {**sagemaker, "instance_type": "ml.p4d.24xlarge", "spot": True},
-        "evaluate": {**sagemaker, "instance_type": "ml.g5.12xlarge"},
+        "evaluate": {**sagemaker, "instance_type": "ml.g5.12xlarge", "instance_count": 2},
     }
     config_path = tmp_path / "sagemaker.yaml"
     config_path.write_text(yaml.safe_dump(raw))
@@ -64,6 +65,11 @@ def test_train_and_evaluate_on_sagemaker_end_to_end(aws_env: dict, tmp_path: Pat
 
     # Two jobs, train then evaluate, each running the stage its environment names.
     assert [r["Environment"][STAGE_ENV] for r in emulator.requests] == ["train", "evaluate"]
+    assert [r["ResourceConfig"]["InstanceCount"] for r in emulator.requests] == [1, 2]
+    assert [h.returncode for h in emulator.hosts_finished] == [0, 0]  # the evaluate job's two hosts
+    # SageMaker uploads every host's /opt/ml/model into one prefix: only the first host wrote there.
+    evaluate_hosts = tmp_path / "hosts" / emulator.requests[1]["TrainingJobName"]
+    assert not any((evaluate_hosts / "host-1" / "opt" / "ml" / "model").glob("*"))
     for request in emulator.requests:
         assert request["Environment"][SECRET_SOURCES_ENV] == secret and "HyperParameters" not in request
     described = [
@@ -81,6 +87,8 @@ def test_train_and_evaluate_on_sagemaker_end_to_end(aws_env: dict, tmp_path: Pat
     run = Run(pathspec)
     end = run["end"].task.data
     assert run["evaluate"].task.data.evaluate_job["status"] == "Completed"
+    assert run["evaluate"].task.data.evaluate_job["instance_count"] == 2
+    assert end.eval_summary["world_size"] == 2  # one evaluation over the ranks of both hosts
     assert run["train"].task.data.training_job["status"] == "Completed"
     remote = fetch(StoredDir.from_dict(end.references["evaluation"]), tmp_path / "remote-evaluation")
 
@@ -99,3 +107,5 @@ def test_train_and_evaluate_on_sagemaker_end_to_end(aws_env: dict, tmp_path: Pat
     assert set(end.eval_summary) == set(local.summary.model_dump())
     for table in (p.name for p in remote.glob("*.parquet")):
         assert pq.read_schema(remote / table) == pq.read_schema(local_folder / table), table
+        # Every prompt and probe once, however many hosts shared them.
+        assert pq.read_metadata(remote / table).num_rows == pq.read_metadata(local_folder / table).num_rows, table

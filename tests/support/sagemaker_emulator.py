@@ -5,8 +5,9 @@ the rest for N hosts on 127.0.0.1: downloads each input channel into the host's
 /opt/ml/input/data/<channel>, writes resourceconfig.json, starts
 `containers/entrypoint.sh train` per host with the SM_* environment, ships the
 output to CloudWatch Logs, then uploads every host's /opt/ml/checkpoints to the
-checkpoint URI and the first host's /opt/ml/model, uncompressed, to
-<S3OutputPath>/<job>/output/model/. A failed host fails the job with its
+checkpoint URI and every host's /opt/ml/model, uncompressed, to
+<S3OutputPath>/<job>/output/model/ (one prefix for all hosts: files of the same
+name overwrite each other, so our container writes it on the first host only). A failed host fails the job with its
 /opt/ml/output/failure as the reason.
 """
 
@@ -104,7 +105,10 @@ def run_job(request: dict[str, Any], root: Path, hosts: list[str]) -> list[subpr
                     root / f"host-{index}" / "opt" / "ml" / "checkpoints", request["CheckpointConfig"]["S3Uri"]
                 )
         output = request["OutputDataConfig"]["S3OutputPath"].rstrip("/")
-        _upload_tree(root / "host-0" / "opt" / "ml" / "model", f"{output}/{job}/output/model")
+        for index in range(len(hosts)):  # as SageMaker does: every host's /opt/ml/model into the one prefix
+            model = root / f"host-{index}" / "opt" / "ml" / "model"
+            if model.is_dir():
+                _upload_tree(model, f"{output}/{job}/output/model")
     else:  # as SageMaker does: the job fails with the first failure file as its reason
         reasons = [root / f"host-{i}" / "opt" / "ml" / "output" / "failure" for i in range(len(hosts))]
         record = sagemaker_training_job(job)

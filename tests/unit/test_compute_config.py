@@ -64,6 +64,27 @@ def test_bad_combinations_name_field_and_value(compute: dict, expected: str) -> 
     assert expected in _errors(compute)
 
 
+SAGEMAKER = {"target": "sagemaker", "image": IMAGE, "instance_type": "ml.g5.12xlarge", "role_arn": ROLE}
+
+
+@pytest.mark.parametrize(
+    ("step", "compute", "expected"),
+    [
+        ("train", {**SAGEMAKER, "instance_count": 2}, "compute.train.instance_count: got 2; a train job's hosts are"),
+        ("convert", {**SAGEMAKER, "instance_count": 2}, "compute.convert.instance_count: got 2, convert runs on one"),
+        ("evaluate", {"target": "batch", "image": IMAGE, "instance_count": 2}, "only a sagemaker evaluate job"),
+        ("evaluate", {**SAGEMAKER, "instance_count": 0}, "compute.evaluate.instance_count: got 0"),
+    ],
+)
+def test_only_an_evaluate_job_takes_a_host_count(step: str, compute: dict, expected: str) -> None:
+    assert expected in _errors({step: compute})
+
+
+def test_an_evaluate_job_on_several_hosts_is_valid() -> None:
+    config = validate_config({"compute": {"evaluate": {**SAGEMAKER, "instance_count": 3}}})
+    assert config.compute.evaluate.instance_count == 3 and config.compute.train.instance_count == 1
+
+
 def test_gpus_must_match_processes_per_node() -> None:
     message = _errors({"train": {"target": "kubernetes", "image": IMAGE, "gpus": 8}}, train={"nproc_per_node": 4})
     assert "compute.train.gpus (8) must equal train.nproc_per_node (4)" in message

