@@ -24,9 +24,7 @@ Secrets never enter the request: the job gets Secrets Manager ARNs/names in
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +45,8 @@ from sagemaker.core.shapes import (
 
 from steps.config import TuneConfig, write_config
 from steps.dispatch.job_guard import TrainingJobError, stop_predecessors, stopped_on_exit, wait_for_job
+from steps.dispatch.job_names import JobName
+from steps.dispatch.job_names import training_job_name as training_job_name  # where the flow imports it from
 from steps.formats.gguf_source import is_gguf
 from steps.formats.model_folder import BASE_MODEL, resolve_base_model
 from steps.formats.train_folder import (
@@ -74,19 +74,7 @@ STAGE_ENV = "TUNE_STAGE"
 """Which stage the container runs; SageMaker always starts it as `<image> train`."""
 
 
-def job_name_prefix(flow_name: str, run_id: str, step: str = "train") -> str:
-    """The part of a job's name shared by every attempt of one step of one run."""
-    base = re.sub(r"[^a-zA-Z0-9-]+", "-", f"{flow_name}-{run_id}").strip("-")
-    return f"{base[:34]}-{step[:8]}-a"
-
-
-def training_job_name(flow_name: str, run_id: str, attempt: int, step: str = "train") -> str:
-    """A name SageMaker accepts (≤63 chars, [a-zA-Z0-9-]), unique per run, step and retry."""
-    stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime())
-    return f"{job_name_prefix(flow_name, run_id, step)}{attempt}-{stamp}"
-
-
-def job_prefixes(storage: Storage, name: str) -> dict[str, str]:
+def job_prefixes(storage: Storage, name: JobName | str) -> dict[str, str]:
     """S3 prefixes of one job inside the run's storage.
 
     Checkpoints are per run, not per job: a retried step's new job resumes from them.
@@ -118,7 +106,7 @@ def job_hosts(config: TuneConfig, step: str) -> int:
 
 def job_spec(
     config: TuneConfig,
-    name: str,
+    name: JobName,
     channels: dict[str, str],
     prefixes: dict[str, str],
     step: str = "train",
@@ -138,7 +126,7 @@ def job_spec(
             MetricDefinition(name=m["Name"], regex=m["Regex"]) for m in SAGEMAKER_METRIC_DEFINITIONS
         ]
     return {
-        "training_job_name": name,
+        "training_job_name": name.name,
         "algorithm_specification": algorithm,
         "role_arn": compute.role_arn,
         "input_data_config": [_channel(channel, uri) for channel, uri in channels.items()],
@@ -152,7 +140,7 @@ def job_spec(
         "stopping_condition": stopping,
         "enable_managed_spot_training": compute.spot,
         "environment": environment,
-        "tags": [Tag(key="tune:job", value=name)],
+        "tags": [Tag(key="tune:job", value=name.name)],
     } | (  # only training writes checkpoints; convert and evaluate would download all of them for nothing
         {"checkpoint_config": CheckpointConfig(s3_uri=prefixes["checkpoints"], local_path=CONTAINER_CHECKPOINTS)}
         if step == "train"
@@ -181,13 +169,13 @@ def job_record(job: TrainingJob) -> TrainingJobRecord:
 
 
 def run_job(
-    spec: dict[str, Any], session: boto3.Session, poll_s: float | None, timeout_s: float | None = None
+    spec: dict[str, Any], name: JobName, session: boto3.Session, poll_s: float | None, timeout_s: float | None = None
 ) -> TrainingJob:
-    """Create the job (after stopping a still-running earlier attempt of it) and wait for it, stopping it on
-    any exit but completion. The Completed job. `poll_s` None: TUNE_SAGEMAKER_POLL_S, else 30 s."""
+    """Create the job `spec` names `name` (after stopping a still-running earlier attempt: a job named with
+    the same prefix) and wait for it, stopping it on any exit but completion. The Completed job.
+    `poll_s` None: TUNE_SAGEMAKER_POLL_S, else 30 s."""
     poll_s = poll_s if poll_s is not None else float(os.environ.get(POLL_ENV, "30"))
-    name = spec["training_job_name"]
-    stop_predecessors(name[: name.rindex("-a") + 2], session, poll_s=min(poll_s, 5.0))
+    stop_predecessors(name.prefix, session, poll_s=min(poll_s, 5.0))
     job = TrainingJob.create(**spec, session=session)
     print(f"submitted SageMaker job {job.training_job_arn}", flush=True)
     with stopped_on_exit(job):
@@ -201,7 +189,7 @@ def wait_limit_s(config: TuneConfig, step: str) -> float:
     return hours * 3600 + 3600
 
 
-def collect_train_folder(storage: Storage, prefixes: dict[str, str], name: str) -> TrainResult:
+def collect_train_folder(storage: Storage, prefixes: dict[str, str], name: JobName) -> TrainResult:
     """Publish the job's checkpoints and output files as the run's train folder (the local stage's layout)."""
     with stage_scratch("sagemaker-train") as work:
         keep_verified_checkpoints(open_storage(prefixes["checkpoints"]).materialize(work / CHECKPOINTS))
@@ -230,7 +218,7 @@ def code_folder(folder: Path) -> Path:
     return folder
 
 
-def common_channels(config: TuneConfig, storage: Storage, name: str, step: str) -> dict[str, str]:
+def common_channels(config: TuneConfig, storage: Storage, name: JobName, step: str) -> dict[str, str]:
     """The code and config channels every job gets, and the base model when there is one."""
     if storage.local_path is not None:
         raise TrainingJobError(
@@ -269,7 +257,7 @@ def sagemaker_train_stage(
     storage: Storage,
     dataset: StoredDir,
     tokenizer: StoredDir,
-    name: str,
+    name: JobName,
     session: boto3.Session | None = None,
     poll_s: float | None = None,
     resume_from: Sequence[str] = (),
@@ -287,6 +275,6 @@ def sagemaker_train_stage(
         print(f"the job resumes from {found.uri}", flush=True)
     prefixes = job_prefixes(storage, name)
     spec = job_spec(config, name, channels, prefixes)
-    job = run_job(spec, session or boto3.Session(), poll_s, wait_limit_s(config, "train"))
+    job = run_job(spec, name, session or boto3.Session(), poll_s, wait_limit_s(config, "train"))
     result = collect_train_folder(storage, prefixes, name)
     return result.model_copy(update={"job": job_record(job)})

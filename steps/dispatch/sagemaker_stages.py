@@ -16,6 +16,7 @@ import boto3
 
 from steps.config import TuneConfig
 from steps.convert.stage import publish_model
+from steps.dispatch.job_names import JobName
 from steps.dispatch.sagemaker_job import common_channels, job_prefixes, job_record, job_spec, run_job, wait_limit_s
 from steps.evaluate.stage import publish_evaluation
 from steps.results import ConvertResult, EvaluateResult, TrainSummary
@@ -25,11 +26,13 @@ from steps.runtime.storage import Storage, StoredDir, open_storage
 TRAIN_SUMMARY_FILE = "train_summary.json"
 
 
-def _run(config: TuneConfig, storage: Storage, channels: dict[str, str], name: str, step: str, session, poll_s, work):
+def _run(
+    config: TuneConfig, storage: Storage, channels: dict[str, str], name: JobName, step: str, session, poll_s, work
+):
     """Run the job; the job and a folder under `work` holding what it wrote to /opt/ml/model."""
     prefixes = job_prefixes(storage, name)
     spec = job_spec(config, name, channels, prefixes, step=step)
-    job = run_job(spec, session or boto3.Session(), poll_s, wait_limit_s(config, step))
+    job = run_job(spec, name, session or boto3.Session(), poll_s, wait_limit_s(config, step))
     return job, open_storage(f"{prefixes['output']}/{name}/output/model").materialize(Path(work) / "out")
 
 
@@ -39,7 +42,7 @@ def sagemaker_evaluate_stage(
     model: StoredDir,
     dataset: StoredDir,
     train_summary: TrainSummary,
-    name: str,
+    name: JobName,
     session: boto3.Session | None = None,
     poll_s: float | None = None,
 ) -> EvaluateResult:
@@ -62,7 +65,7 @@ def sagemaker_convert_stage(
     storage: Storage,
     checkpoint: StoredDir,
     tokenizer: StoredDir,
-    name: str,
+    name: JobName,
     session: boto3.Session | None = None,
     poll_s: float | None = None,
 ) -> ConvertResult:

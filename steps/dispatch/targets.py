@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from steps.config import TuneConfig
 from steps.convert.stage import convert_stage
+from steps.dispatch.job_names import JobName
 from steps.dispatch.sagemaker_job import CHECKPOINTS_FOLDER, sagemaker_train_stage
 from steps.dispatch.sagemaker_stages import sagemaker_convert_stage, sagemaker_evaluate_stage
 from steps.evaluate.stage import evaluate_stage
@@ -30,7 +31,7 @@ def train_on_target(
     rdzv: Rendezvous,
     resume_from: Sequence[str],
     on_metrics: Callable[[list[TrainMetric]], None] | None,
-    job_name: str,
+    job_name: JobName,
 ) -> TrainResult | None:
     """Train where `compute.train` says: under torchrun on this node, or as a SageMaker job named `job_name`.
 
@@ -48,7 +49,7 @@ def checkpoint_roots(storage: Storage) -> list[str]:
 
 
 def convert_on_target(
-    config: TuneConfig, storage: Storage, checkpoint: StoredDir, tokenizer: StoredDir, job_name: str
+    config: TuneConfig, storage: Storage, checkpoint: StoredDir, tokenizer: StoredDir, job_name: JobName
 ) -> ConvertResult:
     """Convert in this step's process, or as a SageMaker job named `job_name`."""
     if config.compute.convert.target == "sagemaker":
@@ -62,7 +63,7 @@ def evaluate_on_target(
     model: StoredDir,
     dataset: StoredDir,
     train_summary: TrainSummary,
-    job_name: str,
+    job_name: JobName,
     on_progress: Callable[[str], None] | None = None,
 ) -> EvaluateResult:
     """Evaluate in this step's process, or as a SageMaker job named `job_name`; `on_progress` gets the local

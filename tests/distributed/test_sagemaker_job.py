@@ -14,13 +14,8 @@ import pytest
 
 from steps.config import TuneConfig
 from steps.convert.stage import convert_stage
-from steps.dispatch.sagemaker_job import (
-    SECRET_SOURCES_ENV,
-    STAGE_ENV,
-    TrainingJobError,
-    sagemaker_train_stage,
-    training_job_name,
-)
+from steps.dispatch.job_names import training_job_name
+from steps.dispatch.sagemaker_job import SECRET_SOURCES_ENV, STAGE_ENV, TrainingJobError, sagemaker_train_stage
 from steps.dispatch.sagemaker_stages import sagemaker_convert_stage
 from steps.dispatch.targets import checkpoint_roots
 from steps.runtime.storage import Storage, StoredDir, open_storage
@@ -79,7 +74,7 @@ def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(
     hosts = client.hosts_finished
     assert [h.returncode for h in hosts] == [0, 0], hosts[0].stdout[-3000:] + hosts[1].stdout[-3000:]
     (request,) = client.requests
-    described = boto3.client("sagemaker").describe_training_job(TrainingJobName=name)
+    described = boto3.client("sagemaker").describe_training_job(TrainingJobName=name.name)
     assert CANARY not in json.dumps(request) and CANARY not in json.dumps(described, default=str)
     assert request["Environment"] == {
         SECRET_SOURCES_ENV: secret_arn,
@@ -104,7 +99,7 @@ def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(
 
     # Every host pruned its own checkpoint folder, not only the main host (where the records are).
     for host in ("host-0", "host-1"):
-        kept = sorted(p.name for p in (tmp_path / name / host / "opt/ml/checkpoints").glob("step-*"))
+        kept = sorted(p.name for p in (tmp_path / name.name / host / "opt/ml/checkpoints").glob("step-*"))
         assert kept == ["step-0000006"], (host, kept)
     assert result.job.arn == described["TrainingJobArn"] and result.job.status == "Completed"
     assert result.summary.world_size == 2 and result.summary.steps == 6

@@ -17,6 +17,7 @@ from sagemaker.core.resources import TrainingJob
 
 from steps.config import TuneConfig
 from steps.dispatch.job_guard import StepInterrupted, stopped_on_exit
+from steps.dispatch.job_names import JobName, job_name_prefix, training_job_name
 from steps.dispatch.sagemaker_job import (
     TrainingJobError,
     common_channels,
@@ -25,7 +26,6 @@ from steps.dispatch.sagemaker_job import (
     job_spec,
     run_job,
     sagemaker_train_stage,
-    training_job_name,
     wait_for_job,
 )
 from steps.runtime.storage import StoredDir, open_storage
@@ -48,13 +48,17 @@ def _on_demand_sagemaker(debug_config: TuneConfig) -> dict:
     return raw
 
 
-def _spec(debug_config: TuneConfig, run_id: str, attempt: int = 0) -> dict:
+def _named_spec(debug_config: TuneConfig, run_id: str, attempt: int = 0) -> tuple[dict, JobName]:
     config = TuneConfig.model_validate(_on_demand_sagemaker(debug_config))
     storage = open_storage(f"s3://runs-waiter/TuneFlow/{run_id}/files")
     name = training_job_name("TuneFlow", run_id, attempt)
     prefixes = job_prefixes(storage, name)
     channels = {"config": prefixes["config"], "dataset": storage.uri("d"), "tokenizer": storage.uri("t")}
-    return job_spec(config, name, channels, prefixes)
+    return job_spec(config, name, channels, prefixes), name
+
+
+def _spec(debug_config: TuneConfig, run_id: str, attempt: int = 0) -> dict:
+    return _named_spec(debug_config, run_id, attempt)[0]
 
 
 def _running_job(spec: dict) -> TrainingJob:
@@ -150,7 +154,7 @@ def test_a_throttled_describe_is_retried_not_fatal(aws_env, debug_config) -> Non
         return None
 
     session.events.register("before-send.sagemaker", throttle)
-    job = run_job(_spec(debug_config, "14"), session, poll_s=0.01)
+    job = run_job(*_named_spec(debug_config, "14"), session, poll_s=0.01)
     assert len(throttled) == 2 and job.training_job_status == "Completed"
 
 
@@ -162,25 +166,35 @@ class _Raw:
         yield self.body
 
 
-def test_a_retry_stops_the_previous_attempts_job_first(aws_env, debug_config) -> None:
-    first = _running_job(_spec(debug_config, "15", attempt=0))
-    other_run = _running_job(_spec(debug_config, "150", attempt=0))  # a different run's job is left alone
-    job = run_job(_spec(debug_config, "15", attempt=1), boto3.Session(), poll_s=0.01)
+LONG_RUN = "argo-tuneflow.user.very-long-run-identifier-123456789"
+"""Run ids that agree far beyond the characters a job name has room for (Argo, Step Functions)."""
+
+
+@pytest.mark.parametrize(("run", "other"), [("15", "150"), (f"{LONG_RUN}0", f"{LONG_RUN}1")])
+def test_a_retry_stops_the_previous_attempts_job_first(aws_env, debug_config, run, other) -> None:
+    first = _running_job(_spec(debug_config, run, attempt=0))
+    other_run = _running_job(_spec(debug_config, other, attempt=0))  # a different run's job is left alone
+    job = run_job(*_named_spec(debug_config, run, attempt=1), boto3.Session(), poll_s=0.01)
     assert first.training_job_name in STOP_CALLS and other_run.training_job_name not in STOP_CALLS
     assert sagemaker_training_job(first.training_job_name).training_job_status == "Stopped"
     assert job.training_job_status == "Completed" and job.training_job_name != first.training_job_name
 
 
-def test_job_names_fit_sagemaker() -> None:
+def test_job_names_fit_sagemaker_and_attempts_share_a_prefix_no_other_run_has() -> None:
     for step in ("train", "evaluate", "convert"):
-        name = training_job_name("TuneFlow", "argo-tuneflow.user.very-long-run-identifier-1234567890", 3, step)
-        assert len(name) <= 63 and name.replace("-", "").isalnum() and f"-{step}-a3-" in name
+        name = training_job_name("TuneFlow", f"{LONG_RUN}0", 13, step)
+        assert len(name.name) <= 63 and name.name.replace("-", "").isalnum() and f"-{step}-a13-" in name.name
+        assert name.name.startswith(name.prefix) and name.prefix == job_name_prefix("TuneFlow", f"{LONG_RUN}0", step)
+        assert training_job_name("TuneFlow", f"{LONG_RUN}0", 14, step).prefix == name.prefix
+        assert not training_job_name("TuneFlow", f"{LONG_RUN}1", 13, step).name.startswith(name.prefix)
+    assert str(training_job_name("TuneFlow", "7", 0)).startswith("TuneFlow-7-train-a0-")  # short ids kept whole
 
 
 def test_sagemaker_needs_s3_run_storage(debug_config, tmp_path) -> None:
     raw = _on_demand_sagemaker(debug_config)
     with pytest.raises(TrainingJobError, match="--datastore s3"):
-        sagemaker_train_stage(TuneConfig.model_validate(raw), open_storage(str(tmp_path)), NO_DIR, NO_DIR, "job")
+        name = training_job_name("TuneFlow", "1", 0)
+        sagemaker_train_stage(TuneConfig.model_validate(raw), open_storage(str(tmp_path)), NO_DIR, NO_DIR, name)
 
 
 def test_the_job_metrics_read_the_progress_line_training_prints() -> None:
