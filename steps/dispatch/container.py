@@ -36,7 +36,7 @@ import boto3
 import torch
 
 from steps.config import load_config
-from steps.dispatch.host_checkpoints import HostCheckpointPruner
+from steps.dispatch.host_checkpoints import host_pruner
 from steps.dispatch.sagemaker_job import SECRET_SOURCES_ENV, STAGE_ENV
 from steps.evaluate.output_files import SUMMARY_FILE as EVAL_SUMMARY_FILE
 from steps.formats.train_folder import OUTPUT_FILES
@@ -149,8 +149,8 @@ def run_training_host(contract: HostContract) -> Path:
     if earlier is not None:
         args += ["--resume-from", str(earlier)]
     nproc = contract.gpus or config.train.nproc_per_node
-    # Every host prunes its own checkpoint folder; the train loop prunes only where the records are (host 0).
-    with HostCheckpointPruner(checkpoints, config.train.keep_checkpoints):
+    # The train loop prunes host 0's checkpoints (the records are there); every other host prunes its own.
+    with host_pruner(checkpoints, config.train.keep_checkpoints, contract.node_rank):
         run_torchrun("steps.train", args, nproc, contract.rendezvous())
     model_dir = contract.base / "model"
     if contract.node_rank == 0:

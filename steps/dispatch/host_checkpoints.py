@@ -3,7 +3,9 @@
 Each host's ranks write their shards of every checkpoint to that host's own
 /opt/ml/checkpoints (SageMaker syncs the folder to S3). The train loop's checkpoint
 store prunes old checkpoints where the checkpoint record lives, which is the main
-host only, so hosts 1…N−1 kept every checkpoint and filled their volume. All hosts
+host only, so hosts 1…N−1 kept every checkpoint and filled their volume: those hosts
+prune here (`host_pruner`), the main host is left to the train loop (which knows which
+checkpoints are complete; a second pruner there only raced it). All hosts
 save the same tags in lockstep (a barrier per save), so each host can keep its newest
 `keep` step folders, plus the newest one while training runs (it may be mid-save):
 a superset of what the main host keeps.
@@ -11,6 +13,7 @@ a superset of what the main host keeps.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import threading
@@ -54,3 +57,8 @@ class HostCheckpointPruner:
         self._thread.join()
         # After a failure the newest folder may be a half-written save: keep one more, as while running.
         prune_host_checkpoints(self.folder, self.keep if exc_type is None else self.keep + 1)
+
+
+def host_pruner(folder: Path, keep: int, node_rank: int) -> contextlib.AbstractContextManager:
+    """The pruner of host `node_rank`'s checkpoint folder: none on the main host, where the train loop prunes."""
+    return HostCheckpointPruner(folder, keep) if node_rank > 0 else contextlib.nullcontext()

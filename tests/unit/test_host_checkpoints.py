@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from steps.dispatch.host_checkpoints import HostCheckpointPruner, prune_host_checkpoints
+from steps.dispatch.host_checkpoints import HostCheckpointPruner, host_pruner, prune_host_checkpoints
 
 
 def _host_folder(tmp_path: Path, steps: list[int]) -> Path:
@@ -38,3 +38,13 @@ def test_after_a_failure_the_possibly_half_written_newest_is_not_all_that_is_lef
     except RuntimeError:
         pass
     assert sorted(p.name for p in folder.glob("step-*")) == ["step-0000006", "step-0000009"]
+
+
+def test_only_the_hosts_without_the_records_prune_here(tmp_path) -> None:
+    """Host 0's checkpoints are pruned by the train loop, which knows which ones are complete; pruning them
+    here as well only raced it. Hosts 1..N-1 prune their own."""
+    main, other = _host_folder(tmp_path / "host-0", [3, 6, 9]), _host_folder(tmp_path / "host-1", [3, 6, 9])
+    with host_pruner(main, keep=1, node_rank=0), host_pruner(other, keep=1, node_rank=1):
+        pass
+    assert sorted(p.name for p in main.glob("step-*")) == ["step-0000003", "step-0000006", "step-0000009"]
+    assert sorted(p.name for p in other.glob("step-*")) == ["step-0000009"]
