@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from metaflow.cards import Markdown, VegaChart
 
 from steps.results import TrainMetric
+from steps.runtime.error_text import shown_message  # a card shows our own messages only, never a library's
 
 
 def _line_spec(records: Sequence[TrainMetric], field: str, title: str) -> dict:
@@ -87,7 +88,7 @@ class LiveTrainCard:
             self._card.refresh()
 
     def failed(self, error: BaseException) -> None:
-        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        first_line = shown_message(error).splitlines()[0]
         self.status.update(f"# train: FAILED\n`{first_line}`\n\nThe plots show the metrics up to the failure.")
 
 
@@ -107,7 +108,7 @@ class LiveStatusCard:
         try:
             yield self
         except Exception as exc:
-            first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            first_line = shown_message(exc).splitlines()[0]
             self.status.update(f"# {self.step}: FAILED\n`{first_line}`")
             time.sleep(self.refresh_interval_s)  # refreshes are rate-limited, even forced ones
             card.refresh(force=True)

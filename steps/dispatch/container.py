@@ -17,7 +17,8 @@ host copies the training records to `/opt/ml/model`. Evaluate runs the same way 
 its hosts (`TUNE_STAGE=evaluate`), convert on one. SageMaker uploads the
 `/opt/ml/model` of every host into the one output prefix, so only the first host
 writes there. A failure is written to
-`/opt/ml/output/failure`, which SageMaker reports as the job's FailureReason, and
+`/opt/ml/output/failure` (steps.runtime.error_text: only our own messages), which
+SageMaker reports as the job's FailureReason, and
 the exit status is non-zero. `SAGEMAKER_BASE_DIR` moves /opt/ml (as in the
 SageMaker training toolkit), which is how the tests emulate a host without Docker.
 """
@@ -40,6 +41,7 @@ from steps.dispatch.host_checkpoints import host_pruner
 from steps.dispatch.sagemaker_job import SECRET_SOURCES_ENV, STAGE_ENV
 from steps.evaluate.output_files import SUMMARY_FILE as EVAL_SUMMARY_FILE
 from steps.formats.train_folder import OUTPUT_FILES
+from steps.runtime.error_text import shown_message
 from steps.runtime.launch import Rendezvous, cli_args, run_module, run_torchrun
 
 DEFAULT_PORT = 29500
@@ -215,12 +217,12 @@ def main() -> int:
             raise ContainerError(f"{STAGE_ENV}={stage!r}: this container runs {', '.join(STAGES)}")
         STAGES[stage](contract)
     except Exception as exc:  # noqa: BLE001 - every failure must reach SageMaker's FailureReason
-        message = f"{type(exc).__name__}: {exc}"
-        print(message, file=sys.stderr, flush=True)
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)  # the whole text, in the job's log
         base = Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
         try:
             (base / "output").mkdir(parents=True, exist_ok=True)
-            (base / "output" / "failure").write_text(failure_reason(message))
+            # Anyone who may describe the job reads FailureReason: our own words only, never a library's.
+            (base / "output" / "failure").write_text(failure_reason(shown_message(exc)))
         except OSError:
             pass  # the exit status still fails the job
         return 1

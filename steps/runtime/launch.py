@@ -22,7 +22,12 @@ from pathlib import Path
 
 
 class LaunchError(RuntimeError):
-    """torchrun (or a rank under it) failed."""
+    """torchrun (or a rank under it) failed. The message has the ranks' last lines for the log; `public` says
+    which rank failed and how without any rank's own words (see steps.runtime.error_text)."""
+
+    def __init__(self, message: str, public: str | None = None) -> None:
+        super().__init__(message)
+        self.public = public
 
 
 @dataclass(frozen=True)
@@ -89,8 +94,21 @@ _FAILED_RANK = re.compile(
 )
 
 
-def root_cause(summary: str) -> str | None:
-    """Which rank died and how, in one line, from torchrun's failure summary.
+_ERROR_LINE = re.compile(
+    r"^\s*(?P<type>(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Interrupt|Exit))(?::[^\n]*|[ \t]*)$", re.M
+)
+
+
+def _error_line(summary: str, cause: re.Match, failed: list[re.Match]) -> re.Match | None:
+    """The line that ends the cause's traceback in the summary (`type: message`), if there is one."""
+    after = [m.start() for m in failed if m.start() > cause.start()]
+    found = list(_ERROR_LINE.finditer(summary[cause.start("trace") : min(after, default=len(summary))]))
+    return found[-1] if found else None
+
+
+def root_cause(summary: str, public: bool = False) -> str | None:
+    """Which rank died and how, in one line, from torchrun's failure summary; `public`: the rank's exception
+    type in place of its message.
 
     torchrun names the failure it observed first, but when a rank is killed by a
     signal its peers often raise (connection reset) before torchrun polls, and
@@ -112,7 +130,13 @@ def root_cause(summary: str) -> str | None:
         how += f" ({signal.Signals(-code).name})"
     others = sorted({f"rank {m['rank']} (exit code {m['code']})" for m in failed if m["rank"] != cause["rank"]})
     also = f"; then {', '.join(others)}" if others else ""
-    return f"rank {cause['rank']} (local rank {cause['local']}) failed first with {how}: {cause['trace'].strip()}{also}"
+    error = _error_line(summary, cause, failed)
+    if public:  # the exception's type only: its message may quote the rank's input
+        detail = error["type"] if error else ""
+    else:
+        detail = error[0].strip() if error else cause["trace"].strip()
+    detail = f": {detail}" if detail else ""
+    return f"rank {cause['rank']} (local rank {cause['local']}) failed first with {how}{detail}{also}"
 
 
 def _child_env(processes: int) -> dict[str, str]:
@@ -177,10 +201,11 @@ def run_torchrun(
     )
     if outcome.code != 0:
         last = "\n".join(outcome.tail)
-        cause = root_cause(outcome.failure_summary) or "no rank reported a failure (rendezvous or launcher error)"
+        unknown = "no rank reported a failure (rendezvous or launcher error)"
+        headline = f"{module} under torchrun on node {rdzv.node_rank} exited with code {outcome.code}; "
         raise LaunchError(
-            f"{module} under torchrun on node {rdzv.node_rank} exited with code {outcome.code}; {cause}\n"
-            f"last lines:\n{last}"
+            f"{headline}{root_cause(outcome.failure_summary) or unknown}\nlast lines:\n{last}",
+            public=headline + (root_cause(outcome.failure_summary, public=True) or unknown),
         )
 
 
@@ -189,4 +214,7 @@ def run_module(module: str, args: Sequence[str], tail_lines: int = 40) -> None:
     outcome = _stream([sys.executable, "-m", module, *args], 1, None, tail_lines)
     if outcome.code != 0:
         last = "\n".join(outcome.tail)
-        raise LaunchError(f"{module} exited with code {outcome.code}\nlast lines:\n{last}")
+        raise LaunchError(
+            f"{module} exited with code {outcome.code}\nlast lines:\n{last}",
+            public=f"{module} exited with code {outcome.code}",
+        )

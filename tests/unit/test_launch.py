@@ -41,6 +41,23 @@ def test_sigterm_from_torchrun_is_a_consequence_not_a_cause() -> None:
     assert root_cause(summary).startswith("rank 0 (local rank 0) failed first with exit code 1: OSError")
 
 
+def test_the_public_cause_names_the_exception_type_never_its_message() -> None:
+    """A rank's exception message can quote its input (a token in a URL, a corpus line): cards and SageMaker's
+    FailureReason get the type that ended the traceback, the log the whole text."""
+    traceback = (
+        'Traceback (most recent call last):\n    File "x.py", line 3, in <module>\n'
+        "  requests.exceptions.HTTPError: 401 for url https://hub/?token=hf_CANARY_launch"
+    )
+    summary = _summary(_failure(1, 1, traceback), _failure(0, -15, "Signal 15"))
+    assert "hf_CANARY_launch" in root_cause(summary)
+    assert root_cause(summary, public=True) == (
+        "rank 1 (local rank 1) failed first with exit code 1: requests.exceptions.HTTPError; "
+        "then rank 0 (exit code -15)"
+    )
+    signal_only = _summary(_failure(0, -9, "Signal 9 (SIGKILL) received by PID 100"))
+    assert root_cause(signal_only, public=True) == "rank 0 (local rank 0) failed first with exit code -9 (SIGKILL)"
+
+
 def test_no_failed_rank_in_the_output_gives_none() -> None:
     assert root_cause("torch.distributed.elastic.rendezvous.api.RendezvousTimeoutError") is None
 
@@ -60,7 +77,8 @@ def test_commands_for_modules_and_scripts() -> None:
 
 
 def test_a_failing_module_raises_with_its_last_lines(capsys: pytest.CaptureFixture) -> None:
-    with pytest.raises(LaunchError, match=r"(?s)json\.tool exited with code 1.*last lines:.*Expecting value"):
+    with pytest.raises(LaunchError, match=r"(?s)json\.tool exited with code 1.*last lines:.*Expecting value") as failed:
         run_module("json.tool", ["/dev/null"])
+    assert failed.value.public == "json.tool exited with code 1"  # without the module's own words
     run_module("platform", [])  # a module that succeeds: no error, its output streamed through
     assert "launching:" in capsys.readouterr().out

@@ -11,6 +11,7 @@ import pytest
 
 from flows.live_card import LiveTrainCard
 from steps.results import TrainMetric
+from steps.runtime.launch import LaunchError
 from steps.runtime.node_logs import collect_node_logs, mark_node_running, node_log_path, publish_node_log
 from steps.runtime.storage import open_storage
 from steps.train.stage import MetricsWatcher, read_metrics
@@ -113,10 +114,12 @@ def test_the_live_card_plots_the_metrics_so_far() -> None:
 
 def test_the_live_card_stays_marked_failed_when_training_fails() -> None:
     live, card = LiveTrainCard(total_steps=20, refresh_interval_s=0), _Card()
-    with pytest.raises(RuntimeError, match="rank 1 failed"), live.shown_on(card):
+    with pytest.raises(LaunchError, match="rank 1 failed"), live.shown_on(card):
         live.refresh_with([TrainMetric(**_record(5))])
-        raise RuntimeError("rank 1 failed first with exit code -9 (SIGKILL)\nlast lines: ...")
+        cause = "steps.train under torchrun on node 0 exited with code 1; rank 1 failed first with exit code -9"
+        raise LaunchError(f"{cause} (SIGKILL)\nlast lines: ...", public=f"{cause} (SIGKILL)")
     text = _rendered(card)
-    assert "# train: FAILED" in text and "rank 1 failed first with exit code -9 (SIGKILL)" in text
-    assert "last lines" not in text  # the headline only
+    assert "# train: FAILED" in text and "LaunchError: steps.train under torchrun" in text
+    assert "rank 1 failed first with exit code -9 (SIGKILL)" in text
+    assert "last lines" not in text  # the public headline only, not the ranks' output
     assert card.refreshes[-1] is True  # forced, so the failed state is what stays

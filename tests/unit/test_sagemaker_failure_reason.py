@@ -1,0 +1,69 @@
+"""What a failed SageMaker job says to whoever describes it (FailureReason) and what a failed step's live card
+shows: our own messages, never a library's, whose text may quote its input (a token, a corpus line)."""
+
+from __future__ import annotations
+
+import json
+
+import botocore.exceptions
+import pytest
+
+from steps.dispatch.container import main
+from steps.runtime.error_text import shown_message
+from steps.runtime.launch import LaunchError
+
+CANARY = "hf_CANARY_r3ason_9d1e"
+
+
+def _host(tmp_path, monkeypatch, **env: str):
+    for key, value in {
+        "SAGEMAKER_BASE_DIR": str(tmp_path),
+        "SM_HOSTS": json.dumps(["algo-1"]),
+        "SM_CURRENT_HOST": "algo-1",
+        **env,
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("TUNE_SECRET_SOURCES", raising=False)
+    monkeypatch.delenv("SM_CHANNEL_CONFIG", raising=False)
+    return tmp_path / "output" / "failure"
+
+
+def test_a_library_error_reaches_failure_reason_as_its_type_only(tmp_path, monkeypatch, capsys) -> None:
+    # int() quotes the value it could not read: here a secret that landed in the wrong variable.
+    failure = _host(tmp_path, monkeypatch, SM_NUM_GPUS=CANARY)
+    assert main() == 1
+    reason = failure.read_text()
+    assert reason.startswith("ValueError") and CANARY not in reason
+    assert CANARY in capsys.readouterr().err  # the job's own log keeps the whole text
+
+
+def test_our_own_error_reaches_failure_reason_whole(tmp_path, monkeypatch) -> None:
+    failure = _host(tmp_path, monkeypatch, SM_NUM_GPUS="0")
+    assert main() == 1
+    assert failure.read_text() == (
+        f"ContainerError: input channel 'config' is missing or empty at {tmp_path}/input/data/config"
+    )
+
+
+def test_shown_messages_keep_ours_and_drop_the_rest() -> None:
+    foreign = botocore.exceptions.ClientError(
+        {"Error": {"Code": "ValidationException", "Message": f"bad value {CANARY}"}}, "CreateTrainingJob"
+    )
+    assert CANARY not in shown_message(foreign) and shown_message(foreign).startswith("ClientError")
+    launch = LaunchError(f"steps.train exited with code 1\nlast lines:\n{CANARY}", public="steps.train exited")
+    assert shown_message(launch) == "LaunchError: steps.train exited"
+    assert shown_message(KeyError(CANARY)).startswith("KeyError") and CANARY not in shown_message(KeyError(CANARY))
+
+
+@pytest.mark.parametrize("card_kind", ["train", "status"])
+def test_a_failed_steps_live_card_shows_no_library_message(card_kind: str) -> None:
+    from flows.live_card import LiveStatusCard, LiveTrainCard
+    from tests.unit.test_train_watching import _Card, _rendered
+
+    live = LiveTrainCard(20, refresh_interval_s=0) if card_kind == "train" else LiveStatusCard("evaluate", 0)
+    card = _Card()
+    card.append = lambda component: card.components.append(component)
+    with pytest.raises(OSError), live.shown_on(card):
+        raise OSError(f"cannot open https://hub/model?token={CANARY}")
+    text = _rendered(card)
+    assert "FAILED" in text and "OSError" in text and CANARY not in text
