@@ -1,5 +1,6 @@
-"""What a failed SageMaker job says to whoever describes it (FailureReason) and what a failed step's live card
-shows: our own messages, never a library's, whose text may quote its input (a token, a corpus line)."""
+"""Our container under the SageMaker contract, without running a stage: its hosts (rendezvous, who writes
+/opt/ml/model, a stale host count), and what a failed job says to whoever describes it (FailureReason) and a
+failed step's live card shows: our own messages, never a library's, whose text may quote its input."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ import json
 import botocore.exceptions
 import pytest
 
-from steps.dispatch.container import main
+from steps.config import write_config
+from steps.dispatch.container import main, read_contract
 from steps.runtime.error_text import shown_message
 from steps.runtime.launch import LaunchError
 
@@ -67,3 +69,26 @@ def test_a_failed_steps_live_card_shows_no_library_message(card_kind: str) -> No
         raise OSError(f"cannot open https://hub/model?token={CANARY}")
     text = _rendered(card)
     assert "FAILED" in text and "OSError" in text and CANARY not in text
+
+
+def test_an_evaluate_job_whose_hosts_are_not_the_configs_fails_naming_the_field(
+    tmp_path, monkeypatch, debug_config
+) -> None:
+    """The step sets InstanceCount from compute.evaluate.instance_count; a config channel that says otherwise is
+    stale, and the hosts would each wait for ranks that never come."""
+    failure = _host(tmp_path, monkeypatch, SM_NUM_GPUS="0", SM_HOSTS=json.dumps(["algo-2", "algo-1"]))
+    monkeypatch.setenv("TUNE_STAGE", "evaluate")
+    (tmp_path / "input" / "data" / "config").mkdir(parents=True)
+    write_config(debug_config, tmp_path / "input" / "data" / "config" / "config.json")
+    assert main() == 1
+    assert failure.read_text().startswith(
+        "ContainerError: compute.evaluate.instance_count is 1 but the job has 2 hosts"
+    )
+    # Every host meets at the same first host, and only that one writes the job's /opt/ml/model.
+    contract = read_contract()
+    assert contract.rendezvous().main_addr == "algo-1" and contract.node_rank == 0
+    assert contract.model_output() == tmp_path / "model"
+    monkeypatch.setenv("SM_CURRENT_HOST", "algo-2")
+    other = read_contract()
+    assert other.rendezvous().node_rank == 1 and other.rendezvous().num_nodes == 2
+    assert other.model_output() != tmp_path / "model"
