@@ -11,12 +11,14 @@ was printed. An error of ours that carries other processes' words in its message
 
 from __future__ import annotations
 
-OWN_PACKAGE = "steps"
+OWN_MODULES = ("steps", "__main__")
+"""Our package, and the main module: every process that shows errors this way is one of our entrypoints
+(`python -m steps.dispatch.container` defines its errors in `__main__`); a library is never the main module."""
 
 
 def is_own_error(error: BaseException) -> bool:
     """True for exception types defined in this project, whose messages it writes itself."""
-    return type(error).__module__.split(".")[0] == OWN_PACKAGE
+    return type(error).__module__.split(".")[0] in OWN_MODULES
 
 
 def shown_message(error: BaseException) -> str:
