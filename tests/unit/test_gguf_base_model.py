@@ -17,7 +17,7 @@ from steps.runtime.storage import open_storage
 
 def test_a_missing_gguf_file_or_package_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"model.base_model = '.*missing.gguf': no GGUF file at"):
-        model_folder.resolve_base_model(str(tmp_path / "missing.gguf"))
+        model_folder.resolve_base_model(str(tmp_path / "missing.gguf"), tmp_path / "copy")
     with pytest.raises(FileNotFoundError, match=r"package 'no_such_pkg' is not installed; install it"):
         gguf_file("package:no_such_pkg/model.gguf")
     assert read_gguf_note(tmp_path) is None  # an ordinary folder carries no precision note
