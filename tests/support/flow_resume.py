@@ -51,6 +51,8 @@ def final_weights(checkpoints: Path, step: int) -> dict[str, torch.Tensor]:
 def uninterrupted_weights(run, tmp_path: Path) -> dict[str, torch.Tensor]:
     """Train the run's settings on the run's own dataset (and base model) without interruption, under torchrun."""
     settings = TuneConfig.model_validate(run["start"].task.data.run_config)
+    # One checkpoint, at the end: nothing saved on the way can have a hand in the reference's weights.
+    settings = settings.with_overrides(**{"train.checkpoint_every": settings.train.max_steps})
     end = run["end"].task.data.references
     out = tmp_path / "uninterrupted"
     args = ["--config", str(write_config(settings, tmp_path / "settings.json")), "--out", str(out)]
