@@ -1,4 +1,5 @@
-"""Shared fixtures: the debug config, a corpus prepared once per session, and the fake AWS (tests/support/aws.py).
+"""Shared fixtures: the debug config, a corpus prepared once per session, the fake AWS (tests/support/aws.py)
+and SmolLM2 dequantized once per session (tests/support/smollm2.py).
 
 Tests live in tiers, one folder each, and each folder's conftest marks its tests:
 `unit` (seconds, no torchrun), `distributed` (2 CPU ranks under torchrun, gloo),
@@ -21,7 +22,7 @@ os.environ.setdefault("MOTO_RECORDER_FILEPATH", os.path.join(tempfile.gettempdir
 from steps.config import TuneConfig, load_config  # noqa: E402
 from steps.project_files import DEBUG_CONFIG  # noqa: E402
 
-pytest_plugins = ["tests.support.aws"]
+pytest_plugins = ["tests.support.aws", "tests.support.smollm2"]
 
 
 @pytest.fixture(scope="session")

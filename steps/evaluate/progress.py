@@ -3,14 +3,14 @@
 Rank 0 reports its own share (ranks split probes, blocks and prompts evenly and step at the
 same pace, so its share's progress is the stage's). Each report is a line on stdout, which the
 controller streams to the step's log, and the same line in a small JSON file that the controller
-watches (`ProgressWatcher`) to refresh the step's card. Torch-free: the controller imports it.
+watches (a `steps.runtime.file_watcher.FileWatcher` with `read_progress_line`) to refresh the step's
+card. Torch-free: the controller imports it.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -88,36 +88,6 @@ NO_PROGRESS = Progress(show=False)
 """For callers that want no reports (tests, benchmarks)."""
 
 
-class ProgressWatcher:
-    """Calls `on_line` with each new progress line the evaluation writes to `path` (a thread polling the file)."""
-
-    def __init__(self, path: Path, on_line: Callable[[str], None], interval_s: float = 5.0) -> None:
-        self.path, self.on_line, self.interval_s = path, on_line, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._last = ""
-
-    def __enter__(self) -> ProgressWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.poll()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.poll()
-
-    def poll(self) -> None:
-        try:
-            line = json.loads(self.path.read_text())["line"]
-        except (OSError, ValueError, KeyError):
-            return
-        if line != self._last:
-            self._last = line
-            try:
-                self.on_line(line)
-            except Exception as exc:  # a card that fails to refresh must not stop the evaluation
-                print(f"evaluate progress update failed: {exc}", flush=True)
+def read_progress_line(path: Path) -> str:
+    """The latest progress line in a progress file (for `steps.runtime.file_watcher.FileWatcher`)."""
+    return json.loads(path.read_text())["line"]

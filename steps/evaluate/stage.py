@@ -13,9 +13,10 @@ import pyarrow.parquet as pq
 
 from steps.config import TuneConfig, write_config
 from steps.evaluate.output_files import GENERATIONS_FILE, PROBES_FILE, SUMMARY_FILE
-from steps.evaluate.progress import ProgressWatcher
+from steps.evaluate.progress import read_progress_line
 from steps.formats.model_folder import resolve_base_model
 from steps.results import EvalSummary, EvaluateResult, GenerationRow, ProbeRow, TrainSummary
+from steps.runtime.file_watcher import FileWatcher
 from steps.runtime.launch import cli_args, run_torchrun
 from steps.runtime.scratch import stage_scratch
 from steps.runtime.storage import Storage, StoredDir, fetch
@@ -48,6 +49,7 @@ def _evaluate(
     summary_file = work / "train_summary.json"
     summary_file.write_text(train_summary.model_dump_json())
     out = work / "evaluation"
+    progress = work / "progress.json"
     args = cli_args(
         config=write_config(config, work / "config.json"),
         model=fetch(model, work / "model"),
@@ -55,10 +57,10 @@ def _evaluate(
         train_summary=summary_file,
         out=out,
         base_model=resolve_base_model(config.model.base_model, work / "base-model", storage),
-        progress_file=work / "progress.json",
+        progress_file=progress,
     )
-    watcher = ProgressWatcher(work / "progress.json", on_progress, progress_interval_s) if on_progress else None
-    with watcher or contextlib.nullcontext():
+    watcher = FileWatcher(progress, read_progress_line, on_progress, progress_interval_s, "evaluate progress")
+    with watcher if on_progress else contextlib.nullcontext():
         run_torchrun("steps.evaluate", args, config.evaluate.nproc)
     return publish_evaluation(storage, out)
 

@@ -8,13 +8,13 @@ here, to a local folder with the model's `config.json`.
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 from steps.config import ConfigError
-from steps.formats.gguf_source import gguf_file, is_gguf
+from steps.formats.gguf_source import GGUF_SOURCE_FILE, gguf_file, is_gguf
 from steps.runtime.launch import run_module
-from steps.runtime.storage import MANIFEST, Storage, StorageError, open_storage
+from steps.runtime.storage import MANIFEST, Storage, StorageError, file_sha256, open_storage
+from steps.runtime.storage.manifest import manifest_sha256
 
 CONVERSION_FILE = "conversion.json"
 """The verification record convert writes into the model folder, beside the weights."""
@@ -24,11 +24,10 @@ BASE_MODEL = "base_model"
 """Where a GGUF base model's dequantized folder is published in the run's storage."""
 
 
-def resolve_base_model(
-    spec: str | None, download_to: Path | None = None, storage: Storage | None = None
-) -> Path | None:
+def resolve_base_model(spec: str | None, download_to: Path, storage: Storage | None = None) -> Path | None:
     """A local folder for the base model: as given, a download of an object-store prefix, or a GGUF file
-    dequantized (once per run: the folder is published in the run's `storage` and reused); None for none.
+    dequantized (once per run: the folder is published in the run's `storage`, and reused after every file
+    is checked against its manifest); None for none.
 
     `download_to`: where a download or a dequantized copy goes, inside the calling stage's temporary
     folder so that the copy goes when the stage ends (see `steps.runtime.scratch`).
@@ -46,16 +45,43 @@ def resolve_base_model(
     return folder
 
 
-def _dequantized(spec: str, storage: Storage | None, download_to: Path | None) -> Path:
+def _dequantized(spec: str, storage: Storage | None, download_to: Path) -> Path:
     source = gguf_file(spec)
-    if storage is not None and storage.get_text(f"{BASE_MODEL}/{MANIFEST}") is not None:
-        return storage.child(BASE_MODEL).materialize(download_to)
-    # The conversion needs torch, which controllers do not import: a child process does it.
-    out = download_to if download_to is not None else Path(tempfile.mkdtemp(prefix="tune-gguf-"))
-    run_module("steps.formats.gguf_model", ["--gguf", str(source), "--out", str(out)])
     if storage is not None:
-        storage.publish(out, BASE_MODEL)
-    return out
+        stored = _stored_copy(spec, source, storage.child(BASE_MODEL), download_to)
+        if stored is not None:
+            return stored
+    # The conversion needs torch, which controllers do not import: a child process does it.
+    run_module("steps.formats.gguf_model", ["--gguf", str(source), "--out", str(download_to)])
+    if storage is not None:
+        storage.publish(download_to, BASE_MODEL)
+    return download_to
+
+
+def _stored_copy(spec: str, source: Path, stored: Storage, download_to: Path) -> Path | None:
+    """The run's dequantized copy of `source`, every file checked against the copy's manifest; None when none yet.
+
+    Train and evaluate load these weights: a changed or truncated file, or a copy made from
+    another GGUF file than the one `spec` names now, is an error rather than a silently different model.
+    """
+    text = stored.get_text(MANIFEST)
+    if text is None:
+        return None
+    redo = f"remove {stored.root} to dequantize {source.name} again"
+    try:
+        folder = stored.fetch(manifest_sha256(json.loads(text)), download_to, verify=True)
+    except StorageError as exc:
+        raise StorageError(
+            f"model.base_model = {spec!r}: the run's dequantized copy is damaged: {exc}; {redo}"
+        ) from None
+    record = folder / GGUF_SOURCE_FILE
+    made_from = json.loads(record.read_text()).get("sha256") if record.is_file() else None
+    if made_from != file_sha256(source):
+        raise StorageError(
+            f"model.base_model = {spec!r}: the run's dequantized copy {stored.root} was made from another GGUF file "
+            f"(sha256 {str(made_from)[:12]}, {source} has {file_sha256(source)[:12]}); {redo}"
+        )
+    return folder
 
 
 def check_block_fits(model_dir: str | Path, block_size: int) -> None:

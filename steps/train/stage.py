@@ -10,7 +10,6 @@ of the run this one resumes).
 from __future__ import annotations
 
 import contextlib
-import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from steps.config import TuneConfig, write_config
 from steps.formats.model_folder import resolve_base_model
 from steps.formats.train_folder import CHECKPOINTS, LOGS, METRICS_FILE, SUMMARY_FILE, checkpoint_entries
 from steps.results import TrainMetric, TrainResult, TrainSummary
+from steps.runtime.file_watcher import FileWatcher
 from steps.runtime.launch import LaunchError, Rendezvous, cli_args, run_torchrun
 from steps.runtime.node_logs import collect_node_logs, mark_node_running, node_log_path, publish_node_log
 from steps.runtime.scratch import stage_scratch
@@ -31,41 +31,6 @@ def read_metrics(path: Path) -> list[TrainMetric]:
     """The complete records of a metrics.jsonl that may still be growing (a last line half-written is skipped)."""
     lines = path.read_text().splitlines() if path.is_file() else []
     return [TrainMetric.model_validate_json(line) for line in lines if line.endswith("}")]
-
-
-class MetricsWatcher:
-    """Hands the records of a growing metrics.jsonl to a callback (the live card) whenever there are new ones."""
-
-    def __init__(self, path: Path, on_metrics: Callable[[list[TrainMetric]], None], interval_s: float = 5.0) -> None:
-        self.path, self.on_metrics, self.interval_s = path, on_metrics, interval_s
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._seen = -1
-
-    def __enter__(self) -> MetricsWatcher:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.poll()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval_s):
-            self.poll()
-
-    def poll(self) -> None:
-        try:
-            records = read_metrics(self.path)
-        except OSError:
-            return
-        if len(records) != self._seen:
-            self._seen = len(records)
-            try:
-                self.on_metrics(records)
-            except Exception as exc:  # a card that fails to refresh must not stop training
-                print(f"live metrics update failed: {exc}", flush=True)
 
 
 def train_stage(
@@ -125,9 +90,9 @@ def _train(
         if on_metrics:
             on_metrics(records)
 
-    watcher = MetricsWatcher(metrics_file, publish_metrics, metrics_interval_s) if rdzv.node_rank == 0 else None
+    watcher = FileWatcher(metrics_file, read_metrics, publish_metrics, metrics_interval_s, "live metrics")
     try:
-        with watcher or contextlib.nullcontext():
+        with watcher if rdzv.node_rank == 0 else contextlib.nullcontext():
             run_torchrun("steps.train", args, config.train.nproc_per_node, rdzv, timeout_s=timeout, log_file=log_file)
     except LaunchError as exc:
         failure = exc

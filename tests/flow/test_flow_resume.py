@@ -17,6 +17,8 @@ from tests.support.flow_runs import card_data, client_run, config_file, flow_hom
 
 STEPS = 24
 TRAIN = {"max_steps": STEPS, "checkpoint_every": 4, "log_every": 4}
+EVALUATE = {"engines": ["hf"], "perplexity_blocks": 2, "probes": 0}
+"""What is under test ends with train; evaluate runs (the flow has it) at its smallest."""
 KILLED = "rank 1 (local rank 1) failed first with exit code -9 (SIGKILL)"
 
 
@@ -27,7 +29,7 @@ def test_killed_rank_fails_the_run_and_resume_continues_to_the_same_weights(
 
     home = flow_home(tmp_path / "home")
     monkeypatch.chdir(home)  # the card client looks for .metaflow from the working folder
-    config = config_file(home, "resume", train=TRAIN, evaluate={"engines": ["hf"]})
+    config = config_file(home, "resume", train=TRAIN, evaluate=EVALUATE)
     failed = run_killing_rank_1(home, config, after_step=4)
     assert failed["status"] == "failed"
     assert KILLED in failed["output"], failed["output"][-3000:]
@@ -54,7 +56,7 @@ def test_killed_rank_fails_the_run_and_resume_continues_to_the_same_weights(
 
 def test_retry_continues_from_the_failed_attempts_checkpoint(tmp_path: Path) -> None:
     home = flow_home(tmp_path / "home")
-    config = config_file(home, "retry", train=TRAIN, evaluate={"engines": ["hf"]})
+    config = config_file(home, "retry", train=TRAIN, evaluate=EVALUATE)
     outcome = run_killing_rank_1(home, config, after_step=4, decospecs=["retry:times=1"])
     assert outcome["status"] == "successful", outcome["output"][-3000:]
     run = client_run(home, outcome["pathspec"])

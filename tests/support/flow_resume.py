@@ -12,6 +12,7 @@ import torch
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
 from steps.config import TuneConfig, write_config
+from steps.formats.gguf_source import is_gguf
 from steps.formats.model_folder import BASE_MODEL
 from steps.formats.train_folder import tag_for
 from steps.runtime.launch import run_torchrun
@@ -50,12 +51,17 @@ def final_weights(checkpoints: Path, step: int) -> dict[str, torch.Tensor]:
 def uninterrupted_weights(run, tmp_path: Path) -> dict[str, torch.Tensor]:
     """Train the run's settings on the run's own dataset (and base model) without interruption, under torchrun."""
     settings = TuneConfig.model_validate(run["start"].task.data.run_config)
+    # One checkpoint, at the end: nothing saved on the way can have a hand in the reference's weights.
+    settings = settings.with_overrides(**{"train.checkpoint_every": settings.train.max_steps})
     end = run["end"].task.data.references
     out = tmp_path / "uninterrupted"
     args = ["--config", str(write_config(settings, tmp_path / "settings.json")), "--out", str(out)]
     args += ["--dataset", str(fetch(StoredDir.from_dict(end["dataset"])))]
     args += ["--tokenizer", str(fetch(StoredDir.from_dict(end["tokenizer"])))]
-    if settings.model.base_model:  # the run's own copy: a GGUF file's dequantized folder, published by prepare
-        args += ["--base-model", str(Path(end["dataset"]["uri"]).parents[1] / BASE_MODEL)]
+    base = settings.model.base_model
+    if base and is_gguf(base):  # the run's own copy: a GGUF file's dequantized folder, published by prepare
+        base = str(Path(end["dataset"]["uri"]).parents[1] / BASE_MODEL)
+    if base:
+        args += ["--base-model", base]
     run_torchrun("steps.train", args, nproc_per_node=settings.train.nproc_per_node)
     return final_weights(out / "checkpoints", settings.train.max_steps)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from steps.evaluate.progress import Progress, ProgressWatcher
+from steps.evaluate.progress import Progress, read_progress_line
+from steps.runtime.file_watcher import FileWatcher
 
 
 class Clock:
@@ -50,7 +51,7 @@ def test_a_rank_that_does_not_report_prints_nothing(tmp_path: Path) -> None:
 def test_the_watcher_hands_each_new_line_to_the_card(tmp_path: Path) -> None:
     path, seen = tmp_path / "progress.json", []
     progress = Progress(file=path, interval_s=0, write=lambda line: None)
-    watcher = ProgressWatcher(path, seen.append, interval_s=3600)
+    watcher = FileWatcher(path, read_progress_line, seen.append, interval_s=3600)
     watcher.poll()  # no file yet
     progress.begin("generations", 2, "prompts")
     watcher.poll()

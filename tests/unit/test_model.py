@@ -33,7 +33,7 @@ def test_base_model_folder_is_the_starting_point(prepared: Path, tmp_path: Path)
     base = build_model(TINY, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
     base.save_pretrained(str(tmp_path / "base"))
     tokenizer.save_pretrained(str(tmp_path / "base"))
-    folder = resolve_base_model(str(tmp_path / "base"))
+    folder = resolve_base_model(str(tmp_path / "base"), tmp_path / "download")
     loaded = initial_model(TINY.model_copy(update={"hidden_size": 64}), folder, load_base_tokenizer(folder))
     assert state_dict_sha256(loaded) == state_dict_sha256(base)
     assert next(loaded.parameters()).dtype == torch.float32
@@ -41,5 +41,5 @@ def test_base_model_folder_is_the_starting_point(prepared: Path, tmp_path: Path)
 
 def test_a_folder_without_config_is_not_a_base_model(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"model.base_model = .*\(no config.json\)"):
-        resolve_base_model(str(tmp_path))
-    assert resolve_base_model(None) is None and resolve_base_model("") is None
+        resolve_base_model(str(tmp_path), tmp_path / "download")
+    assert resolve_base_model(None, tmp_path) is None and resolve_base_model("", tmp_path) is None

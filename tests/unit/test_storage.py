@@ -11,7 +11,7 @@ import pytest
 
 from steps.runtime.storage import MANIFEST, Storage, StorageError, StoredDir, fetch, open_storage
 from steps.runtime.storage.local import LocalStorage
-from steps.runtime.storage.manifest import stored_dir
+from steps.runtime.storage.manifest import checked_name, stored_dir
 from steps.runtime.storage.s3 import S3Storage
 
 
@@ -178,6 +178,26 @@ def test_names_that_climb_out_of_the_root_are_refused(storage: Storage, tmp_path
         with pytest.raises(StorageError, match="leads outside"):
             attempt()
     assert not (tmp_path / "outside.txt").exists() and not (tmp_path / "root" / "outside.txt").exists()
+
+
+@pytest.mark.parametrize("name", ["/outside.txt", "a//b.txt", "a/./b.txt", "corpus/"])
+def test_a_name_means_the_same_file_everywhere_or_is_refused(storage: Storage, tmp_path: Path, name: str) -> None:
+    # The names a stored manifest may not hold (`checked_name`) are refused when code asks for them too:
+    # before, `/outside.txt` and `corpus/` were stripped to another name, and `a//b.txt` meant two keys on S3.
+    with pytest.raises(StorageError, match="leads outside"):
+        checked_name(name, "manifest")
+    (tmp_path / "local.txt").write_text("x")
+    for attempt in (
+        lambda: storage.uri(name),
+        lambda: storage.put_text(name, "x"),
+        lambda: storage.put_file(tmp_path / "local.txt", name),
+        lambda: storage.get_text(name),
+        lambda: storage.child(name),
+    ):
+        with pytest.raises(StorageError, match="leads outside"):
+            attempt()
+    assert storage.list() == []
+    assert storage.uri("") == storage.root and storage.uri("a/b.txt") == storage.root + "/a/b.txt"
 
 
 @pytest.mark.parametrize(

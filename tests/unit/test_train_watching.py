@@ -11,10 +11,11 @@ import pytest
 
 from flows.live_card import LiveTrainCard
 from steps.results import TrainMetric
+from steps.runtime.file_watcher import FileWatcher
 from steps.runtime.launch import LaunchError
 from steps.runtime.node_logs import collect_node_logs, mark_node_running, node_log_path, publish_node_log
 from steps.runtime.storage import open_storage
-from steps.train.stage import MetricsWatcher, read_metrics
+from steps.train.stage import read_metrics
 
 
 def _record(step: int) -> dict:
@@ -49,7 +50,7 @@ def test_the_watcher_hands_over_new_records_and_survives_a_failing_callback(tmp_
         if len(seen) == 1:
             raise RuntimeError("card service unavailable")
 
-    with MetricsWatcher(path, on_metrics, interval_s=0.01) as watcher:
+    with FileWatcher(path, read_metrics, on_metrics, interval_s=0.01, what="live metrics") as watcher:
         with open(path, "a") as handle:
             for step in (5, 10):
                 handle.write(json.dumps(_record(step)) + "\n")

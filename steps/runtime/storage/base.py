@@ -46,11 +46,13 @@ class Storage(ABC):
         return f"{self.root}/{name}" if name else self.root
 
     def inside(self, name: str) -> str:
-        """`name` without surrounding slashes; a StorageError when it climbs out of the root (`..`)."""
-        name = name.strip("/")
-        if ".." in name.split("/"):
-            raise StorageError(f"{self.root}: refusing the name {name!r}, which leads outside the root")
-        return name
+        """`name` ("" for the root itself); a StorageError when it would leave the root.
+
+        The rule of `checked_name`, which stored names from manifests and listings also pass:
+        no `..` or `.`, no leading `/`, no empty segment (`a//b`), so a name means the same
+        file on every kind of storage.
+        """
+        return checked_name(name, self.root) if name else name
 
     def child(self, name: str) -> Storage:
         """The same kind of storage, rooted at `name` below this root."""

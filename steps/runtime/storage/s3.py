@@ -84,7 +84,7 @@ class S3Storage(Storage):
         # `name` may be one object or a folder of them.
         self.client.delete_object(Bucket=self.bucket, Key=self._key(name))
         for relative in self.list(name):
-            self.client.delete_object(Bucket=self.bucket, Key=self._key(f"{name}/{relative}"))
+            self.client.delete_object(Bucket=self.bucket, Key=self._key(f"{name}/{relative}" if name else relative))
 
     def _store_folder(self, local_dir: Path, name: str, manifest: dict[str, Any]) -> None:
         # The manifest goes last, so a reader never takes a half-uploaded folder for a whole one.

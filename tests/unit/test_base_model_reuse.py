@@ -1,0 +1,76 @@
+"""A GGUF base model's dequantized copy in the run's storage is reused only after every file is checked.
+
+Train and evaluate reuse the copy prepare published; a changed file, or a copy made from another
+GGUF file, must stop the stage instead of training or evaluating a different model. A small
+stand-in folder plays the dequantized copy (no torch, no SmolLM2 needed), on a local folder and on S3.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import boto3
+import pytest
+
+from steps.formats import model_folder
+from steps.formats.gguf_source import GGUF_SOURCE_FILE
+from steps.runtime.storage import Storage, StorageError, file_sha256, open_storage
+
+
+@pytest.fixture(params=["local", "s3"])
+def run_storage(request, tmp_path: Path) -> Storage:
+    if request.param == "local":
+        return open_storage(str(tmp_path / "run"))
+    request.getfixturevalue("aws_env")
+    boto3.client("s3").create_bucket(Bucket="base-model-reuse")
+    return open_storage("s3://base-model-reuse/TuneFlow/1/files")
+
+
+@pytest.fixture
+def gguf(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.Q4_1.gguf"
+    path.write_bytes(b"GGUF stand-in")
+    return path
+
+
+def _publish_copy(storage: Storage, tmp_path: Path, made_from: Path) -> None:
+    copy = tmp_path / "dequantized"
+    copy.mkdir()
+    (copy / "config.json").write_text('{"model_type": "llama"}')
+    (copy / "model.safetensors").write_bytes(b"\x00" * 4096)
+    (copy / GGUF_SOURCE_FILE).write_text(json.dumps({"gguf_file": made_from.name, "sha256": file_sha256(made_from)}))
+    storage.publish(copy, model_folder.BASE_MODEL)
+
+
+@pytest.fixture
+def no_conversion(monkeypatch: pytest.MonkeyPatch) -> None:
+    def fail(*args, **kwargs):
+        raise AssertionError("dequantized again although the run's storage holds a copy")
+
+    monkeypatch.setattr(model_folder, "run_module", fail)
+
+
+def test_an_intact_copy_is_reused(run_storage: Storage, gguf: Path, tmp_path: Path, no_conversion) -> None:
+    _publish_copy(run_storage, tmp_path, gguf)
+    folder = model_folder.resolve_base_model(str(gguf), tmp_path / "stage" / "base-model", run_storage)
+    assert (folder / "model.safetensors").read_bytes() == b"\x00" * 4096
+
+
+def test_a_changed_file_of_the_copy_is_refused(run_storage: Storage, gguf: Path, tmp_path: Path, no_conversion) -> None:
+    _publish_copy(run_storage, tmp_path, gguf)
+    damaged = tmp_path / "damaged.safetensors"
+    damaged.write_bytes(b"\x00" * 4095 + b"\x01")  # one flipped byte, same size
+    run_storage.put_file(damaged, f"{model_folder.BASE_MODEL}/model.safetensors")
+    with pytest.raises(StorageError, match=r"dequantized copy is damaged: .*model\.safetensors.*; remove .* again"):
+        model_folder.resolve_base_model(str(gguf), tmp_path / "stage" / "base-model", run_storage)
+
+
+def test_a_copy_of_another_gguf_file_is_refused(
+    run_storage: Storage, gguf: Path, tmp_path: Path, no_conversion
+) -> None:
+    other = tmp_path / "other.Q8_0.gguf"
+    other.write_bytes(b"another GGUF file")
+    _publish_copy(run_storage, tmp_path, other)
+    with pytest.raises(StorageError, match=r"made from another GGUF file"):
+        model_folder.resolve_base_model(str(gguf), tmp_path / "stage" / "base-model", run_storage)
