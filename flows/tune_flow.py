@@ -24,7 +24,7 @@ from flows.live_card import LiveStatusCard, LiveTrainCard  # noqa: E402
 from flows.run_files import resumed_checkpoints, run_storage  # noqa: E402
 from steps.config import TuneConfig, parse_config_text  # noqa: E402
 from steps.dispatch.decorators import train_tasks  # noqa: E402
-from steps.dispatch.sagemaker_job import training_job_name  # noqa: E402
+from steps.dispatch.job_names import training_job_name  # noqa: E402
 from steps.dispatch.targets import convert_on_target, evaluate_on_target, train_on_target  # noqa: E402
 from steps.prepare.stage import prepare_stage  # noqa: E402
 from steps.project_files import DEFAULT_CONFIG  # noqa: E402

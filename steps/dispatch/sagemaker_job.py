@@ -45,8 +45,7 @@ from sagemaker.core.shapes import (
 
 from steps.config import TuneConfig, write_config
 from steps.dispatch.job_guard import TrainingJobError, stop_predecessors, stopped_on_exit, wait_for_job
-from steps.dispatch.job_names import JobName
-from steps.dispatch.job_names import training_job_name as training_job_name  # where the flow imports it from
+from steps.dispatch.job_names import CHECKPOINTS_FOLDER, JobName
 from steps.formats.gguf_source import is_gguf
 from steps.formats.model_folder import BASE_MODEL, resolve_base_model
 from steps.formats.train_folder import (
@@ -64,8 +63,6 @@ from steps.runtime.storage import MANIFEST, Storage, StoredDir, open_storage
 from steps.train.progress_line import SAGEMAKER_METRIC_DEFINITIONS
 from steps.train.stage import TRAIN, read_metrics
 
-CHECKPOINTS_FOLDER = "sagemaker/checkpoints"
-"""Where a run's SageMaker jobs keep their checkpoints in its storage (per run: a retried job resumes from them)."""
 CONTAINER_CHECKPOINTS = "/opt/ml/checkpoints"
 SECRET_SOURCES_ENV = "TUNE_SECRET_SOURCES"
 POLL_ENV = "TUNE_SAGEMAKER_POLL_S"

@@ -12,15 +12,17 @@ from collections.abc import Callable, Sequence
 
 from steps.config import TuneConfig
 from steps.convert.stage import convert_stage
-from steps.dispatch.job_names import JobName
-from steps.dispatch.sagemaker_job import CHECKPOINTS_FOLDER, sagemaker_train_stage
-from steps.dispatch.sagemaker_stages import sagemaker_convert_stage, sagemaker_evaluate_stage
+from steps.dispatch.job_names import CHECKPOINTS_FOLDER, JobName
 from steps.evaluate.stage import evaluate_stage
 from steps.formats.train_folder import CHECKPOINTS
 from steps.results import ConvertResult, EvaluateResult, TrainMetric, TrainResult, TrainSummary
 from steps.runtime.launch import Rendezvous
 from steps.runtime.storage import Storage, StoredDir
 from steps.train.stage import TRAIN, train_stage
+
+# The SageMaker modules are imported only in a step that submits a job: they import the SageMaker SDK, which
+# takes about a second, and the flow file (imported by every Metaflow step and card-refresh process) imports this
+# module. A 4-step flow imports the flow file about 20 times.
 
 
 def train_on_target(
@@ -38,6 +40,8 @@ def train_on_target(
     Returns the result on the node that holds it (node 0, or the one task that submitted the job); None elsewhere.
     """
     if config.compute.train.target == "sagemaker":
+        from steps.dispatch.sagemaker_job import sagemaker_train_stage
+
         return sagemaker_train_stage(config, storage, dataset, tokenizer, job_name, resume_from=resume_from)
     return train_stage(config, storage, dataset, tokenizer, rdzv, resume_from, on_metrics)
 
@@ -53,6 +57,8 @@ def convert_on_target(
 ) -> ConvertResult:
     """Convert in this step's process, or as a SageMaker job named `job_name`."""
     if config.compute.convert.target == "sagemaker":
+        from steps.dispatch.sagemaker_stages import sagemaker_convert_stage
+
         return sagemaker_convert_stage(config, storage, checkpoint, tokenizer, job_name)
     return convert_stage(config, storage, checkpoint, tokenizer)
 
@@ -69,5 +75,7 @@ def evaluate_on_target(
     """Evaluate in this step's process, or as a SageMaker job named `job_name`; `on_progress` gets the local
     stage's progress lines (a SageMaker job's go to its log, which the step follows)."""
     if config.compute.evaluate.target == "sagemaker":
+        from steps.dispatch.sagemaker_stages import sagemaker_evaluate_stage
+
         return sagemaker_evaluate_stage(config, storage, model, dataset, train_summary, job_name)
     return evaluate_stage(config, storage, model, dataset, train_summary, on_progress=on_progress)
