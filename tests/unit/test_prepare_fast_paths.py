@@ -37,8 +37,7 @@ def _signature_reference(text: str) -> np.ndarray:
     return sketch.hashvalues
 
 
-def _cwe_texts(count: int) -> list[str]:
-    return [text for _, text in islice(cwe_documents(bundled_catalogue_path()), count)]
+CWE_TEXTS = [text for _, text in islice(cwe_documents(bundled_catalogue_path()), 40)]  # read once
 
 
 EDGE_TEXTS = [
@@ -55,7 +54,7 @@ EDGE_TEXTS = [
 ]
 
 
-@pytest.mark.parametrize("text", EDGE_TEXTS + _cwe_texts(40))
+@pytest.mark.parametrize("text", EDGE_TEXTS + CWE_TEXTS)
 def test_normalise_and_alnum_fraction_match_the_regex_only_code(text: str) -> None:
     assert clean.normalise(text) == _normalise_reference(text)
     assert clean.alnum_fraction(text) == _alnum_reference(text)
@@ -64,13 +63,13 @@ def test_normalise_and_alnum_fraction_match_the_regex_only_code(text: str) -> No
 
 def test_minhash_signatures_are_datasketchs_including_long_documents() -> None:
     long_text = prose(3, 3 * near_dedupe._PERMUTE_ROWS)  # several chunks of permuted shingles
-    for text in ["", "one", "five words and no more", long_text, *_cwe_texts(30)]:
+    for text in ["", "one", "five words and no more", long_text, *CWE_TEXTS[:30]]:
         ours = near_dedupe.minhash_signature(text)
         assert ours.dtype == np.uint32 and np.array_equal(ours, _signature_reference(text))
 
 
 def test_word_hash_memo_emptied_when_full_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
-    texts = _cwe_texts(5)
+    texts = CWE_TEXTS[:5]
     expected = [near_dedupe.shingle_hashes(text) for text in texts]
     monkeypatch.setattr(near_dedupe._WordHashes, "LIMIT", 10)
     near_dedupe._WORD_HASHES.clear()
@@ -86,7 +85,7 @@ def _secret_texts() -> list[str]:
         " ".join(canaries),
         "\n".join(f'key="{value}"' for value in canaries),
         " ".join(IOCS),
-        *_cwe_texts(20),
+        *CWE_TEXTS[:20],
     ]
 
 
