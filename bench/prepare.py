@@ -5,7 +5,7 @@
 (a) ceiling: the tokenizer that prepare trained, batch-encoding the already extracted
     and cleaned text (the Rust encoder on every core), nothing else.
 (b) prepare: `run_prepare` from the raw XML files to Arrow shards (read, clean, redact,
-    dedupe, train the tokenizer, encode, pack, write), in a fresh process per run.
+    dedupe, train the tokenizer on its sample, encode, pack, write), in a fresh process per run.
 Both are timed as wall time (the targets) and as CPU seconds of all processes and threads
 involved, which stays meaningful when other work shares the machine (the load average at
 start and end is printed too). Peak memory is the largest sum of proportional set sizes (PSS, so pages shared by forked
@@ -16,8 +16,10 @@ The 4x corpus is the catalogue plus three copies whose text has its letters rota
 word-frequency shape and tokens per character as the original, but distinct text, so
 neither the exact nor the near-duplicate filter removes the copies (copies with a few
 edits would be removed as near duplicates, and the 4x run would do 1x of the work).
-Prints one JSON line with figures and ratios. Targets: (b)/(a) <= 1.5; time(4x)/time(1x)
-<= 4.4; peak(4x)/peak(1x) <= 1.2.
+(c) datatrove: Hugging Face datatrove's closest equivalent pipeline (`bench/datatrove_peer.py`: read,
+    filter, MinHash near-dedupe, tokenize with prepare's tokenizer), one task per core, in a fresh process.
+Prints one JSON line with figures and ratios (`seconds` has ceiling, ours and datatrove's at 1x and 4x).
+Targets: (b)/(a) <= 2 on the 4x corpus; (b) < (c); time(4x)/time(1x) <= 4.4; peak(4x)/peak(1x) <= 1.2.
 """
 
 from __future__ import annotations
@@ -82,14 +84,10 @@ def _tree_pss(process: psutil.Process) -> int:
     return total
 
 
-def run_prepare_child(data: DataConfig, out: Path) -> dict:
-    """One prepare in a fresh process; its wall time (inside the process) and the peak PSS of its tree."""
-    config = out.with_suffix(".json")
-    config.write_text(data.model_dump_json())
+def _run_sampled(command: list[str]) -> tuple[dict, float]:
+    """Run `command` in a fresh process; its last stdout line (JSON), the peak PSS of its tree and its CPU seconds."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    child = subprocess.Popen(
-        [sys.executable, __file__, "--child", str(config), str(out)], stdout=subprocess.PIPE, text=True
-    )
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     process = psutil.Process(child.pid)
     peak = 0
     done = threading.Event()
@@ -109,14 +107,31 @@ def run_prepare_child(data: DataConfig, out: Path) -> dict:
     done.set()
     sampler.join()
     if child.returncode != 0:
-        raise SystemExit(f"prepare failed on {data.corpus} (exit {child.returncode})")
+        raise SystemExit(f"{' '.join(command[1:3])} failed (exit {child.returncode})")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(stdout.strip().splitlines()[-1])
     result["peak_pss_mb"] = round(peak / 2**20, 1)
+    return result, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+
+
+def run_prepare_child(data: DataConfig, out: Path) -> dict:
+    """One prepare in a fresh process; its wall time (inside the process) and the peak PSS of its tree."""
+    config = out.with_suffix(".json")
+    config.write_text(data.model_dump_json())
+    result, cpu = _run_sampled([sys.executable, __file__, "--child", str(config), str(out)])
     # The child's CPU time includes its workers (it waits for them); it also includes imports, which the
     # wall time `prepare_s` leaves out, so subtract the child's own import time measured the same way.
-    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
     result["prepare_cpu_s"] = round(cpu - result.pop("setup_cpu_s"), 3)
+    return result
+
+
+def run_datatrove_child(corpus: Path, tokenizer_dir: Path, work: Path) -> dict:
+    """datatrove's closest equivalent pipeline (`bench/datatrove_peer.py`), one task per core, in a fresh process."""
+    peer = Path(__file__).with_name("datatrove_peer.py")
+    workers = str(psutil.cpu_count())
+    result, _ = _run_sampled(
+        [sys.executable, str(peer), str(corpus), str(tokenizer_dir / "tokenizer.json"), str(work), workers]
+    )
     return result
 
 
@@ -170,8 +185,16 @@ def main() -> None:
             ceiling_s, ceiling_cpu_s, ceiling_tokens = encode_ceiling(
                 data, Path(scratch) / f"out-{size}-0" / "tokenizer", 3
             )
+            peer = run_datatrove_child(
+                folder, Path(scratch) / f"out-{size}-0" / "tokenizer", Path(scratch) / f"dt-{size}"
+            )
             figures[size] = {
                 **best,
+                "datatrove_s": peer["datatrove_s"],
+                "datatrove_documents": peer["documents"],
+                "datatrove_tokens": peer["tokens"],
+                "datatrove_peak_pss_mb": peer["peak_pss_mb"],
+                "prepare_over_datatrove": round(best["prepare_s"] / peer["datatrove_s"], 2),
                 "peak_pss_mb": max(r["peak_pss_mb"] for r in runs),
                 "corpus_bytes": sum(p.stat().st_size for p in folder.iterdir()),
                 "encode_ceiling_s": round(ceiling_s, 3),
@@ -199,8 +222,19 @@ def main() -> None:
                     "prepare_over_ceiling_cpu_4x": figures["4x"]["prepare_over_ceiling_cpu"],
                     "cpu_time_4x_over_1x": round(cpu_growth, 2),
                     "peak_memory_4x_over_1x": round(memory_growth, 2),
+                    "prepare_over_datatrove_1x": figures["1x"]["prepare_over_datatrove"],
+                    "prepare_over_datatrove_4x": figures["4x"]["prepare_over_datatrove"],
                 },
-                "targets": {"prepare_over_ceiling": 1.5, "time_4x_over_1x": 4.4, "peak_memory_4x_over_1x": 1.2},
+                "seconds": {
+                    size: {k: figures[size][k] for k in ("encode_ceiling_s", "prepare_s", "datatrove_s")}
+                    for size in figures
+                },
+                "targets": {
+                    "prepare_over_ceiling_4x": 2.0,
+                    "prepare_over_datatrove": 1.0,
+                    "time_4x_over_1x": 4.4,
+                    "peak_memory_4x_over_1x": 1.2,
+                },
             }
         )
     )

@@ -25,11 +25,25 @@ _WORD = re.compile(r"\w+")
 _FNV_PRIME = np.uint64(1099511628211)
 _LOW32 = np.uint64(0xFFFFFFFF)
 # The permutations depend only on (num_perm, seed): made once per process, not once per document.
-_PERMUTATIONS = MinHash(num_perm=NUM_PERM, seed=_SEED, scheme=SCHEME).permutations
+_A, _B = MinHash(num_perm=NUM_PERM, seed=_SEED, scheme=SCHEME).permutations
+# Shingles permuted per numpy call: bounds the (shingles x 128) work array to 4 MB however long the document.
+_PERMUTE_ROWS = 8192
 
 
-def _word_hash(word: str) -> int:
-    return xxhash.xxh32_intdigest(word.encode())
+class _WordHashes(dict):
+    """xxh32 of each word, memoised: words repeat (a few thousand make most of any text), and a dict lookup from
+    `map` costs a fraction of encoding and hashing the word again. Emptied when large, so memory stays flat."""
+
+    LIMIT = 200_000
+
+    def __missing__(self, word: str) -> int:
+        if len(self) >= self.LIMIT:
+            self.clear()
+        value = self[word] = xxhash.xxh32_intdigest(word.encode())
+        return value
+
+
+_WORD_HASHES = _WordHashes()
 
 
 def content_digest(text: str) -> bytes:
@@ -43,7 +57,7 @@ def shingle_hashes(text: str) -> np.ndarray:
     hashing every 5-gram string in Python was most of the cost of near-duplicate detection.
     """
     words = _WORD.findall(text.lower())
-    hashes = np.fromiter(map(_word_hash, words), dtype=np.uint64, count=len(words))
+    hashes = np.fromiter(map(_WORD_HASHES.__getitem__, words), dtype=np.uint64, count=len(words))
     count = max(len(hashes) - SHINGLE_WORDS + 1, 1)
     combined = np.zeros(count, dtype=np.uint64)
     for offset in range(min(SHINGLE_WORDS, len(hashes))):
@@ -51,11 +65,27 @@ def shingle_hashes(text: str) -> np.ndarray:
     return np.unique((combined ^ (combined >> np.uint64(32))) & _LOW32)
 
 
+def _fmix32(values: np.ndarray) -> np.ndarray:
+    # MurmurHash3's 32-bit finalizer, which datasketch's affine32 scheme applies before its permutations.
+    values = values ^ (values >> np.uint32(16))
+    values = values * np.uint32(0x85EBCA6B)
+    values = values ^ (values >> np.uint32(13))
+    values = values * np.uint32(0xC2B2AE35)
+    return values ^ (values >> np.uint32(16))
+
+
 def minhash_signature(text: str) -> np.ndarray:
-    """MinHash values (datasketch, affine32 scheme) of the document's word 5-gram hashes."""
-    sketch = MinHash(num_perm=NUM_PERM, seed=_SEED, scheme=SCHEME, hashfunc=int, permutations=_PERMUTATIONS)
-    sketch.update_batch(shingle_hashes(text).tolist())
-    return sketch.hashvalues
+    """MinHash values (datasketch's affine32 scheme, computed here in numpy) of the document's word 5-gram hashes.
+
+    The same values as `datasketch.MinHash(num_perm=128, seed=1, scheme="affine32").update_batch(...)` (a unit
+    test holds them equal), without its per-value Python conversion and with bounded memory on long documents.
+    """
+    mixed = _fmix32(shingle_hashes(text).astype(np.uint32))
+    signature = np.full(NUM_PERM, np.iinfo(np.uint32).max, dtype=np.uint32)
+    for start in range(0, len(mixed), _PERMUTE_ROWS):
+        permuted = mixed[start : start + _PERMUTE_ROWS, None] * _A + _B  # wraps mod 2^32, as the scheme does
+        np.minimum(signature, permuted.min(axis=0), out=signature)
+    return signature
 
 
 class DuplicateIndex:

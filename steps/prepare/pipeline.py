@@ -37,7 +37,12 @@ from steps.prepare.console import ProgressClock, reading_progress, reading_summa
 from steps.prepare.corpus import CorpusError, empty_corpus_error, iter_documents
 from steps.prepare.report import CorpusReport
 from steps.prepare.split import DocumentSplit
-from steps.prepare.tokenizer_training import document_separator, load_base_tokenizer, train_bpe_tokenizer
+from steps.prepare.tokenizer_training import (
+    document_separator,
+    load_base_tokenizer,
+    sample_training_texts,
+    train_bpe_tokenizer,
+)
 from steps.results import PrepareSummary
 from steps.runtime.storage import file_sha256
 
@@ -203,10 +208,15 @@ def run_prepare(
             say(f"tokenizer: the base model's, from {base_model_dir}")
             tokenizer = load_base_tokenizer(base_model_dir)
         else:
-            say(f"tokenizer: training a {data.vocab_size:,}-token BPE on {split.counts['train']:,} training documents")
+            budget = data.tokenizer_sample_chars
+            say(
+                f"tokenizer: training a {data.vocab_size:,}-token BPE on {split.counts['train']:,} training documents"
+                + (f" (a sample of at most {budget:,} characters)" if budget else "")
+            )
             # Trained on the training side only, so held-out text is truly unseen.
             train_texts = (text for doc_id, text in _read_cleaned(cleaned) if not split.is_validation(doc_id))
-            tokenizer = train_bpe_tokenizer(train_texts, data.vocab_size)
+            sample = sample_training_texts(train_texts, budget, data.seed)
+            tokenizer = train_bpe_tokenizer(sample, data.vocab_size)
         separator = document_separator(tokenizer, data.document_separator)  # a bad name fails before packing
         tokenizer.save_pretrained(str(out_dir / "tokenizer"))
         timings["tokenizer"] = time.perf_counter() - started - sum(timings.values())

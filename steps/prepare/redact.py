@@ -93,6 +93,23 @@ _BEARER = re.compile(r"(?i)\bbearer\s+([A-Za-z0-9\-._~+/]{16,}=*)")
 # strings no service issues): scanning only such runs keeps the scan fast on prose, where a pass of every
 # plugin pattern over the whole text cost more than tokenizing it.
 _LONG_TOKEN = re.compile(r"\S{16,}")
+
+
+def _any_of(patterns: tuple[tuple[str, re.Pattern], ...]) -> re.Pattern:
+    """One alternation of the patterns, each with its own flags: it matches in a window exactly when one of
+    them does, so a window it rejects (nearly all of them, in prose) skips the per-pattern passes."""
+    scoped = []
+    for kind, pattern in patterns:
+        if pattern.flags & ~(re.U | re.I | re.X | re.M | re.S):
+            raise ValueError(f"{kind}: pattern flags {pattern.flags!r} cannot be scoped inside an alternation")
+        flags = "".join(
+            letter for flag, letter in ((re.I, "i"), (re.X, "x"), (re.M, "m"), (re.S, "s")) if pattern.flags & flag
+        )
+        scoped.append(f"(?{flags}:{pattern.pattern})" if flags else f"(?:{pattern.pattern})")
+    return re.compile("|".join(scoped))
+
+
+_TOKEN_CANDIDATE = _any_of(_TOKEN_PATTERNS + _EXTRA)
 # The JWT plugin's pattern ends lazily, so its match stops before the signature: extend over it.
 _JWT_TAIL = re.compile(r"[A-Za-z0-9\-_.+/=]*")
 # The private-key plugin matches only the header line: the secret is the whole block.
@@ -217,6 +234,8 @@ def find_secrets(text: str) -> list[Span]:
     for token in _LONG_TOKEN.finditer(text):
         # One character of context each side: some patterns start or end with `(?:\s|=|:|"|^)`.
         start, end = max(token.start() - 1, 0), min(token.end() + 1, len(text))
+        if _TOKEN_CANDIDATE.search(text, start, end) is None:
+            continue
         for kind, pattern in _TOKEN_PATTERNS + _EXTRA:
             spans += _pattern_spans(kind, pattern, text, start, end)
     # The patterns below match a value together with the name, URL or header that makes it a credential.

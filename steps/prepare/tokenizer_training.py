@@ -6,7 +6,9 @@ every later stage loads.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import heapq
+import random
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -29,6 +31,33 @@ def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedToke
     )
     bpe.train_from_iterator(texts, trainer=trainer)
     return PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=EOS, pad_token=PAD, bos_token=None)
+
+
+def sample_training_texts(texts: Iterable[str], char_budget: int | None, seed: int) -> Iterator[str]:
+    """A seeded random sample of whole documents of at most `char_budget` characters, in their original order.
+
+    Each document draws a random priority from `seed` and its position; the documents with the lowest
+    priorities that fit the budget are kept (a bottom-k reservoir: memory is the budget, whatever the number
+    of texts, and the texts are read once). When all of them fit, or the budget is None, every text is kept
+    and the tokenizer is the one trained on all of the text. A document longer than the budget alone is cut.
+    """
+    if char_budget is None:
+        yield from texts
+        return
+    rng = random.Random(seed)
+    kept: list[tuple[float, int, str]] = []  # a max-heap on priority: (-priority, position, text)
+    chars = 0
+    for position, text in enumerate(texts):
+        priority = rng.random()
+        text = text[:char_budget]
+        if chars + len(text) > char_budget and kept and -kept[0][0] < priority:
+            continue  # every kept document outranks it and there is no room: it would be evicted at once
+        heapq.heappush(kept, (-priority, position, text))
+        chars += len(text)
+        while chars > char_budget:
+            chars -= len(heapq.heappop(kept)[2])
+    for _, _, text in sorted(kept, key=lambda item: item[1]):
+        yield text
 
 
 def load_base_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
