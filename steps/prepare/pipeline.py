@@ -122,6 +122,8 @@ def decide_phase(
     document_separator(tokenizer, data.document_separator)  # a bad name fails before encoding
     tokenizer.save_pretrained(str(tokenizer_dir))
     timings["tokenizer"] = time.perf_counter() - started
+    decisions.base_model_note = read_gguf_note(base_model_dir)
+    decisions.save(decisions_dir)
     (decisions_dir / TIMING_FILE).write_text(json.dumps(timings))
 
 
@@ -141,7 +143,6 @@ def pack_phase(
     tokenizer_dir: Path,
     encoded_dirs: list[Path],
     out: Path,
-    base_model_dir: Path | None = None,
     require_prompts: bool = True,
     progress_every_s: float = 10.0,
 ) -> PrepareSummary:
@@ -178,7 +179,7 @@ def pack_phase(
         pad_id=tokenizer.pad_token_id,
         separator=separator[0],
         separator_id=separator[1],
-        base_model_note=read_gguf_note(base_model_dir),
+        base_model_note=decisions.base_model_note,
         prompts=packed["prompts"],
         doc_chars_histogram=decisions.doc_chars_histogram,
         doc_tokens_histogram=histogram(packed["token_counts"]),
@@ -222,16 +223,17 @@ def run_prepare(
     if base is not None:
         check_block_fits(base, data.block_size)  # before reading the corpus
     with stage_scratch("prepare-phases") as work:
-        plan_phase(data, shards, work)
+        plan = plan_phase(data, shards, work)
         reads = [work / "read" / str(k) for k in range(shards)]
         for shard, folder in enumerate(reads):
-            read_phase(data, work, shard, folder, progress_every_s)
+            plan.save(folder)  # what each worker of the flow does for itself
+            read_phase(data, folder, shard, folder, progress_every_s)
         decide_phase(data, work, reads, work / "decisions", out_dir / "tokenizer", base, progress_every_s)
         encoded = [work / "encoded" / str(k) for k in range(shards)]
         for shard, folder in enumerate(encoded):
             encode_phase(data, shard, reads[shard], work / "decisions", out_dir / "tokenizer", folder)
         return pack_phase(
-            data, work / "decisions", out_dir / "tokenizer", encoded, out_dir, base, require_prompts, progress_every_s
+            data, work / "decisions", out_dir / "tokenizer", encoded, out_dir, require_prompts, progress_every_s
         )
 
 

@@ -38,6 +38,7 @@ class Decisions:
     documents: dict[str, int]
     doc_chars_histogram: dict
     validation_doc_ids: list[str]
+    base_model_note: str | None = None
 
     def save(self, folder: Path) -> None:
         (folder / DECISIONS_FILE).write_text(json.dumps(self.__dict__))
