@@ -13,6 +13,7 @@ from steps.config import TuneConfig
 from steps.dispatch.decorators import flow_decorators
 
 SECTION_STEPS = {"prepare": ("prepare_read", "prepare_decide", "prepare_encode", "prepare")}
+# (prepare_reads and prepare_gather only collect references: they run where the flow runs.)
 """Flow steps that run where one `compute.<section>` says: prepare's foreach tasks and joins."""
 
 

@@ -70,12 +70,17 @@ class TuneFlow(FlowSpec):
     def prepare_read(self):
         self.shard = self.input
         self.read = prepare_read(self.tune_config, run_storage(self), self.shard).to_dict()
+        self.next(self.prepare_reads)
+
+    @step
+    def prepare_reads(self, inputs):
+        # Joins only gather (Metaflow: a join cannot start the next foreach); the work is in the steps after.
+        self.merge_artifacts(inputs, include=["run_config", "prepare_shards"])
+        self.reads = [i.read for i in sorted(inputs, key=lambda i: i.shard)]
         self.next(self.prepare_decide)
 
     @step
-    def prepare_decide(self, inputs):
-        self.merge_artifacts(inputs, include=["run_config", "prepare_shards"])
-        self.reads = [i.read for i in sorted(inputs, key=lambda i: i.shard)]
+    def prepare_decide(self):
         decisions, tokenizer = prepare_decide(
             self.tune_config, run_storage(self), list(map(StoredDir.from_dict, self.reads))
         )
@@ -87,13 +92,18 @@ class TuneFlow(FlowSpec):
         self.shard = self.input
         refs = map(StoredDir.from_dict, (self.reads[self.shard], self.decisions, self.tokenizer))
         self.encoded = prepare_encode(self.tune_config, run_storage(self), self.shard, *refs).to_dict()
+        self.next(self.prepare_gather)
+
+    @step
+    def prepare_gather(self, inputs):
+        self.merge_artifacts(inputs, include=["run_config", "decisions", "tokenizer"])
+        self.encoded = [i.encoded for i in sorted(inputs, key=lambda i: i.shard)]
         self.next(self.prepare)
 
     @card
     @step
-    def prepare(self, inputs):
-        self.merge_artifacts(inputs, include=["run_config", "decisions", "tokenizer"])
-        encoded = [StoredDir.from_dict(i.encoded) for i in sorted(inputs, key=lambda i: i.shard)]
+    def prepare(self):
+        encoded = [StoredDir.from_dict(e) for e in self.encoded]
         refs = StoredDir.from_dict(self.decisions), StoredDir.from_dict(self.tokenizer)
         result = prepare_pack(self.tune_config, run_storage(self), *refs, encoded)
         self.dataset, self.tokenizer = result.dataset.to_dict(), result.tokenizer.to_dict()

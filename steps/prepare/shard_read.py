@@ -15,6 +15,8 @@ from contextlib import ExitStack
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
+
 from steps.config import DataConfig
 from steps.formats.dataset import document_id
 from steps.prepare.console import ProgressClock, say
@@ -133,5 +135,6 @@ def _row(meta: _Item, doc) -> dict:
     if doc.drop_reason is None:
         row.update(chars=len(doc.text), digest=doc.digest, text=doc.text)
         if doc.signature is not None:
-            row.update(signature=doc.signature.tobytes(), sig_dtype=doc.signature.dtype.str)
+            signature = np.asarray(doc.signature)  # whatever array type the MinHash gives, stored as its bytes
+            row.update(signature=signature.tobytes(), sig_dtype=signature.dtype.str)
     return row
