@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from steps.config import ConfigError, TuneConfig, load_config
-from steps.prepare import pipeline
+from steps.prepare.shard_read import plan_and_read_shard
 from steps.runtime.launch import entrypoint_parser
 
 PHASES = ("all", "read", "decide", "encode", "pack")
@@ -56,9 +56,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.phase in ("all", "read"):
         check_evaluate_files(config)
     if args.phase == "read":
-        pipeline.plan_phase(data, workers, args.out)  # every worker plans alike; the join checks they agree
-        pipeline.read_phase(data, args.out, args.shard, args.out)
-    elif args.phase == "decide":
+        # The phase N workers run starts without loading transformers and datasets (seconds per task).
+        plan_and_read_shard(data, workers, args.shard, args.out)
+        return
+    from steps.prepare import pipeline  # noqa: PLC0415
+
+    if args.phase == "decide":
         pipeline.decide_phase(data, args.read[0], args.read, args.decisions, args.tokenizer, args.base_model)
     elif args.phase == "encode":
         pipeline.encode_phase(data, args.shard, args.read[0], args.decisions, args.tokenizer, args.out)

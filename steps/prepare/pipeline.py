@@ -37,16 +37,13 @@ from steps.prepare.report import CorpusReport
 from steps.prepare.shard_decide import Decisions, decide, kept_texts
 from steps.prepare.shard_encode import encode_shard
 from steps.prepare.shard_pack import pack_dataset
-from steps.prepare.shard_plan import ShardPlan, load_plan, plan_shards
-from steps.prepare.shard_read import read_shard
-from steps.prepare.shard_rows import histogram
+from steps.prepare.shard_plan import load_plan
+from steps.prepare.shard_read import plan_and_read_shard
+from steps.prepare.shard_rows import TIMING_FILE, histogram
 from steps.prepare.tokenizer_training import document_separator, load_base_tokenizer, train_bpe_tokenizer
 from steps.results import PrepareSummary
 from steps.runtime.scratch import stage_scratch
 from steps.runtime.storage import file_sha256
-
-TIMING_FILE = "seconds.json"
-"""Each phase's output folder notes how long the phase took; the summary adds them up."""
 
 
 def _timed(folder: Path, phase: str, started: float) -> None:
@@ -70,22 +67,9 @@ def _setup(data: DataConfig) -> None:
         os.environ["RAYON_NUM_THREADS"] = str(data.num_proc)
 
 
-def plan_phase(data: DataConfig, workers: int, out: Path) -> ShardPlan:
-    """Phase 0: the corpus's shards, written to `<out>/plan.json`."""
-    plan = plan_shards(data, workers)
-    plan.save(Path(out))
-    sizes = ", ".join(f"{b / 1e6:.1f}" for b in plan.shard_bytes())
-    if workers > 1:
-        say(f"planned {len(plan.units):,} sources into {workers} shard(s) of {sizes} MB")
-    return plan
-
-
-def read_phase(data: DataConfig, plan_dir: Path, shard: int, out: Path, progress_every_s: float = 10.0) -> None:
-    """Phase 1 for one shard: `<out>/rows.arrow`."""
-    _setup(data)
-    started = time.perf_counter()
-    read_shard(data, load_plan(plan_dir), shard, Path(out), progress_every_s)
-    _timed(Path(out), "read_clean_dedupe", started)
+def read_phase(data: DataConfig, workers: int, shard: int, out: Path, progress_every_s: float = 10.0) -> None:
+    """Phase 1 for one shard of `workers`: `<out>/plan.json` and `<out>/rows.arrow`."""
+    plan_and_read_shard(data, workers, shard, Path(out), progress_every_s)
 
 
 def decide_phase(
@@ -222,13 +206,12 @@ def run_prepare(
     base = Path(base_model_dir) if base_model_dir is not None else None
     if base is not None:
         check_block_fits(base, data.block_size)  # before reading the corpus
+    _setup(data)
     with stage_scratch("prepare-phases") as work:
-        plan = plan_phase(data, shards, work)
         reads = [work / "read" / str(k) for k in range(shards)]
-        for shard, folder in enumerate(reads):
-            plan.save(folder)  # what each worker of the flow does for itself
-            read_phase(data, folder, shard, folder, progress_every_s)
-        decide_phase(data, work, reads, work / "decisions", out_dir / "tokenizer", base, progress_every_s)
+        for shard, folder in enumerate(reads):  # each plans for itself, as the flow's workers do
+            read_phase(data, shards, shard, folder, progress_every_s)
+        decide_phase(data, reads[0], reads, work / "decisions", out_dir / "tokenizer", base, progress_every_s)
         encoded = [work / "encoded" / str(k) for k in range(shards)]
         for shard, folder in enumerate(encoded):
             encode_phase(data, shard, reads[shard], work / "decisions", out_dir / "tokenizer", folder)

@@ -22,6 +22,8 @@ from steps.prepare.corpus import LINK_REASON, corpus_sources, file_name, strict_
 from steps.prepare.extract import SkipFile, open_zip
 
 PLAN_FILE = "plan.json"
+Sources = tuple[Path, list[Path], list[Path]]
+"""The corpus root, its files and the links not followed (`steps.prepare.corpus.corpus_sources`)."""
 
 
 @dataclass(frozen=True)
@@ -87,13 +89,19 @@ def _relative(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
-def corpus_units(data: DataConfig) -> tuple[list[Unit], list[str]]:
-    """The corpus's sources in reading order with their sizes, and the names of the links not followed."""
-    with corpus_sources(data.corpus) as (root, files, links):
-        link_names = [file_name(root, link) for link in links]
-        if link_names and data.strict:
-            raise strict_error(link_names[0], LINK_REASON)
-        return _units(root, files, data.strict), link_names
+def corpus_units(data: DataConfig, sources: Sources | None = None) -> tuple[list[Unit], list[str]]:
+    """The corpus's sources in reading order with their sizes, and the names of the links not followed.
+
+    `sources`: `corpus_sources(data.corpus)` already open (a worker that plans and then reads downloads once).
+    """
+    if sources is None:
+        with corpus_sources(data.corpus) as opened:
+            return corpus_units(data, opened)
+    root, files, links = sources
+    link_names = [file_name(root, link) for link in links]
+    if link_names and data.strict:
+        raise strict_error(link_names[0], LINK_REASON)
+    return _units(root, files, data.strict), link_names
 
 
 def _units(root: Path, files: list[Path], strict: bool) -> list[Unit]:
@@ -117,11 +125,11 @@ def _units(root: Path, files: list[Path], strict: bool) -> list[Unit]:
     return units
 
 
-def plan_shards(data: DataConfig, workers: int) -> ShardPlan:
+def plan_shards(data: DataConfig, workers: int, sources: Sources | None = None) -> ShardPlan:
     """The corpus in `workers` shards balanced by bytes (one shard holding everything when `workers` is 1)."""
     if workers < 1:
         raise ValueError(f"compute.prepare.workers = {workers}: must be at least 1")
-    units, links = corpus_units(data)
+    units, links = corpus_units(data, sources)
     fair = max(sum(u.bytes for u in units) / workers, 1.0)
     pieces = []  # (bytes, unit, stripe, stripes)
     for index, unit in enumerate(units):

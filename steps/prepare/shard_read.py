@@ -8,7 +8,9 @@ the split for the whole corpus. Cleaning runs in `data.num_proc` worker processe
 
 from __future__ import annotations
 
+import json
 import os
+import time
 import zipfile
 from collections.abc import Iterator
 from contextlib import ExitStack
@@ -33,8 +35,8 @@ from steps.prepare.corpus import (
 )
 from steps.prepare.extract import Limits, RecordSkip, Source, open_zip, read_source
 from steps.prepare.read_guard import error_reason
-from steps.prepare.shard_plan import ShardPart, ShardPlan, Unit
-from steps.prepare.shard_rows import END, ROW_SCHEMA, ROWS_FILE, RowWriter
+from steps.prepare.shard_plan import ShardPart, ShardPlan, Unit, plan_shards
+from steps.prepare.shard_rows import END, ROW_SCHEMA, ROWS_FILE, TIMING_FILE, RowWriter
 
 
 class _Item(NamedTuple):
@@ -51,13 +53,37 @@ class ShardReadError(CorpusError):
     """A shard's reading failed; names the shard's files so that the failed foreach task says what it read."""
 
 
-def read_shard(data: DataConfig, plan: ShardPlan, shard: int, out_dir: Path, progress_every_s: float = 10.0) -> Path:
+def plan_and_read_shard(data: DataConfig, workers: int, shard: int, out_dir: Path, progress_every_s: float = 10.0):
+    """What one foreach worker does: plan the shards (every worker plans alike; the join checks), save the plan
+    to `<out_dir>/plan.json`, then read its own shard; the corpus is opened (an s3:// prefix downloaded) once."""
+    started = time.perf_counter()
+    with corpus_sources(data.corpus) as sources:
+        plan = plan_shards(data, workers, sources)
+        plan.save(Path(out_dir))
+        if workers > 1:
+            sizes = ", ".join(f"{b / 1e6:.1f}" for b in plan.shard_bytes())
+            say(f"shard {shard}: {len(plan.units):,} sources planned into {workers} shards of {sizes} MB")
+        read_shard(data, plan, shard, out_dir, progress_every_s, root=sources[0])
+    (Path(out_dir) / TIMING_FILE).write_text(json.dumps({"read_clean_dedupe": time.perf_counter() - started}))
+
+
+def read_shard(
+    data: DataConfig,
+    plan: ShardPlan,
+    shard: int,
+    out_dir: Path,
+    progress_every_s: float = 10.0,
+    root: Path | None = None,
+) -> Path:  # noqa: E501
     """Write the shard's rows (`steps.prepare.shard_rows`) to `<out_dir>/rows.arrow`; returns that file."""
+    if root is None:
+        with corpus_sources(data.corpus) as (opened_root, _, _):
+            return read_shard(data, plan, shard, out_dir, progress_every_s, opened_root)
     path = Path(out_dir) / ROWS_FILE
     writer = RowWriter(path, ROW_SCHEMA)
     progress = ProgressClock(progress_every_s)
     try:
-        with corpus_sources(data.corpus) as (root, _, _), ExitStack() as archives:
+        with ExitStack() as archives:
             opened: dict[Path, zipfile.ZipFile] = {}
 
             def source_of(unit: Unit) -> Source:

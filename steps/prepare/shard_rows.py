@@ -21,6 +21,8 @@ END = 2**62
 
 ROWS_FILE = "rows.arrow"
 TOKENS_FILE = "tokens.arrow"
+TIMING_FILE = "seconds.json"
+"""Each phase's output folder notes how long the phase took; the summary adds them up."""
 
 ROW_SCHEMA = pa.schema(
     [
