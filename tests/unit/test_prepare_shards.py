@@ -13,6 +13,9 @@ from steps.prepare.corpus import load_corpus
 from steps.prepare.pipeline import run_prepare
 from steps.prepare.shard_plan import plan_shards
 from steps.prepare.shard_read import ShardReadError, read_shard
+from steps.prepare.stage import prepare_read
+from steps.runtime.launch import LaunchError
+from steps.runtime.storage import open_storage
 from tests.support.shard_corpus import write_hidden_duplicates
 
 SMALL = {"min_chars": 40, "vocab_size": 300, "block_size": 32, "num_proc": 1, "prompt_tokens": 8, "eval_prompts": 3}
@@ -104,3 +107,16 @@ def test_only_prepare_fans_out_over_workers() -> None:
         TuneConfig.model_validate({"compute": {"train": {"workers": 2}}})
     with pytest.raises((ConfigError, ValueError), match="workers"):
         TuneConfig.model_validate({"compute": {"prepare": {"workers": 0}}})
+
+
+def test_a_failed_foreach_task_fails_naming_its_shards_files(tmp_path: Path) -> None:
+    """What the flow's prepare_read task raises (the run fails with it): the shard and its files."""
+    write_hidden_duplicates(tmp_path / "corpus")
+    config = TuneConfig.model_validate(
+        {"data": {"corpus": str(tmp_path / "corpus"), "strict": True, **SMALL}, "compute": {"prepare": {"workers": 4}}}
+    )
+    plan = plan_shards(config.data, 4)
+    failing = next(k for k in range(4) if "bad/binary.txt" in plan.files_of(k))
+    with pytest.raises(LaunchError, match=rf"prepare shard {failing} failed; its files: .*bad/binary\.txt"):
+        prepare_read(config, open_storage(tmp_path / "store"), failing)
+    assert not (tmp_path / "store" / "prepare").exists()  # nothing half-written published
