@@ -70,10 +70,12 @@ def refs_table(refs: dict[str, StoredDir]) -> Table:
     return Table(rows, headers=["what", "where", "sha256", "files", "size"])
 
 
-def prepare_card(result: PrepareResult) -> list:
+def prepare_card(result: PrepareResult, workers: int = 1) -> list:
     s = result.summary
     report = s.report
     rows = [["documents kept", report.kept_documents], ["characters kept", report.kept_chars]]
+    if workers > 1:
+        rows.append(["prepared by (foreach workers over corpus shards)", workers])
     rows += [[f"dropped: {reason}", count] for reason, count in sorted(report.dropped.items())]
     rows += [
         ["duplicates found: exact / near", f"{report.duplicates.exact} / {report.duplicates.near}"],

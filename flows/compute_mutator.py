@@ -12,6 +12,10 @@ from metaflow import FlowMutator
 from steps.config import TuneConfig
 from steps.dispatch.decorators import flow_decorators
 
+SECTION_STEPS = {"prepare": ("prepare_read", "prepare_decide", "prepare_encode", "prepare")}
+# (prepare_reads and prepare_gather only collect references: they run where the flow runs.)
+"""Flow steps that run where one `compute.<section>` says: prepare's foreach tasks and joins."""
+
 
 class ComputeFromConfig(FlowMutator):
     def init(self, config_name: str = "config") -> None:
@@ -24,6 +28,7 @@ class ComputeFromConfig(FlowMutator):
             return
         config = TuneConfig.model_validate(value.to_dict())
         steps = dict(mutable_flow.steps)
-        for step_name, decorators in flow_decorators(config).items():
-            for name, kwargs in decorators:
-                steps[step_name].add_decorator(name, deco_kwargs=kwargs)
+        for section, decorators in flow_decorators(config).items():
+            for step_name in SECTION_STEPS.get(section, (section,)):
+                for name, kwargs in decorators:
+                    steps[step_name].add_decorator(name, deco_kwargs=kwargs)

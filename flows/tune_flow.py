@@ -26,7 +26,7 @@ from steps.config import TuneConfig, parse_config_text  # noqa: E402
 from steps.dispatch.decorators import train_tasks  # noqa: E402
 from steps.dispatch.job_names import training_job_name  # noqa: E402
 from steps.dispatch.targets import convert_on_target, evaluate_on_target, train_on_target  # noqa: E402
-from steps.prepare.stage import prepare_stage  # noqa: E402
+from steps.prepare.stage import prepare_decide, prepare_encode, prepare_pack, prepare_read  # noqa: E402
 from steps.project_files import DEFAULT_CONFIG  # noqa: E402
 from steps.results import TrainSummary  # noqa: E402
 from steps.runtime.launch import Rendezvous, free_port  # noqa: E402
@@ -63,16 +63,53 @@ class TuneFlow(FlowSpec):
         resolved = TuneConfig.model_validate(self.config.to_dict()).with_overrides(**overrides)
         self.run_config = resolved.model_dump()
         current.card.extend(cards.config_card(resolved))
+        self.prepare_shards = list(range(resolved.compute.prepare.workers))
+        self.next(self.prepare_read, foreach="prepare_shards")
+
+    @step
+    def prepare_read(self):
+        self.shard = self.input
+        self.read = prepare_read(self.tune_config, run_storage(self), self.shard).to_dict()
+        self.next(self.prepare_reads)
+
+    @step
+    def prepare_reads(self, inputs):
+        # Joins only gather (Metaflow: a join cannot start the next foreach); the work is in the steps after.
+        self.merge_artifacts(inputs, include=["run_config", "prepare_shards"])
+        self.reads = [i.read for i in sorted(inputs, key=lambda i: i.shard)]
+        self.next(self.prepare_decide)
+
+    @step
+    def prepare_decide(self):
+        decisions, tokenizer = prepare_decide(
+            self.tune_config, run_storage(self), list(map(StoredDir.from_dict, self.reads))
+        )
+        self.decisions, self.tokenizer = decisions.to_dict(), tokenizer.to_dict()
+        self.next(self.prepare_encode, foreach="prepare_shards")
+
+    @step
+    def prepare_encode(self):
+        self.shard = self.input
+        refs = map(StoredDir.from_dict, (self.reads[self.shard], self.decisions, self.tokenizer))
+        self.encoded = prepare_encode(self.tune_config, run_storage(self), self.shard, *refs).to_dict()
+        self.next(self.prepare_gather)
+
+    @step
+    def prepare_gather(self, inputs):
+        self.merge_artifacts(inputs, include=["run_config", "decisions", "tokenizer"])
+        self.encoded = [i.encoded for i in sorted(inputs, key=lambda i: i.shard)]
         self.next(self.prepare)
 
     @card
     @step
     def prepare(self):
-        result = prepare_stage(self.tune_config, run_storage(self))
+        encoded = [StoredDir.from_dict(e) for e in self.encoded]
+        refs = StoredDir.from_dict(self.decisions), StoredDir.from_dict(self.tokenizer)
+        result = prepare_pack(self.tune_config, run_storage(self), *refs, encoded)
         self.dataset, self.tokenizer = result.dataset.to_dict(), result.tokenizer.to_dict()
         self.prepare_summary = result.summary.model_dump()
         self.rendezvous_port = free_port()
-        current.card.extend(cards.prepare_card(result))
+        current.card.extend(cards.prepare_card(result, workers=len(encoded)))
         self.next(self.train, num_parallel=train_tasks(self.tune_config))
 
     @card(refresh_interval=LIVE_CARD_INTERVAL_S)

@@ -52,6 +52,9 @@ class StepCompute(Section):
     """SageMaker storage volume per instance in GB."""
     secrets: list[str] = []
     """AWS Secrets Manager secret ARNs or names whose keys become environment values inside the step or job."""
+    workers: int = Field(1, ge=1, le=1024)
+    """prepare only: corpus shards read and tokenized by this many Metaflow foreach tasks (each on its own node
+    with a remote target); 1 reads the whole corpus in one task. The dataset is the same for any number."""
 
 
 class ComputeConfig(Section):
@@ -109,6 +112,11 @@ def _step_compute_problems(name: str, step: StepCompute) -> list[str]:
         problems.append(f"{field}: efa and queue apply to target 'batch' only, got target {step.target!r}")
     if step.target != "kubernetes" and step.namespace:
         problems.append(f"{field}.namespace: applies to target 'kubernetes' only, got target {step.target!r}")
+    if step.workers != 1 and name != "prepare":
+        problems.append(
+            f"{field}.workers: got {step.workers}, only compute.prepare fans out over workers "
+            f"(train scales with train.num_nodes); remove it"
+        )
     if step.target == "local" and step.gpus:
         problems.append(f"{field}.gpus: local steps use the GPUs of this machine; set gpus with a remote target")
     return problems

@@ -5,6 +5,13 @@
 Writes `<out>/tokenizer/` and `<out>/dataset/` (see `steps.prepare.pipeline`), printing
 progress and what was read, skipped, dropped, redacted, tokenized and packed. Settings that
 would only fail later (evaluate's files, no held-out prompt) fail here, with the field to change.
+
+One phase at a time, as the flow's foreach workers run them over `compute.prepare.workers` shards:
+
+    python -m steps.prepare --config C --phase read --shard K --out READ_K
+    python -m steps.prepare --config C --phase decide --read READ_0 READ_1 ... --decisions D --tokenizer T
+    python -m steps.prepare --config C --phase encode --shard K --read READ_K --decisions D --tokenizer T --out ENC_K
+    python -m steps.prepare --config C --phase pack --encoded ENC_0 ENC_1 ... --decisions D --tokenizer T --out DIR
 """
 
 from __future__ import annotations
@@ -12,8 +19,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from steps.config import ConfigError, TuneConfig, load_config
-from steps.prepare.pipeline import run_prepare
+from steps.prepare.shard_read import plan_and_read_shard
 from steps.runtime.launch import entrypoint_parser
+
+PHASES = ("all", "read", "decide", "encode", "pack")
 
 
 def check_evaluate_files(config: TuneConfig) -> None:
@@ -29,17 +38,42 @@ def check_evaluate_files(config: TuneConfig) -> None:
             )
 
 
+def _parser():
+    parser = entrypoint_parser(__doc__, ["config"], optional=("out", "base-model", "decisions", "tokenizer"))
+    parser.add_argument("--phase", choices=PHASES, default="all")
+    parser.add_argument("--shard", type=int, default=0)
+    parser.add_argument("--read", type=Path, nargs="*", default=[])
+    parser.add_argument("--encoded", type=Path, nargs="*", default=[])
+    return parser
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = entrypoint_parser(__doc__, ["config", "out"]).parse_args(argv)
+    args = _parser().parse_args(argv)
     config = load_config(args.config)
-    check_evaluate_files(config)
+    data, workers = config.data, config.compute.prepare.workers
     # A run with its own prompt file can do without held-out prompts; without one, evaluate needs them.
-    summary = run_prepare(config.data, args.out, args.base_model, require_prompts=not config.evaluate.prompt_file)
-    print(
-        f"prepared {summary.report.kept_documents} documents: {summary.blocks.train} training and "
-        f"{summary.blocks.validation} validation blocks of {summary.block_size} tokens in {args.out}",
-        flush=True,
-    )
+    require_prompts = not config.evaluate.prompt_file
+    if args.phase in ("all", "read"):
+        check_evaluate_files(config)
+    if args.phase == "read":
+        # The phase N workers run starts without loading transformers and datasets (seconds per task).
+        plan_and_read_shard(data, workers, args.shard, args.out)
+        return
+    from steps.prepare import pipeline  # noqa: PLC0415
+
+    if args.phase == "decide":
+        pipeline.decide_phase(data, args.read[0], args.read, args.decisions, args.tokenizer, args.base_model)
+    elif args.phase == "encode":
+        pipeline.encode_phase(data, args.shard, args.read[0], args.decisions, args.tokenizer, args.out)
+    elif args.phase == "pack":
+        pipeline.pack_phase(data, args.decisions, args.tokenizer, args.encoded, args.out, require_prompts)
+    else:
+        summary = pipeline.run_prepare(data, args.out, args.base_model, require_prompts=require_prompts)
+        print(
+            f"prepared {summary.report.kept_documents} documents: {summary.blocks.train} training and "
+            f"{summary.blocks.validation} validation blocks of {summary.block_size} tokens in {args.out}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

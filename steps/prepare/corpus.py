@@ -20,6 +20,7 @@ import zipfile
 import zlib
 from collections import deque
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +42,10 @@ _BATCH_CHARS = 4 << 20
 # What a damaged file raises while being read: a truncated gzip (EOFError, zlib.error, BadGzipFile is an
 # OSError), broken XML (lxml's XMLSyntaxError is a SyntaxError), bad text or JSON or CSV (ValueError and its
 # subclasses), an encrypted zip member (RuntimeError, zipfile's choice).
-_READ_ERRORS = (SkipFile, OSError, EOFError, zlib.error, SyntaxError, ValueError, zipfile.BadZipFile, RuntimeError)
+READ_ERRORS = (SkipFile, OSError, EOFError, zlib.error, SyntaxError, ValueError, zipfile.BadZipFile, RuntimeError)
+
+
+LINK_REASON = "symbolic link, not followed (it can point outside the corpus folder); copy the file in instead"
 
 
 class CorpusError(ValueError):
@@ -87,18 +91,18 @@ def resolve_sources(corpus: str) -> tuple[Path, list[Path], list[Path]]:
     return root, sorted(files), sorted(links)
 
 
-def _format_label(source: Source) -> str:
+def format_label(source: Source) -> str:
     label = source.format if source.format != "unknown" else (Path(source.inner_name).suffix.lstrip(".") or "none")
     return f"{label}.gz" if source.compressed else label
 
 
-def _name(root: Path, path: Path) -> str:
+def file_name(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.name
 
 
 def _sources(root: Path, files: Iterable[Path], report: CorpusReport, strict: bool) -> Iterator[Source]:
     for path in files:
-        name = _name(root, path)
+        name = file_name(root, path)
         if path.suffix.lower() != ".zip":
             yield Source(name, path)
             continue
@@ -111,9 +115,13 @@ def _sources(root: Path, files: Iterable[Path], report: CorpusReport, strict: bo
             yield from zip_members(archive, path, name)
 
 
+def strict_error(source: str, reason: str) -> CorpusError:
+    return CorpusError(f"{source}: {reason}; data.strict is on, so any unreadable file fails the step")
+
+
 def _skip(report: CorpusReport, source: str, reason: str, strict: bool) -> None:
     if strict:
-        raise CorpusError(f"{source}: {reason}; data.strict is on, so any unreadable file fails the step")
+        raise strict_error(source, reason)
     report.skip_file(source, reason)
 
 
@@ -121,7 +129,7 @@ def _raw_documents(
     root: Path, files: Iterable[Path], limits: Limits, report: CorpusReport, strict: bool
 ) -> Iterator[tuple[_Raw, str]]:
     for source in _sources(root, files, report, strict):
-        label = _format_label(source)
+        label = format_label(source)
         report.files_by_format[label] += 1
         try:
             for item in read_source(source, limits):
@@ -136,11 +144,11 @@ def _raw_documents(
                 yield _Raw(document_id(source.name, key), source.name, fmt), text
         except CorpusError:
             raise  # strict mode's own failure (a ValueError too), not a read error
-        except _READ_ERRORS as exc:
+        except READ_ERRORS as exc:
             _skip(report, source.name, error_reason(exc), strict)  # never the parser's text: it quotes the input
 
 
-def _batches(raw: Iterator[tuple[_Raw, str]]) -> Iterator[tuple[list[_Raw], list[str]]]:
+def document_batches(raw: Iterator[tuple[object, str]]) -> Iterator[tuple[list, list[str]]]:
     metas: list[_Raw] = []
     texts: list[str] = []
     size = 0
@@ -155,7 +163,7 @@ def _batches(raw: Iterator[tuple[_Raw, str]]) -> Iterator[tuple[list[_Raw], list
         yield metas, texts
 
 
-def _cleaned_batches(batches: Iterator[tuple[list[_Raw], list[str]]], settings: CleanSettings, num_proc: int):
+def cleaned_batches(batches: Iterator[tuple[list, list[str]]], settings: CleanSettings, num_proc: int):
     if num_proc == 1:
         for metas, texts in batches:
             yield metas, clean_batch(texts, settings)
@@ -178,13 +186,33 @@ def _cleaned_batches(batches: Iterator[tuple[list[_Raw], list[str]]], settings: 
     gc.unfreeze()
 
 
+def read_limits(data: DataConfig) -> Limits:
+    return Limits(data.max_document_bytes, data.max_file_bytes, tuple(data.text_fields), tuple(data.csv_columns))
+
+
+def clean_settings(data: DataConfig) -> CleanSettings:
+    return CleanSettings(
+        data.min_chars, data.min_alnum_fraction, data.redact_emails, data.near_duplicate_threshold < 1.0
+    )
+
+
+@contextmanager
+def corpus_sources(corpus: str) -> Iterator[tuple[Path, list[Path], list[Path]]]:
+    """`resolve_sources` for the length of a block; the local copy of an s3:// corpus goes when it ends."""
+    root, files, links = resolve_sources(corpus)
+    try:
+        yield root, files, links
+    finally:
+        if open_storage(corpus).local_path is None:
+            shutil.rmtree(root, ignore_errors=True)  # the raw download, secrets and all
+
+
 def iter_documents(data: DataConfig, report: CorpusReport) -> Iterator[Document]:
     """Clean documents of the corpus in a stable order; drops, skips and redactions go to `report`."""
     root, files, links = resolve_sources(data.corpus)
     try:
         for link in links:
-            reason = "symbolic link, not followed (it can point outside the corpus folder); copy the file in instead"
-            _skip(report, _name(root, link), reason, data.strict)
+            _skip(report, file_name(root, link), LINK_REASON, data.strict)
         yield from _clean_documents(root, files, data, report)
     finally:
         if open_storage(data.corpus).local_path is None:
@@ -193,13 +221,10 @@ def iter_documents(data: DataConfig, report: CorpusReport) -> Iterator[Document]
 
 
 def _clean_documents(root: Path, files: list[Path], data: DataConfig, report: CorpusReport) -> Iterator[Document]:
-    limits = Limits(data.max_document_bytes, data.max_file_bytes, tuple(data.text_fields), tuple(data.csv_columns))
-    settings = CleanSettings(
-        data.min_chars, data.min_alnum_fraction, data.redact_emails, data.near_duplicate_threshold < 1.0
-    )
+    limits, settings = read_limits(data), clean_settings(data)
     index = DuplicateIndex(data.near_duplicate_threshold)
     raw = _raw_documents(root, files, limits, report, data.strict)
-    for metas, cleaned in _cleaned_batches(_batches(raw), settings, data.num_proc or os.cpu_count() or 1):
+    for metas, cleaned in cleaned_batches(document_batches(raw), settings, data.num_proc or os.cpu_count() or 1):
         for meta, doc in zip(metas, cleaned, strict=True):
             if doc.redactions:
                 report.redactions.update(doc.redactions)

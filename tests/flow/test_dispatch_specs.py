@@ -129,7 +129,7 @@ def test_batch_single_and_multi_node_requests(recording_aws) -> None:
     (container_def,) = [d for d in definitions if d["type"] == "container"]
     assert container_def["containerProperties"]["image"] == IMAGE
     assert container_def["containerProperties"]["linuxParameters"]["sharedMemorySize"] == 16384
-    (prepare_job,) = [s for s in submits if "-prepare-" in s["jobName"]]
+    (prepare_job,) = [s for s in submits if "prepare" in s["jobName"]]  # prepare_read, its first foreach task
     assert _requirements(prepare_job) == {"VCPU": "16", "GPU": "2", "MEMORY": "65536"}
     assert prepare_job["jobQueue"] == "tune-gpu"
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from steps.formats.dataset import PROMPTS_FILE, REPORT_FILE, SUMMARY_FILE
 from steps.project_files import FLOW_FILE
 from steps.runtime.storage import StoredDir, fetch
 from tests.support.flow_runs import card_data, client_run, config_file, run_flow
@@ -76,15 +78,25 @@ def test_pipeline_end_to_end(flow_home: Path, monkeypatch: pytest.MonkeyPatch) -
     assert "max_logit_difference" in texts["convert"] and "Generations" in texts["evaluate"]
 
 
-def test_two_simulated_nodes_of_two_ranks(flow_home: Path) -> None:
+def test_two_simulated_nodes_of_two_ranks_on_three_prepare_workers(flow_home: Path, prepared: Path) -> None:
     config = config_file(
         flow_home,
         "two-nodes",
         train={"num_nodes": 2, "nproc_per_node": 2, "max_steps": 8, "checkpoint_every": 4, "log_every": 4},
         evaluate={"engines": ["hf"]},
+        compute={"prepare": {"workers": 3}},
     )
     run = client_run(flow_home, run_flow(flow_home, config))
     assert run.successful
+    # prepare fanned out over 3 local foreach tasks twice, and made the single-worker dataset (`prepared`).
+    assert len(list(run["prepare_read"].tasks())) == len(list(run["prepare_encode"].tasks())) == 3
+    dataset = fetch(StoredDir.from_dict(run["prepare"].task.data.dataset), verify=True)
+    for name in ("train/data-00000-of-00001.arrow", "validation/data-00000-of-00001.arrow", REPORT_FILE, PROMPTS_FILE):
+        assert (dataset / name).read_bytes() == (prepared / "dataset" / name).read_bytes(), name
+    summaries = [json.loads((folder / SUMMARY_FILE).read_text()) for folder in (dataset, prepared / "dataset")]
+    assert [{k: v for k, v in s.items() if k != "timings_s"} for s in summaries] == [
+        {k: v for k, v in summaries[1].items() if k != "timings_s"}
+    ] * 2
     tasks = list(run["train"].tasks())
     assert len(tasks) == 2
     train_summary = run["convert"].task.data.train_summary

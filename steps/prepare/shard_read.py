@@ -1,0 +1,166 @@
+"""prepare's first phase, per shard: read, clean, redact and fingerprint the shard's documents.
+
+Nothing is decided here that needs another shard: a document that passes cleaning is written with its
+text, SHA-256 and MinHash signature, and the join (`steps.prepare.shard_decide`) decides duplicates and
+the split for the whole corpus. Cleaning runs in `data.num_proc` worker processes
+(`steps.prepare.corpus.cleaned_batches`), so one shard uses its machine's cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import zipfile
+from collections.abc import Iterator
+from contextlib import ExitStack
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+
+from steps.config import DataConfig
+from steps.formats.dataset import document_id
+from steps.prepare.console import ProgressClock, say
+from steps.prepare.corpus import (
+    READ_ERRORS,
+    CorpusError,
+    clean_settings,
+    cleaned_batches,
+    corpus_sources,
+    document_batches,
+    format_label,
+    read_limits,
+    strict_error,
+)
+from steps.prepare.extract import Limits, RecordSkip, Source, open_zip, read_source
+from steps.prepare.read_guard import error_reason
+from steps.prepare.shard_plan import ShardPart, ShardPlan, Unit, plan_shards
+from steps.prepare.shard_rows import END, ROW_SCHEMA, ROWS_FILE, TIMING_FILE, RowWriter
+
+
+class _Item(NamedTuple):
+    unit: int
+    item: int
+    kind: str
+    source: str
+    doc_id: str
+    format: str
+    reason: str | None = None
+
+
+class ShardReadError(CorpusError):
+    """A shard's reading failed; names the shard's files so that the failed foreach task says what it read."""
+
+
+def plan_and_read_shard(data: DataConfig, workers: int, shard: int, out_dir: Path, progress_every_s: float = 10.0):
+    """What one foreach worker does: plan the shards (every worker plans alike; the join checks), save the plan
+    to `<out_dir>/plan.json`, then read its own shard; the corpus is opened (an s3:// prefix downloaded) once."""
+    started = time.perf_counter()
+    with corpus_sources(data.corpus) as sources:
+        plan = plan_shards(data, workers, sources)
+        plan.save(Path(out_dir))
+        if workers > 1:
+            sizes = ", ".join(f"{b / 1e6:.1f}" for b in plan.shard_bytes())
+            say(f"shard {shard}: {len(plan.units):,} sources planned into {workers} shards of {sizes} MB")
+        read_shard(data, plan, shard, out_dir, progress_every_s, root=sources[0])
+    (Path(out_dir) / TIMING_FILE).write_text(json.dumps({"read_clean_dedupe": time.perf_counter() - started}))
+
+
+def read_shard(
+    data: DataConfig,
+    plan: ShardPlan,
+    shard: int,
+    out_dir: Path,
+    progress_every_s: float = 10.0,
+    root: Path | None = None,
+) -> Path:  # noqa: E501
+    """Write the shard's rows (`steps.prepare.shard_rows`) to `<out_dir>/rows.arrow`; returns that file."""
+    if root is None:
+        with corpus_sources(data.corpus) as (opened_root, _, _):
+            return read_shard(data, plan, shard, out_dir, progress_every_s, opened_root)
+    path = Path(out_dir) / ROWS_FILE
+    writer = RowWriter(path, ROW_SCHEMA)
+    progress = ProgressClock(progress_every_s)
+    try:
+        with ExitStack() as archives:
+            opened: dict[Path, zipfile.ZipFile] = {}
+
+            def source_of(unit: Unit) -> Source:
+                file = root / unit.path
+                if unit.member is None:
+                    return Source(unit.name, file)
+                if file not in opened:
+                    opened[file] = archives.enter_context(open_zip(file))
+                archive = opened[file]
+                return Source(unit.name, file, archive.infolist()[unit.member], archive)
+
+            items = _items(plan, shard, source_of, read_limits(data), data.strict)
+            cleaned = cleaned_batches(
+                document_batches(items), clean_settings(data), data.num_proc or os.cpu_count() or 1
+            )
+            for metas, docs in cleaned:
+                writer.write([_row(meta, doc) for meta, doc in zip(metas, docs, strict=True)])
+                if len(plan.shards) > 1 and progress.due():  # one shard: the join's `reading:` lines say it
+                    say(f"shard {shard}: {writer.rows:,} rows read, {progress.elapsed():.0f} s")
+    except CorpusError as exc:
+        raise ShardReadError(f"prepare shard {shard} ({_files(plan, shard)}): {exc}") from None
+    finally:
+        writer.close()
+    return path
+
+
+def _files(plan: ShardPlan, shard: int, shown: int = 5) -> str:
+    names = plan.files_of(shard)
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
+def _items(plan: ShardPlan, shard: int, source_of, limits: Limits, strict: bool) -> Iterator[tuple[_Item, str]]:
+    """(position and kind, raw text) of the shard's rows in corpus order; non-document rows carry no text."""
+    for part in plan.shards[shard]:
+        unit = plan.units[part.unit]
+        if unit.skip is not None:
+            if part.stripe == 0:
+                yield _Item(part.unit, END, "skip_file", unit.name, unit.name, "", unit.skip), ""
+            continue
+        yield from _unit_items(part, unit, source_of(unit), limits, strict)
+
+
+def _unit_items(part: ShardPart, unit: Unit, source: Source, limits: Limits, strict: bool):
+    if part.stripe == 0:
+        yield _Item(part.unit, -1, "source", unit.name, unit.name, format_label(source)), ""
+    try:
+        for number, item in enumerate(read_source(source, limits)):
+            if number % part.stripes != part.stripe:
+                continue  # another stripe's document
+            if isinstance(item, RecordSkip):
+                if strict:
+                    raise CorpusError(f"{source.name} record {item.key}: {item.reason}; data.strict is on")
+                doc_id = document_id(source.name, item.key)
+                yield _Item(part.unit, number, "record_skip", source.name, doc_id, "", item.reason), ""
+                continue
+            key, text, fmt = item
+            fmt = f"{fmt}.gz" if source.compressed else fmt
+            yield _Item(part.unit, number, "document", source.name, document_id(source.name, key), fmt), text
+    except CorpusError:
+        raise
+    except READ_ERRORS as exc:
+        if strict:
+            raise strict_error(source.name, error_reason(exc)) from None
+        if part.stripe == 0:  # every stripe meets the failure; one reports it
+            yield _Item(part.unit, END, "skip_file", source.name, source.name, "", error_reason(exc)), ""
+
+
+def _row(meta: _Item, doc) -> dict:
+    row = meta._asdict()
+    if meta.kind != "document":
+        return row
+    row["redactions"] = ", ".join(f"{kind}={n}" for kind, n in sorted(doc.redactions.items())) or None
+    row["reason"] = doc.drop_reason
+    if doc.drop_reason is None:
+        row.update(chars=len(doc.text), digest=doc.digest, text=doc.text)
+        if doc.signature is not None:
+            signature = np.asarray(doc.signature)  # whatever array type the MinHash gives, stored as its bytes
+            row.update(signature=signature.tobytes(), sig_dtype=signature.dtype.str)
+    return row
