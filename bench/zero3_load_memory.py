@@ -14,10 +14,11 @@ Per rank and phase, as a share of the full fp32 model (538 MB for SmolLM2-135M):
   `load_anon` / `load_file`: the largest private and file-backed (memory-mapped) resident parts seen by a
   2 ms sampler, to tell a private copy from mapped file pages;
 - `engine`: peak RSS over the same start once `deepspeed.initialize` has built the engine (partitions,
-  optimizer states, gradient buffers);
-- `states`: what the built engine holds, counted tensor by tensor: `params` (this rank's parameter
-  partition), `master` (fp32 master partition when separate), `adam` (m and v), `grads` (the flat
-  gradient partition).
+  fp32 master partition, gradient buffers);
+- `step`: the same after one training step on 16 tokens (Adam allocates its m and v at the first step);
+- `states`: what the engine holds after that step, counted tensor by tensor: `params` (this rank's
+  parameter partition), `master` (fp32 master partition when separate), `adam` (m and v), `grads`
+  (the flat gradient partition).
 The target (issue 12): <= 0.75 per rank. Ends with one JSON line.
 """
 
@@ -129,11 +130,17 @@ def worker(model_dir: Path, config_file: Path, mode: str, out: Path) -> None:
     optimizer = build_optimizer(model, config, offloaded=False)
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
     built = _peak() - before
+    # One step on 16 tokens: Adam allocates its m and v at the first step, not in deepspeed.initialize.
+    ids = torch.randint(0, model.config.vocab_size, (1, 16))
+    engine.backward(engine(input_ids=ids, labels=ids).loss)
+    engine.step()
+    stepped = _peak() - before
     record = {
         "load": loaded / fp32_bytes,
         "load_anon": (sampler.peak["RssAnon"] - kinds_before["RssAnon"]) / fp32_bytes,
         "load_file": (sampler.peak["RssFile"] - kinds_before["RssFile"]) / fp32_bytes,
         "engine": built / fp32_bytes,
+        "step": stepped / fp32_bytes,
         "states": {kind: b / fp32_bytes for kind, b in engine_states(engine).items()},
         "fp32_bytes": fp32_bytes,
     }
@@ -174,7 +181,7 @@ def measure(model_dir: Path, out: Path, modes: list[str]) -> None:
         config_file = write_config(config, out / f"{mode}.json")
         run_torchrun(__file__, ["--worker", str(model_dir), str(config_file), mode, str(out)], nproc_per_node=2)
         ranks = [json.loads((out / f"{mode}-{rank}.json").read_text()) for rank in range(2)]
-        for phase in ("load", "load_anon", "load_file", "engine"):
+        for phase in ("load", "load_anon", "load_file", "engine", "step"):
             results[f"{mode}_{phase}"] = [round(r[phase], 3) for r in ranks]
         results[f"{mode}_states"] = {k: round(v, 3) for k, v in ranks[0]["states"].items()}
         results["fp32_model_bytes"] = ranks[0]["fp32_bytes"]
