@@ -49,11 +49,9 @@ def load_pretrained(folder: str | Path, dtype: torch.dtype = torch.float32) -> P
 
 
 def initial_model(model: ModelConfig, base_model_dir: str | Path | None, tokenizer) -> PreTrainedModel:
-    """The model before tuning: the base model, or the seeded initialisation sized to the tokenizer.
+    """The model before tuning: the whole base model, or the seeded initialisation sized to the tokenizer.
 
-    A base model loads lazily from its memory-mapped safetensors: measured with 2 ZeRO-3 ranks
-    (bench/zero3_load_memory.py), that holds no private fp32 copy per rank, while loading it under
-    transformers' DeepSpeed integration (`zero.Init`) costs 1.3-1.7x the model per rank.
+    ZeRO-3 training loads a base model partitioned instead (`steps.formats.partitioned_model`).
     """
     if base_model_dir is not None:
         return load_pretrained(base_model_dir)

@@ -17,10 +17,12 @@ from pathlib import Path
 import deepspeed
 import numpy as np
 import torch
+from transformers import PreTrainedModel
 
 from steps.config import TuneConfig
 from steps.formats.blocks import load_blocks
-from steps.formats.model import check_vocabulary, initial_model, state_dict_sha256
+from steps.formats.model import check_vocabulary, initial_model, parameter_shapes, state_dict_sha256
+from steps.formats.partitioned_model import load_partitioned, streams_into_partitions
 from steps.formats.tokenizer_folder import load_tokenizer
 from steps.formats.train_folder import METRICS_FILE, SUMMARY_FILE, VERIFY_BLOCKS, VERIFY_LOGITS_FILE, VERIFY_TOKENS
 from steps.results import TrainSummary
@@ -47,6 +49,17 @@ class CheckpointPlan:
     resume_from: tuple[str, ...] = ()
 
 
+def starting_model(
+    config: TuneConfig, ds_config: dict, base_model: Path | None, tokenizer
+) -> tuple[PreTrainedModel, str]:
+    """The model training starts from, and its fingerprint (`init_sha256`, which evaluate checks)."""
+    if streams_into_partitions(ds_config, base_model):
+        # ZeRO-3 would partition the model anyway: no rank builds a whole copy of it (see partitioned_model).
+        return load_partitioned(base_model, ds_config)
+    model = initial_model(config.model, base_model, tokenizer)
+    return model, state_dict_sha256(model)
+
+
 def run_training(
     config: TuneConfig,
     dataset_dir: Path,
@@ -58,11 +71,11 @@ def run_training(
     check_dtype(config)
     ctx = init_distributed(config.train.failure_timeout_s)
     tokenizer = load_tokenizer(tokenizer_dir)
-    model = initial_model(config.model, base_model, tokenizer)
+    ds_config = build_deepspeed_config(config, ctx.world_size)
+    model, init_sha = starting_model(config, ds_config, base_model, tokenizer)
     check_vocabulary(model, tokenizer)
-    init_sha = state_dict_sha256(model)
-    shapes = {name: p.shape for name, p in model.named_parameters()}
-    parameters = sum(p.numel() for p in model.parameters())
+    shapes = parameter_shapes(model)
+    parameters = sum(getattr(p, "ds_numel", p.numel()) for p in model.parameters())
     if config.train.gradient_checkpointing:
         model.gradient_checkpointing_enable()
         model.config.use_cache = False
@@ -75,7 +88,6 @@ def run_training(
         ctx.world_size,
         config.train.gradient_accumulation_steps,
     )
-    ds_config = build_deepspeed_config(config, ctx.world_size)
     store = CheckpointStore(plan.uri, plan.staging, config.train.keep_checkpoints, ctx)
     found = store.find(plan.resume_from)
     universal = found is not None and store.reshapes(found, config.deepspeed.zero_stage)

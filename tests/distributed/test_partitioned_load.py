@@ -1,0 +1,63 @@
+"""Under ZeRO-3 no rank builds a whole copy of the base model: 2 CPU ranks, a tiny tied Llama (9/3 heads).
+
+The model training starts from (`steps.train.loop.starting_model`) is built and loaded rank by rank
+(tests/support/partitioned_load_worker.py). Each rank must hold only its half of the parameters, never
+call a whole-state-dict reader, and still end up with exactly the base model's weights and the fingerprint
+evaluate recomputes from a plain load.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
+
+from steps.config import TuneConfig, write_config
+from steps.formats.model import load_pretrained, state_dict_sha256
+from steps.runtime.launch import run_torchrun
+
+WORKER = str(Path(__file__).parents[1] / "support" / "partitioned_load_worker.py")
+
+
+@pytest.fixture(scope="module")
+def tiny_tied(tmp_path_factory) -> Path:
+    config = LlamaConfig(
+        vocab_size=301,  # odd sizes: ZeRO-3 pads them to a multiple of the ranks
+        hidden_size=36,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=9,
+        num_key_value_heads=3,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    folder = tmp_path_factory.mktemp("tiny-tied")
+    LlamaForCausalLM(config).save_pretrained(str(folder))
+    return folder
+
+
+def test_zero3_ranks_hold_only_their_partition_of_the_base_model(tiny_tied: Path, tmp_path: Path) -> None:
+    config = TuneConfig().with_overrides(
+        **{
+            "model.base_model": str(tiny_tied),
+            "deepspeed.zero_stage": 3,
+            "deepspeed.config_file": "configs/deepspeed/zero3.json",
+            "train.micro_batch_size": 1,
+        }
+    )
+    config_file = write_config(config, tmp_path / "config.json")
+    run_torchrun(WORKER, [str(config_file), str(tiny_tied), str(tmp_path)], nproc_per_node=2)
+    ranks = [json.loads((tmp_path / f"rank-{rank}.json").read_text()) for rank in range(2)]
+    plain = load_pretrained(tiny_tied)
+    total = sum(p.numel() for p in plain.parameters())
+    for rank in ranks:
+        assert rank["total"] == total
+        # Half of each tensor, rounded up: at most one padding element per tensor.
+        assert rank["held"] <= total / 2 + rank["tensors"], rank
+        assert rank["calls"] == {}, f"a whole state dict was read: {rank['calls']}"
+        assert rank["weights_equal"] is True
+        assert rank["fingerprint"] == state_dict_sha256(plain)
