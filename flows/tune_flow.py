@@ -26,7 +26,7 @@ from steps.config import TuneConfig, parse_config_text  # noqa: E402
 from steps.dispatch.decorators import train_tasks  # noqa: E402
 from steps.dispatch.job_names import training_job_name  # noqa: E402
 from steps.dispatch.targets import convert_on_target, evaluate_on_target, train_on_target  # noqa: E402
-from steps.prepare.stage import prepare_decide, prepare_encode, prepare_pack, prepare_read  # noqa: E402
+from steps.prepare.stage import prepare_decide, prepare_encode, prepare_pack, prepare_read, prepare_stage  # noqa: E402
 from steps.project_files import DEFAULT_CONFIG  # noqa: E402
 from steps.results import TrainSummary  # noqa: E402
 from steps.runtime.launch import Rendezvous, free_port  # noqa: E402
@@ -64,6 +64,13 @@ class TuneFlow(FlowSpec):
         self.run_config = resolved.model_dump()
         current.card.extend(cards.config_card(resolved))
         self.prepare_shards = list(range(resolved.compute.prepare.workers))
+        # One worker: prepare does everything in one step, without the fan-out's five extra tasks.
+        self.prepare_path = "sharded" if len(self.prepare_shards) > 1 else "one_step"
+        self.next({"one_step": self.prepare, "sharded": self.prepare_fan_out}, condition="prepare_path")
+
+    @step
+    def prepare_fan_out(self):
+        # A switch's branch cannot start a foreach itself, so this step does.
         self.next(self.prepare_read, foreach="prepare_shards")
 
     @step
@@ -75,7 +82,7 @@ class TuneFlow(FlowSpec):
     @step
     def prepare_reads(self, inputs):
         # Joins only gather (Metaflow: a join cannot start the next foreach); the work is in the steps after.
-        self.merge_artifacts(inputs, include=["run_config", "prepare_shards"])
+        self.merge_artifacts(inputs, include=["run_config", "prepare_shards", "prepare_path"])
         self.reads = [i.read for i in sorted(inputs, key=lambda i: i.shard)]
         self.next(self.prepare_decide)
 
@@ -96,20 +103,23 @@ class TuneFlow(FlowSpec):
 
     @step
     def prepare_gather(self, inputs):
-        self.merge_artifacts(inputs, include=["run_config", "decisions", "tokenizer"])
+        self.merge_artifacts(inputs, include=["run_config", "prepare_shards", "prepare_path", "decisions", "tokenizer"])
         self.encoded = [i.encoded for i in sorted(inputs, key=lambda i: i.shard)]
         self.next(self.prepare)
 
     @card
     @step
     def prepare(self):
-        encoded = [StoredDir.from_dict(e) for e in self.encoded]
-        refs = StoredDir.from_dict(self.decisions), StoredDir.from_dict(self.tokenizer)
-        result = prepare_pack(self.tune_config, run_storage(self), *refs, encoded)
+        if self.prepare_path == "sharded":
+            encoded = [StoredDir.from_dict(e) for e in self.encoded]
+            refs = StoredDir.from_dict(self.decisions), StoredDir.from_dict(self.tokenizer)
+            result = prepare_pack(self.tune_config, run_storage(self), *refs, encoded)
+        else:
+            result = prepare_stage(self.tune_config, run_storage(self))
         self.dataset, self.tokenizer = result.dataset.to_dict(), result.tokenizer.to_dict()
         self.prepare_summary = result.summary.model_dump()
         self.rendezvous_port = free_port()
-        current.card.extend(cards.prepare_card(result, workers=len(encoded)))
+        current.card.extend(cards.prepare_card(result, workers=len(self.prepare_shards)))
         self.next(self.train, num_parallel=train_tasks(self.tune_config))
 
     @card(refresh_interval=LIVE_CARD_INTERVAL_S)
