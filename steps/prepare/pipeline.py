@@ -1,7 +1,8 @@
 """prepare: corpus in, tokenizer and packed Arrow datasets out, in memory that does not grow with the corpus.
 
-Four phases over corpus shards (`steps.prepare.shard_plan`); one machine runs them all in turn, with one
-shard by default, and the flow runs them as a Metaflow foreach over N shards:
+Four phases over corpus shards (`steps.prepare.shard_plan`); one machine reads its shards in parallel
+processes (`steps.prepare.local_reads`) and runs the other phases in turn, and the flow runs them as a
+Metaflow foreach over N shards:
 1. read (per shard, `shard_read`): read, clean and redact each document, fingerprint it (SHA-256, MinHash);
 2. decide (join, `shard_decide`): exact and near duplicates and the train/validation split for the whole
    corpus in corpus order, from the fingerprints; then the BPE tokenizer trained on the training side (or
@@ -33,6 +34,7 @@ from steps.formats.gguf_source import read_gguf_note
 from steps.formats.model_folder import check_block_fits
 from steps.formats.tokenizer_folder import load_tokenizer
 from steps.prepare.console import ProgressClock, say, split_summary
+from steps.prepare.local_reads import read_locally, reading_processes
 from steps.prepare.report import CorpusReport
 from steps.prepare.shard_decide import Decisions, decide, kept_texts
 from steps.prepare.shard_encode import encode_shard
@@ -203,10 +205,12 @@ def run_prepare(
     base_model_dir: str | Path | None = None,
     require_prompts: bool = True,
     progress_every_s: float = 10.0,
-    shards: int = 1,
+    shards: int | None = None,
 ) -> PrepareSummary:
-    """Read, clean, tokenize, split and pack in this process; return (and write into the dataset) the statistics
-    the card shows. `shards` > 1 runs the phases shard by shard as the flow's foreach workers do.
+    """Read, clean, tokenize, split and pack on this machine; return (and write into the dataset) the statistics
+    the card shows. The corpus is read in `shards` shards (default: one per reading process, `data.num_proc`
+    or this machine's cores), in parallel processes (`steps.prepare.local_reads`); the dataset is the same
+    bytes whatever the number.
 
     Fails (`CorpusError`) when the held-out side yields no evaluation prompt, unless `require_prompts` is
     off (the run brings its own prompt file). Prints progress every `progress_every_s` seconds and a summary.
@@ -216,10 +220,11 @@ def run_prepare(
     if base is not None:
         check_block_fits(base, data.block_size)  # before reading the corpus
     _setup(data)
+    processes = reading_processes(data)
+    shards = shards or processes
     with stage_scratch("prepare-phases") as work:
         reads = [work / "read" / str(k) for k in range(shards)]
-        for shard, folder in enumerate(reads):  # each plans for itself, as the flow's workers do
-            read_phase(data, shards, shard, folder, progress_every_s)
+        read_locally(data, reads, processes, progress_every_s)
         decide_phase(data, reads[0], reads, work / "decisions", out_dir / "tokenizer", base, progress_every_s)
         encoded = [work / "encoded" / str(k) for k in range(shards)]
         for shard, folder in enumerate(encoded):

@@ -104,13 +104,14 @@ def read_shard(
                 if len(plan.shards) > 1 and progress.due():  # one shard: the join's `reading:` lines say it
                     say(f"shard {shard}: {writer.rows:,} rows read, {progress.elapsed():.0f} s")
     except CorpusError as exc:
-        raise ShardReadError(f"prepare shard {shard} ({_files(plan, shard)}): {exc}") from None
+        raise ShardReadError(f"prepare shard {shard} ({files_of_shard(plan, shard)}): {exc}") from None
     finally:
         writer.close()
     return path
 
 
-def _files(plan: ShardPlan, shard: int, shown: int = 5) -> str:
+def files_of_shard(plan: ShardPlan, shard: int, shown: int = 5) -> str:
+    """The first few of a shard's file names, for an error that says what a failed reader had."""
     names = plan.files_of(shard)
     more = f" and {len(names) - shown} more" if len(names) > shown else ""
     return ", ".join(names[:shown]) + more

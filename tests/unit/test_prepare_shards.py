@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 
 from steps.config import ConfigError, DataConfig, TuneConfig
 from steps.formats.dataset import REPORT_FILE, SUMMARY_FILE
-from steps.prepare.corpus import load_corpus
+from steps.prepare import local_reads
+from steps.prepare.corpus import CorpusError, load_corpus
 from steps.prepare.pipeline import run_prepare
 from steps.prepare.shard_plan import plan_shards
 from steps.prepare.shard_read import ShardReadError, read_shard
@@ -47,8 +49,30 @@ def test_four_shards_prepare_the_cwe_catalogue_byte_for_byte_as_one(prepared: Pa
     assert [[(p.unit, p.stripe, p.stripes) for p in parts] for parts in plan.shards] == [
         [(0, s, 4)] for s in (0, 1, 2, 3)
     ]
+    run_prepare(debug_config.data, tmp_path / "one", shards=1)  # one reader, feeding its pool of cleaners
+    # 4 shards read by this machine's processes (2 at a time in CI), as the flow's 4 workers would read them.
     run_prepare(debug_config.data, tmp_path / "sharded", shards=4)
-    _assert_same(prepared, tmp_path / "sharded")
+    _assert_same(tmp_path / "one", tmp_path / "sharded")
+    # The default: one shard per core, read in parallel.
+    _assert_same(tmp_path / "one", prepared)
+
+
+def test_a_killed_reading_process_fails_prepare_naming_its_shard(tmp_path: Path, monkeypatch) -> None:
+    write_hidden_duplicates(tmp_path / "corpus")
+    data = DataConfig(corpus=str(tmp_path / "corpus"), **{**SMALL, "num_proc": 2})
+    plan = plan_shards(data, 2)
+
+    def killed_on_shard_1(data, plan, shard, *args):
+        if shard == 1:
+            os._exit(137)  # what the OOM killer leaves: no exception, no message
+        return read_shard(data, plan, shard, *args)
+
+    monkeypatch.setattr(local_reads, "read_shard", killed_on_shard_1)  # the children are forked: they see it
+    died = r"died \(exit code 137\) while reading shard 1 \(.*\); .*lower data\.num_proc"
+    with pytest.raises(CorpusError, match=died) as failed:
+        run_prepare(data, tmp_path / "out")
+    assert plan.files_of(1)[0] in str(failed.value)
+    assert not (tmp_path / "out" / "dataset").exists()  # nothing half-written published
 
 
 def test_duplicates_hidden_across_shards_are_found_as_by_one_process(tmp_path: Path) -> None:
