@@ -101,7 +101,7 @@ def test_two_simulated_nodes_of_two_ranks_on_three_prepare_workers_resumed_after
         assert failed.status == "failed", output[-3000:]
     files = ", ".join(plan_shards(debug_config.data, 3).files_of(2))
     assert f"LaunchError: prepare shard 2 failed; its files: {files}" in output, output[-3000:]
-    assert "steps.prepare exited with code -9" in output, output[-3000:]
+    assert "steps.prepare exited with code -9 (SIGKILL)" in output, output[-3000:]
     first = client_run(flow_home, failed.run.pathspec)
     finished = {t.data.shard: t.pathspec for t in first["prepare_read"].tasks() if t.successful}
     assert sorted(finished) == [0, 1]
