@@ -58,7 +58,8 @@ def prepare_read(config: TuneConfig, storage: Storage, shard: int) -> StoredDir:
             run_module("steps.prepare", args)
         except LaunchError as exc:
             # Whatever killed the child (an error it names, or the OOM killer), say which files this shard had.
-            raise LaunchError(f"prepare shard {shard} failed; its files: {_shard_files(out, shard)}\n{exc}") from None
+            headline = f"prepare shard {shard} failed; its files: {_shard_files(out, shard)}"
+            raise LaunchError(f"{headline}\n{exc}", public=f"{headline}; {exc.public or 'see the log'}") from None
         return storage.publish(out, f"prepare/read/{shard}")
 
 

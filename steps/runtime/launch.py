@@ -106,6 +106,13 @@ def _error_line(summary: str, cause: re.Match, failed: list[re.Match]) -> re.Mat
     return found[-1] if found else None
 
 
+def exit_text(code: int) -> str:
+    """`code -9 (SIGKILL)`: a negative code is the signal that ended the process (SIGKILL: often the OOM killer)."""
+    if code < 0 and -code in signal.valid_signals():
+        return f"code {code} ({signal.Signals(-code).name})"
+    return f"code {code}"
+
+
 def root_cause(summary: str, public: bool = False) -> str | None:
     """Which rank died and how, in one line, from torchrun's failure summary; `public`: the rank's exception
     type in place of its message.
@@ -124,10 +131,7 @@ def root_cause(summary: str, public: bool = False) -> str | None:
     # SIGTERM is what torchrun sends the survivors once one rank has failed: a consequence, not a cause.
     killed = [m for m in failed if int(m["code"]) < 0 and int(m["code"]) != -signal.SIGTERM]
     cause = first if first in killed or not killed else killed[0]
-    code = int(cause["code"])
-    how = f"exit code {code}"
-    if code < 0 and -code in signal.valid_signals():
-        how += f" ({signal.Signals(-code).name})"
+    how = f"exit {exit_text(int(cause['code']))}"
     others = sorted({f"rank {m['rank']} (exit code {m['code']})" for m in failed if m["rank"] != cause["rank"]})
     also = f"; then {', '.join(others)}" if others else ""
     error = _error_line(summary, cause, failed)
@@ -215,6 +219,6 @@ def run_module(module: str, args: Sequence[str], tail_lines: int = 40) -> None:
     if outcome.code != 0:
         last = "\n".join(outcome.tail)
         raise LaunchError(
-            f"{module} exited with code {outcome.code}\nlast lines:\n{last}",
-            public=f"{module} exited with code {outcome.code}",
+            f"{module} exited with {exit_text(outcome.code)}\nlast lines:\n{last}",
+            public=f"{module} exited with {exit_text(outcome.code)}",
         )

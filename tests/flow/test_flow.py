@@ -11,11 +11,14 @@ from pathlib import Path
 
 import pytest
 
+from steps.config import TuneConfig
 from steps.formats.dataset import PROMPTS_FILE, REPORT_FILE, SUMMARY_FILE
+from steps.prepare.shard_plan import plan_shards
 from steps.project_files import FLOW_FILE
 from steps.runtime.storage import StoredDir, fetch
-from tests.support.flow_runs import card_data, client_run, config_file, run_flow
+from tests.support.flow_runs import card_data, client_run, config_file, run_flow, runner
 from tests.support.flow_runs import flow_home as make_home
+from tests.support.prepare_faults import killing_prepare_shard
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +81,10 @@ def test_pipeline_end_to_end(flow_home: Path, monkeypatch: pytest.MonkeyPatch) -
     assert "max_logit_difference" in texts["convert"] and "Generations" in texts["evaluate"]
 
 
-def test_two_simulated_nodes_of_two_ranks_on_three_prepare_workers(flow_home: Path, prepared: Path) -> None:
+@pytest.mark.slow
+def test_two_simulated_nodes_of_two_ranks_on_three_prepare_workers_resumed_after_a_killed_shard(
+    flow_home: Path, prepared: Path, debug_config: TuneConfig, tmp_path: Path
+) -> None:
     config = config_file(
         flow_home,
         "two-nodes",
@@ -86,8 +92,35 @@ def test_two_simulated_nodes_of_two_ranks_on_three_prepare_workers(flow_home: Pa
         evaluate={"engines": ["hf"]},
         compute={"prepare": {"workers": 3}},
     )
-    run = client_run(flow_home, run_flow(flow_home, config))
+    # The first attempt: prepare shard 2's process is SIGKILLed (as by the OOM killer) once it has planned its
+    # files. One task at a time, so that shards 0 and 1 have finished: when a task fails, Metaflow stops the
+    # tasks still running, and `resume` runs those again too.
+    with runner(flow_home, config, env=killing_prepare_shard(tmp_path / "hooks", shard=2)) as flow:
+        failed = flow.run(max_workers=1)
+        output = failed.stdout + failed.stderr
+        assert failed.status == "failed", output[-3000:]
+    files = ", ".join(plan_shards(debug_config.data, 3).files_of(2))
+    assert f"LaunchError: prepare shard 2 failed; its files: {files}" in output, output[-3000:]
+    assert "steps.prepare exited with code -9 (SIGKILL)" in output, output[-3000:]
+    first = client_run(flow_home, failed.run.pathspec)
+    finished = {t.data.shard: t.pathspec for t in first["prepare_read"].tasks() if t.successful}
+    assert sorted(finished) == [0, 1]
+
+    with runner(flow_home, None) as flow:
+        resumed = flow.resume(origin_run_id=first.id)
+        assert resumed.status == "successful", resumed.stdout + resumed.stderr
+    run = client_run(flow_home, resumed.run.pathspec)
     assert run.successful
+    # `resume` ran only the killed shard again; the others are the first attempt's tasks, cloned, and their
+    # files stay in the first run's storage.
+    assert {t.data.shard: t.origin_pathspec for t in run["prepare_read"].tasks()} == {**finished, 2: None}
+    reads = [read["uri"] for read in run["prepare_reads"].task.data.reads]
+    where = [
+        f"/{first.id}/files/prepare/read/0",
+        f"/{first.id}/files/prepare/read/1",
+        f"/{run.id}/files/prepare/read/2",
+    ]
+    assert [uri[-len(end) :] for uri, end in zip(reads, where, strict=True)] == where, reads
     # prepare fanned out over 3 local foreach tasks twice, and made the single-worker dataset (`prepared`).
     assert len(list(run["prepare_read"].tasks())) == len(list(run["prepare_encode"].tasks())) == 3
     dataset = fetch(StoredDir.from_dict(run["prepare"].task.data.dataset), verify=True)

@@ -30,11 +30,12 @@ def config_file(home: Path, name: str, **sections) -> Path:
     return path
 
 
-def runner(home: Path, config: Path | None, **options):
-    """A Runner on the local datastore under `home`; `resume` takes no config (it reuses the run's)."""
+def runner(home: Path, config: Path | None, env: dict[str, str] | None = None, **options):
+    """A Runner on the local datastore under `home`, with `env` added to its processes' environment (not
+    this one's); `resume` takes no config (it reuses the run's)."""
     from metaflow import Runner
 
-    env = {"METAFLOW_DATASTORE_SYSROOT_LOCAL": str(home)}
+    env = {**(env or {}), "METAFLOW_DATASTORE_SYSROOT_LOCAL": str(home)}
     if config is not None:
         options["config"] = [("config", str(config))]
     return Runner(str(FLOW_FILE), show_output=False, cwd=str(home), env=env, **options)

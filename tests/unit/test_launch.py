@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from steps.runtime.launch import LaunchError, Rendezvous, cli_args, root_cause, run_module, torchrun_command
@@ -82,3 +84,12 @@ def test_a_failing_module_raises_with_its_last_lines(capsys: pytest.CaptureFixtu
     assert failed.value.public == "json.tool exited with code 1"  # without the module's own words
     run_module("platform", [])  # a module that succeeds: no error, its output streamed through
     assert "launching:" in capsys.readouterr().out
+
+
+def test_a_module_killed_by_a_signal_says_which(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """SIGKILL is what the OOM killer sends: the error names it, not only the bare exit code -9."""
+    (tmp_path / "killed_self.py").write_text("import os, signal\nos.kill(os.getpid(), signal.SIGKILL)\n")
+    monkeypatch.chdir(tmp_path)  # `python -m` finds the module in its working folder
+    with pytest.raises(LaunchError, match=r"killed_self exited with code -9 \(SIGKILL\)") as failed:
+        run_module("killed_self", [])
+    assert failed.value.public == "killed_self exited with code -9 (SIGKILL)"

@@ -141,6 +141,10 @@ def test_a_failed_foreach_task_fails_naming_its_shards_files(tmp_path: Path) -> 
     )
     plan = plan_shards(config.data, 4)
     failing = next(k for k in range(4) if "bad/binary.txt" in plan.files_of(k))
-    with pytest.raises(LaunchError, match=rf"prepare shard {failing} failed; its files: .*bad/binary\.txt"):
+    with pytest.raises(LaunchError, match=rf"prepare shard {failing} failed; its files: .*bad/binary\.txt") as failed:
         prepare_read(config, open_storage(tmp_path / "store"), failing)
     assert not (tmp_path / "store" / "prepare").exists()  # nothing half-written published
+    # What a card or a job's FailureReason may show: the shard and its files, without the child's own words.
+    public = failed.value.public
+    assert public.startswith(f"prepare shard {failing} failed; its files: ") and "bad/binary.txt" in public
+    assert public.endswith("; steps.prepare exited with code 1") and "last lines" not in public
