@@ -27,7 +27,7 @@ class Document:
     text: str
 
 
-def iter_documents(data: DataConfig, report: CorpusReport, progress_every_s: float = 10.0) -> Iterator[Document]:
+def iter_documents(data: DataConfig, report: CorpusReport) -> Iterator[Document]:
     """The documents prepare keeps of `data.corpus`, cleaned and redacted, in corpus order.
 
     `report` holds every skip, drop and redaction before the first document comes. Raises `CorpusError` as
@@ -37,8 +37,8 @@ def iter_documents(data: DataConfig, report: CorpusReport, progress_every_s: flo
     """
     with stage_scratch("prepare-documents") as work:
         read, decided = work / "read", work / "decisions"
-        plan_and_read_shard(data, 1, 0, read, progress_every_s)
-        decide(data, load_plan(read), [read], decided, report, progress_every_s)
+        plan_and_read_shard(data, 1, 0, read)
+        decide(data, load_plan(read), [read], decided, report, progress_every_s=10.0)
         for doc_id, text in kept_texts([read], decided):
             yield Document(doc_id, text)
 
