@@ -16,7 +16,7 @@ import json
 import time
 
 from steps.config import load_config
-from steps.prepare.corpus import iter_documents
+from steps.prepare.documents import iter_documents
 from steps.prepare.report import CorpusReport
 from steps.prepare.split import DocumentSplit
 from steps.prepare.tokenizer_training import sample_training_texts, train_bpe_tokenizer

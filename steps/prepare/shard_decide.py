@@ -1,9 +1,10 @@
 """prepare's join after reading: duplicates and the split decided for the whole corpus, from every shard's rows.
 
 The shards' rows are merged in corpus order and replayed into one `CorpusReport` and one `DuplicateIndex`,
-exactly as the one-process reader does, from digests and signatures only (texts are never read here). What
-each shard keeps, and on which side, goes to `sides-<shard>.npy` (one int8 per row: -1 not kept, 0 train,
-1 validation) for the second fan-out.
+from digests and signatures only (texts are never read here): the one place that decides what is kept and
+why, for any number of shards (`steps.prepare.documents` runs it too). What each shard keeps, and on which
+side, goes to `sides-<shard>.npy` (one int8 per row: -1 not kept, 0 train, 1 validation) for the second
+fan-out.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ def decide(
 
 
 def _replay(row: dict, report: CorpusReport, index: DuplicateIndex) -> bool:
-    """Account for one row as the one-process reader does (`steps.prepare.corpus`); True when it is kept."""
+    """Account for one row in `report` (and a kept document in `index`); True when it is kept."""
     kind = row["kind"]
     if kind == "source":
         report.files_by_format[row["format"]] += 1

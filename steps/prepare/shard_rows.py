@@ -100,7 +100,8 @@ def merged(streams: Iterable[Iterator[dict]]) -> Iterator[tuple[int, int, dict]]
 
 
 def signature_of(row: dict) -> np.ndarray | None:
-    if row["signature"] is None:
+    """The row's MinHash signature; None without one, or when its columns were not read (near dedupe off)."""
+    if row.get("signature") is None:
         return None
     return np.frombuffer(row["signature"], dtype=np.dtype(row["sig_dtype"]))
 

@@ -15,13 +15,14 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
-from transformers import AutoModelForCausalLM, LlamaConfig, LlamaForCausalLM
+from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from steps.config import TuneConfig, write_config
 from steps.convert.adapter import run_convert
 from steps.formats.tokenizer_folder import load_tokenizer
 from steps.formats.train_folder import tag_for
 from steps.runtime.launch import run_torchrun
+from tests.support.tiny_llama import save_tiny_tied_llama
 
 pytestmark = [pytest.mark.distributed, pytest.mark.slow]
 STEPS = 6
@@ -29,26 +30,9 @@ STEPS = 6
 
 @pytest.fixture(scope="module")
 def tied_base(prepared: Path, tmp_path_factory) -> Path:
-    """A tiny Llama with SmolLM2's awkward traits: tied embeddings, 9 heads, 3 key/value heads."""
+    """The tiny tied 9/3-head Llama (`tests.support.tiny_llama`) with the prepared tokenizer and its ids."""
     tokenizer = load_tokenizer(prepared / "tokenizer")
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=36,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=256,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=None,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tied-base")
-    LlamaForCausalLM(config).save_pretrained(str(folder))
-    tokenizer.save_pretrained(str(folder))
-    return folder
+    return save_tiny_tied_llama(tmp_path_factory.mktemp("tied-base"), len(tokenizer), 256, tokenizer)
 
 
 def _train(config: TuneConfig, prepared: Path, base: Path, out: Path, *extra: str) -> None:

@@ -12,32 +12,19 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from steps.config import TuneConfig, write_config
 from steps.formats.model import load_pretrained, state_dict_sha256
 from steps.runtime.launch import run_torchrun
+from tests.support.tiny_llama import save_tiny_tied_llama
 
 WORKER = str(Path(__file__).parents[1] / "support" / "partitioned_load_worker.py")
 
 
 @pytest.fixture(scope="module")
 def tiny_tied(tmp_path_factory) -> Path:
-    config = LlamaConfig(
-        vocab_size=301,  # odd sizes: ZeRO-3 pads them to a multiple of the ranks
-        hidden_size=36,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=9,
-        num_key_value_heads=3,
-        max_position_embeddings=64,
-        tie_word_embeddings=True,
-    )
-    torch.manual_seed(0)
-    folder = tmp_path_factory.mktemp("tiny-tied")
-    LlamaForCausalLM(config).save_pretrained(str(folder))
-    return folder
+    # Odd sizes: ZeRO-3 pads them to a multiple of the ranks.
+    return save_tiny_tied_llama(tmp_path_factory.mktemp("tiny-tied"), vocab_size=301, max_positions=64)
 
 
 def test_zero3_ranks_hold_only_their_partition_of_the_base_model(tiny_tied: Path, tmp_path: Path) -> None:

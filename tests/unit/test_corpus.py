@@ -7,8 +7,11 @@ import pytest
 
 from steps.config import DataConfig
 from steps.formats.cwe_catalogue import bundled_catalogue_path
-from steps.prepare.corpus import CorpusError, load_corpus, normalise
+from steps.prepare.clean import normalise
+from steps.prepare.corpus import CorpusError
 from steps.prepare.cwe_documents import cwe_documents
+from steps.prepare.documents import load_corpus
+from tests.support.corpus_files import prose
 
 LONG = "Attackers abuse CVE-2024-3094 in xz-utils to backdoor sshd; hash 3f786850e387550fdab836ed7e6dc881de23001b. "
 
@@ -84,13 +87,21 @@ def test_folder_corpus_formats_drops_and_skips(tmp_path: Path) -> None:
 
 def test_glob_corpus(tmp_path: Path) -> None:
     _write_corpus(tmp_path)
+    (tmp_path / "reports" / "brief.md").write_text(prose(1))
     documents, _ = load_corpus(DataConfig(corpus=str(tmp_path / "**" / "*.md"), min_chars=100))
-    assert [d.doc_id for d in documents] == ["reports/apt.md"]
+    assert [d.doc_id for d in documents] == ["reports/apt.md", "reports/brief.md"]
 
 
 def test_nothing_left_fails_with_the_reason(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("tiny")
     with pytest.raises(CorpusError, match="left no documents.*too_short.*data.min_chars"):
+        load_corpus(DataConfig(corpus=str(tmp_path), min_chars=100))
+
+
+def test_one_document_is_too_few_as_prepare_says(tmp_path: Path) -> None:
+    """The documents are prepare's own decisions, its train/validation split included, which needs two."""
+    (tmp_path / "a.txt").write_text(prose(1))
+    with pytest.raises(CorpusError, match="need at least 2 documents to split train/validation, got 1"):
         load_corpus(DataConfig(corpus=str(tmp_path), min_chars=100))
 
 

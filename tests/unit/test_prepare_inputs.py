@@ -13,7 +13,8 @@ from steps.config import DataConfig
 from steps.formats.blocks import load_blocks
 from steps.formats.dataset import SUMMARY_FILE
 from steps.formats.tokenizer_folder import load_tokenizer
-from steps.prepare.corpus import CorpusError, load_corpus
+from steps.prepare.corpus import CorpusError
+from steps.prepare.documents import load_corpus
 from steps.prepare.pipeline import run_prepare
 from steps.results import DuplicateCounts, PrepareResult
 from steps.runtime.storage import StoredDir
@@ -55,9 +56,10 @@ def test_bad_inputs_are_skipped_with_reasons_and_strict_fails(tmp_path: Path) ->
     corpus = tmp_path / "corpus"
     reasons = write_bad_files(corpus)
     (corpus / "good.txt").write_text(prose(60))
+    (corpus / "good2.txt").write_text(prose(61))
     data = DataConfig(corpus=str(corpus), **SMALL)
     documents, report = load_corpus(data)
-    assert [d.doc_id for d in documents] == ["good.txt"]
+    assert [d.doc_id for d in documents] == ["good.txt", "good2.txt"]
     skipped = {path: reason for path, reason in report.skipped_files}
     assert set(skipped) == set(reasons)
     for name, fragment in reasons.items():
@@ -90,7 +92,7 @@ def test_a_200_mb_line_is_skipped_without_being_loaded(tmp_path: Path) -> None:
     assert "larger than data.max_document_bytes" in dict(report.skipped_files)["one-line.txt"]
     assert report.dropped["unreadable_record"] == 1
     strict = data.model_copy(update={"strict": True, "corpus": str(corpus / "records.jsonl")})
-    with pytest.raises(CorpusError, match=r"^records.jsonl record 1: line longer than data.max_document_bytes"):
+    with pytest.raises(CorpusError, match=r": records.jsonl record 1: line longer than data.max_document_bytes"):
         load_corpus(strict)
 
 

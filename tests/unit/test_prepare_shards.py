@@ -11,7 +11,7 @@ import pytest
 from steps.config import ConfigError, DataConfig, TuneConfig
 from steps.formats.dataset import REPORT_FILE, SUMMARY_FILE
 from steps.prepare import local_reads
-from steps.prepare.corpus import CorpusError, load_corpus
+from steps.prepare.corpus import CorpusError
 from steps.prepare.pipeline import run_prepare
 from steps.prepare.shard_plan import plan_shards
 from steps.prepare.shard_read import ShardReadError, read_shard
@@ -95,10 +95,13 @@ def test_duplicates_hidden_across_shards_are_found_as_by_one_process(tmp_path: P
         many.report.redactions
         and "AKIAIOSFODNN7EXAMPLE" not in (tmp_path / "many" / "dataset").joinpath(REPORT_FILE).read_text()
     )
-    # The same documents as the one-process reader keeps, and the unreadable files named once each.
-    documents, report = load_corpus(data)
-    assert one.report.kept_documents == many.report.kept_documents == len(documents)
-    assert many.report.skipped_file_count == report.skipped_file_count == 9
+    # What the fixture holds, counted by hand: the good corpus's 17 documents, a-original.txt, 12 fillers, leak.md
+    # and stream.jsonl's 3 that are not copies (the archive's 3 all are); its 8 bad files and good/table.csv (no
+    # column of data.csv_columns) skipped, each named once.
+    assert one.report.kept_documents == many.report.kept_documents == 17 + 1 + 12 + 1 + 3
+    assert one.report.duplicates.model_dump() == {"exact": 2, "near": 2}
+    assert one.report.skipped_file_count == many.report.skipped_file_count == 9
+    assert [f.path for f in many.report.skipped_files if not f.path.startswith("bad/")] == ["good/table.csv"]
 
 
 def test_shards_are_balanced_by_bytes(tmp_path: Path) -> None:

@@ -20,7 +20,8 @@ from steps.convert import stage as convert_module
 from steps.evaluate import stage as evaluate_module
 from steps.formats.train_folder import SUMMARY_FILE
 from steps.prepare import stage as prepare_module
-from steps.prepare.corpus import CorpusError, iter_documents, load_corpus
+from steps.prepare.corpus import CorpusError
+from steps.prepare.documents import iter_documents, load_corpus
 from steps.prepare.report import CorpusReport
 from steps.results import ConversionRecord, TrainSummary
 from steps.runtime.launch import LaunchError, Rendezvous
