@@ -43,7 +43,7 @@ import psutil
 from steps.config import DataConfig, load_config
 from steps.formats.cwe_catalogue import bundled_catalogue_path
 from steps.formats.tokenizer_folder import load_tokenizer
-from steps.prepare.corpus import iter_documents
+from steps.prepare.documents import iter_documents
 from steps.prepare.pipeline import run_prepare
 from steps.prepare.report import CorpusReport
 from steps.project_files import DEFAULT_CONFIG

@@ -150,13 +150,3 @@ def empty_corpus_error(data: DataConfig, report: CorpusReport) -> CorpusError:
         f"(dropped: {dict(report.dropped) or 'none'}; skipped files: {report.skipped_files[:3]}); "
         f"check the files or lower data.min_chars ({data.min_chars})"
     )
-
-
-def __getattr__(name: str):
-    # bench/prepare.py imports iter_documents from here, where it used to live; it is in steps.prepare.documents
-    # now, which imports this module (hence the late import). Delete this once that import is moved.
-    if name in ("iter_documents", "load_corpus"):
-        from steps.prepare import documents
-
-        return getattr(documents, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -104,6 +104,8 @@ def read_shard(
                 if len(plan.shards) > 1 and progress.due():  # one shard: the join's `reading:` lines say it
                     say(f"shard {shard}: {writer.rows:,} rows read, {progress.elapsed():.0f} s")
     except CorpusError as exc:
+        if len(plan.shards) == 1:
+            raise  # the file it names is all there is to say
         raise ShardReadError(f"prepare shard {shard} ({files_of_shard(plan, shard)}): {exc}") from None
     finally:
         writer.close()
