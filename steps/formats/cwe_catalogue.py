@@ -137,16 +137,13 @@ def _text(element: ET.Element | None) -> str:
 
 
 def _child(element: ET.Element, name: str) -> ET.Element | None:
-    for child in element:
-        if _local(child.tag) == name:
-            return child
-    return None
+    # `{*}name`: the name in any namespace or none, matched by lxml in C (a loop over children in Python was a
+    # quarter of the time of reading the catalogue).
+    return element.find("{*}" + name)
 
 
 def _children(element: ET.Element | None, name: str) -> list[ET.Element]:
-    if element is None:
-        return []
-    return [child for child in element if _local(child.tag) == name]
+    return [] if element is None else element.findall("{*}" + name)
 
 
 def _texts(element: ET.Element, name: str) -> tuple[str, ...]:

@@ -51,7 +51,7 @@ def content_digest(text: str) -> bytes:
 
 
 def shingle_hashes(text: str) -> np.ndarray:
-    """32-bit hashes of the document's lower-cased word 5-grams (one hash of all words when shorter).
+    """32-bit hashes of the document's lower-cased word 5-grams (one hash of all words when shorter), repeats and all.
 
     Each word is hashed once (xxhash) and the 5-gram hashes are combined from them with numpy:
     hashing every 5-gram string in Python was most of the cost of near-duplicate detection.
@@ -62,7 +62,9 @@ def shingle_hashes(text: str) -> np.ndarray:
     combined = np.zeros(count, dtype=np.uint64)
     for offset in range(min(SHINGLE_WORDS, len(hashes))):
         combined = combined * _FNV_PRIME + hashes[offset : offset + count]
-    return np.unique((combined ^ (combined >> np.uint64(32))) & _LOW32)
+    # Repeats are kept: a MinHash is a minimum, which a repeated value does not change (sorting them out cost
+    # a tenth of reading the catalogue).
+    return (combined ^ (combined >> np.uint64(32))) & _LOW32
 
 
 def _fmix32(values: np.ndarray) -> np.ndarray:
