@@ -38,7 +38,8 @@ class DataConfig(Section):
     strict: bool = False
     """Fail on the first file that cannot be read instead of skipping it and naming it in the report."""
     num_proc: int | None = Field(None, ge=1)
-    """Worker processes for cleaning and tokenizer threads; empty means every core."""
+    """Processes reading the corpus at once (each reads, cleans and redacts one shard) and the tokenizer's
+    threads; empty means every core this process may use."""
     vocab_size: int = Field(4096, ge=256, le=262144)
     """Vocabulary size of the BPE tokenizer trained on the corpus (ignored with a base model)."""
     tokenizer_sample_chars: int | None = Field(1_000_000, ge=10_000)

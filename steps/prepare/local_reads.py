@@ -28,7 +28,11 @@ from steps.prepare.shard_rows import TIMING_FILE
 
 def reading_processes(data: DataConfig) -> int:
     """`data.num_proc`, else the cores this process may run on (not the machine's: a cpuset can hold fewer)."""
-    return data.num_proc or len(os.sched_getaffinity(0)) or 1
+    if data.num_proc:
+        return data.num_proc
+    if hasattr(os, "sched_getaffinity"):  # Linux; macOS has no affinity to ask
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 def read_locally(data: DataConfig, folders: list[Path], processes: int, progress_every_s: float = 10.0) -> ShardPlan:
