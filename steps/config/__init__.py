@@ -114,11 +114,19 @@ def validate_config(raw: Any, source: str = "config") -> TuneConfig:
 
 def parse_config_text(text: str) -> dict[str, Any]:
     """Metaflow `Config` parser: YAML (or JSON) text to a validated, fully defaulted dict."""
+    return validate_config(_yaml(text, "config")).model_dump()
+
+
+def _yaml(text: str, source: str) -> Any:
     try:
-        raw = yaml.safe_load(text)
+        return yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise ConfigError(f"config is not valid YAML: {exc}") from None
-    return validate_config(raw).model_dump()
+        # PyYAML's own message quotes the lines around the error: a config's values (a token pasted in by
+        # mistake) would go wherever this error is shown. The position and the problem say enough.
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or "it cannot be parsed"
+        raise ConfigError(f"{source} is not valid YAML{where}: {problem}") from None
 
 
 def load_config(path: str | Path) -> TuneConfig:
@@ -128,7 +136,7 @@ def load_config(path: str | Path) -> TuneConfig:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
-    return validate_config(yaml.safe_load(text), source=str(path))
+    return validate_config(_yaml(text, str(path)), source=str(path))
 
 
 def write_config(config: TuneConfig, path: str | Path) -> Path:

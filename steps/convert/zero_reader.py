@@ -82,8 +82,10 @@ class ZeroCheckpointReader:
         self.folder = Path(folder)
         try:
             model_files = ds.get_model_state_files(str(self.folder))
-        except FileNotFoundError as exc:
-            raise ZeroCheckpointError(f"{self.folder} is not a DeepSpeed checkpoint: {exc}") from None
+        except FileNotFoundError:
+            raise ZeroCheckpointError(
+                f"{self.folder} is not a DeepSpeed checkpoint: it has no *_model_states.pt file"
+            ) from None
         self._optim_files = rank_ordered_optim_files(self.folder)
         model_state = _load_mmap(model_files[0])
         if ds.BUFFER_NAMES not in model_state:

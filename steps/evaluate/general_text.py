@@ -17,6 +17,7 @@ import numpy as np
 
 from steps.config import EvaluateConfig
 from steps.formats.dataset import SUMMARY_FILE
+from steps.runtime.error_text import NotFound
 
 PYTHON_DOCS = "python-docs"
 """`evaluate.general_text` value meaning the Python language reference shipped with Python."""
@@ -36,7 +37,7 @@ def _texts(source: str) -> list[str]:
         return [topics[name] for name in sorted(topics)]
     path = Path(source).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(
+        raise NotFound(
             f"evaluate.general_text = {source!r}: no such file; give a UTF-8 text file of general-domain prose, "
             f"{PYTHON_DOCS!r} for the Python reference, or leave it empty to skip the general perplexity"
         )

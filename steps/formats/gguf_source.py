@@ -11,6 +11,8 @@ import importlib.util
 import json
 from pathlib import Path
 
+from steps.runtime.error_text import NotFound
+
 GGUF_SOURCE_FILE = "gguf_source.json"
 """Written into a dequantized folder: the GGUF file's name, hash and the precision note."""
 
@@ -27,7 +29,7 @@ def gguf_file(spec: str) -> Path:
         package, _, name = spec.removeprefix(PACKAGE_SCHEME).partition("/")
         found = importlib.util.find_spec(package) if package else None
         if found is None or not found.submodule_search_locations:
-            raise FileNotFoundError(
+            raise NotFound(
                 f"model.base_model = {spec!r}: Python package {package!r} is not installed; "
                 "install it (README: the SmolLM2 base model) or give the GGUF file's path"
             )
@@ -35,7 +37,7 @@ def gguf_file(spec: str) -> Path:
     else:
         path = Path(spec).expanduser()
     if not path.is_file():
-        raise FileNotFoundError(f"model.base_model = {spec!r}: no GGUF file at {path}")
+        raise NotFound(f"model.base_model = {spec!r}: no GGUF file at {path}")
     return path
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from steps.config import ConfigError
 from steps.formats.gguf_source import GGUF_SOURCE_FILE, gguf_file, is_gguf
+from steps.runtime.error_text import NotFound
 from steps.runtime.launch import run_module
 from steps.runtime.storage import MANIFEST, Storage, StorageError, file_sha256, open_storage
 from steps.runtime.storage.manifest import manifest_sha256
@@ -39,9 +40,9 @@ def resolve_base_model(spec: str | None, download_to: Path, storage: Storage | N
     try:
         folder = open_storage(spec).materialize(download_to)
     except StorageError as exc:
-        raise FileNotFoundError(f"model.base_model = {spec!r}: {exc}") from None
+        raise NotFound(f"model.base_model = {spec!r}: {exc}") from None
     if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"model.base_model = {spec!r} is not a Hugging Face model folder (no config.json)")
+        raise NotFound(f"model.base_model = {spec!r} is not a Hugging Face model folder (no config.json)")
     return folder
 
 

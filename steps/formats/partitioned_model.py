@@ -31,6 +31,8 @@ from transformers import AutoConfig, AutoModelForCausalLM, PreTrainedModel
 from transformers.initialization import no_init_weights
 from transformers.integrations.deepspeed import prevent_arange_dtype_change
 
+from steps.runtime.error_text import NotFound
+
 CHUNK_BYTES = 8 << 20
 """At most this much of a tensor is read at a time (plus one row of it)."""
 
@@ -66,7 +68,7 @@ def load_partitioned(folder: str | Path, ds_config: dict) -> tuple[PreTrainedMod
     """
     files = safetensors_files(folder)
     if not files:
-        raise FileNotFoundError(f"{folder}: no {SINGLE_FILE} or {INDEX_FILE}; ZeRO-3 streams safetensors weights")
+        raise NotFound(f"{folder}: no {SINGLE_FILE} or {INDEX_FILE}; ZeRO-3 streams safetensors weights")
     config = AutoConfig.from_pretrained(str(folder))
     # Created in the training precision directly: zero.Init would otherwise create fp32 and cast each tensor.
     dtype = torch.bfloat16 if ds_config.get("bf16", {}).get("enabled") else torch.float32

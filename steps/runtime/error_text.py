@@ -28,3 +28,9 @@ def shown_message(error: BaseException) -> str:
         return f"{kind} (its message is in the log only: library messages may quote their input)"
     text = getattr(error, "public", None) or str(error)
     return f"{kind}: {text}" if text else kind
+
+
+class NotFound(FileNotFoundError):
+    """A file or folder that the config names is not there. Raised with a message of ours (the field, the path,
+    what to do), so cards and FailureReasons show it; the standard library's own FileNotFoundError shows its type
+    only there."""

@@ -47,9 +47,16 @@ def test_all_problems_reported_at_once() -> None:
     assert "model.hidden_size (250) must be divisible by model.num_heads (4)" in message
 
 
-def test_not_yaml_and_not_mapping_are_clear() -> None:
+def test_not_yaml_and_not_mapping_are_clear(tmp_path) -> None:
     with pytest.raises(ConfigError, match="not valid YAML"):
         parse_config_text("data: [unclosed")
+    # The position and the problem, never the lines around it: a value there may be a token pasted in by mistake.
+    broken = tmp_path / "run.yaml"
+    broken.write_text("data:\n  corpus: s3://bucket/x?token=hunter2-s3cr3t\n   vocab_size: 300\n")
+    for parse in (lambda: load_config(broken), lambda: parse_config_text(broken.read_text())):
+        with pytest.raises(ConfigError, match=r"not valid YAML at line 3, column 14: mapping values") as error:
+            parse()
+        assert "hunter2" not in str(error.value)
     with pytest.raises(ConfigError, match="expected a mapping"):
         parse_config_text("- just\n- a list\n")
 
