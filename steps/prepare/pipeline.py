@@ -34,12 +34,13 @@ from steps.formats.gguf_source import read_gguf_note
 from steps.formats.model_folder import check_block_fits
 from steps.formats.tokenizer_folder import load_tokenizer
 from steps.prepare.console import ProgressClock, say, split_summary
+from steps.prepare.corpus import CorpusError
 from steps.prepare.local_reads import read_locally, reading_processes
 from steps.prepare.report import CorpusReport
 from steps.prepare.shard_decide import Decisions, decide, kept_texts
 from steps.prepare.shard_encode import encode_shard
 from steps.prepare.shard_pack import pack_dataset
-from steps.prepare.shard_plan import load_plan
+from steps.prepare.shard_plan import PLAN_FILE, load_plan
 from steps.prepare.shard_read import plan_and_read_shard
 from steps.prepare.shard_rows import TIMING_FILE, histogram
 from steps.prepare.tokenizer_training import (
@@ -93,6 +94,12 @@ def decide_phase(
     if base_model_dir is not None:
         check_block_fits(base_model_dir, data.block_size)
     decisions_dir, started = Path(decisions_dir), time.perf_counter()
+    if len({(Path(folder) / PLAN_FILE).read_bytes() for folder in read_dirs}) > 1:
+        # Each worker planned from its own look at the corpus: they differ when files came or went meanwhile.
+        raise CorpusError(
+            f"data.corpus = {data.corpus!r} changed while prepare's workers read it (they planned different "
+            "shards): files were added, removed or changed; run prepare again once the corpus is settled"
+        )
     decisions_dir.mkdir(parents=True, exist_ok=True)
     with open(decisions_dir / REPORT_FILE, "w", encoding="utf-8") as rows:
         decisions = decide(

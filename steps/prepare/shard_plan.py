@@ -89,27 +89,30 @@ def _relative(root: Path, path: Path) -> str:
     return path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
 
 
-def corpus_units(data: DataConfig, sources: Sources | None = None) -> tuple[list[Unit], list[str]]:
+def corpus_units(
+    data: DataConfig, sources: Sources | None = None, sizes: dict[str, int] | None = None
+) -> tuple[list[Unit], list[str]]:
     """The corpus's sources in reading order with their sizes, and the names of the links not followed.
 
     `sources`: `corpus_sources(data.corpus)` already open (a worker that plans and then reads downloads once).
+    `sizes`: the files' sizes by path below the root, when the files are not all there (an object listing's).
     """
     if sources is None:
         with corpus_sources(data.corpus) as opened:
-            return corpus_units(data, opened)
+            return corpus_units(data, opened, sizes)
     root, files, links = sources
     link_names = [file_name(root, link) for link in links]
     if link_names and data.strict:
         raise strict_error(link_names[0], LINK_REASON)
-    return _units(root, files, data.strict), link_names
+    return _units(root, files, data.strict, sizes), link_names
 
 
-def _units(root: Path, files: list[Path], strict: bool) -> list[Unit]:
+def _units(root: Path, files: list[Path], strict: bool, sizes: dict[str, int] | None) -> list[Unit]:
     units: list[Unit] = []
     for path in files:
         name, relative = file_name(root, path), _relative(root, path)
         if path.suffix.lower() != ".zip":
-            units.append(Unit(name, relative, None, path.stat().st_size))
+            units.append(Unit(name, relative, None, path.stat().st_size if sizes is None else sizes[relative]))
             continue
         try:
             archive = open_zip(path)
@@ -125,11 +128,14 @@ def _units(root: Path, files: list[Path], strict: bool) -> list[Unit]:
     return units
 
 
-def plan_shards(data: DataConfig, workers: int, sources: Sources | None = None) -> ShardPlan:
-    """The corpus in `workers` shards balanced by bytes (one shard holding everything when `workers` is 1)."""
+def plan_shards(
+    data: DataConfig, workers: int, sources: Sources | None = None, sizes: dict[str, int] | None = None
+) -> ShardPlan:
+    """The corpus in `workers` shards balanced by bytes (one shard holding everything when `workers` is 1).
+    `sources` and `sizes` as for `corpus_units`."""
     if workers < 1:
         raise ValueError(f"compute.prepare.workers = {workers}: must be at least 1")
-    units, links = corpus_units(data, sources)
+    units, links = corpus_units(data, sources, sizes)
     fair = max(sum(u.bytes for u in units) / workers, 1.0)
     pieces = []  # (bytes, unit, stripe, stripes)
     for index, unit in enumerate(units):

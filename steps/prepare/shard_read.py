@@ -35,8 +35,9 @@ from steps.prepare.corpus import (
 )
 from steps.prepare.extract import Limits, RecordSkip, Source, open_zip, read_source
 from steps.prepare.read_guard import error_reason
-from steps.prepare.shard_plan import ShardPart, ShardPlan, Unit, plan_shards
+from steps.prepare.shard_plan import ShardPart, ShardPlan, Unit
 from steps.prepare.shard_rows import END, ROW_SCHEMA, ROWS_FILE, TIMING_FILE, RowWriter
+from steps.prepare.shard_sources import shard_sources
 
 
 class _Item(NamedTuple):
@@ -55,15 +56,15 @@ class ShardReadError(CorpusError):
 
 def plan_and_read_shard(data: DataConfig, workers: int, shard: int, out_dir: Path, progress_every_s: float = 10.0):
     """What one foreach worker does: plan the shards (every worker plans alike; the join checks), save the plan
-    to `<out_dir>/plan.json`, then read its own shard; the corpus is opened (an s3:// prefix downloaded) once."""
+    to `<out_dir>/plan.json`, then read its own shard; of an s3:// corpus, only its shard's files are downloaded
+    (`steps.prepare.shard_sources`)."""
     started = time.perf_counter()
-    with corpus_sources(data.corpus) as sources:
-        plan = plan_shards(data, workers, sources)
+    with shard_sources(data, workers, shard) as (plan, root):
         plan.save(Path(out_dir))
         if workers > 1:
             sizes = ", ".join(f"{b / 1e6:.1f}" for b in plan.shard_bytes())
             say(f"shard {shard}: {len(plan.units):,} sources planned into {workers} shards of {sizes} MB")
-        read_shard(data, plan, shard, out_dir, progress_every_s, root=sources[0])
+        read_shard(data, plan, shard, out_dir, progress_every_s, root=root)
     (Path(out_dir) / TIMING_FILE).write_text(json.dumps({"read_clean_dedupe": time.perf_counter() - started}))
 
 

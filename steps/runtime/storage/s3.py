@@ -59,6 +59,14 @@ class S3Storage(Storage):
             found += [obj["Key"][len(prefix) :] for obj in page.get("Contents", [])]
         return sorted(path for path in found if path and not path.endswith("/"))
 
+    def sizes(self) -> dict[str, int]:
+        """Every file under the root and its size in bytes, from the listing alone (nothing is downloaded)."""
+        prefix = f"{self.prefix}/" if self.prefix else ""
+        found = {}
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
+            found.update({obj["Key"][len(prefix) :]: obj["Size"] for obj in page.get("Contents", [])})
+        return {path: found[path] for path in sorted(found) if path and not path.endswith("/")}
+
     def get_text(self, name: str) -> str | None:
         try:
             return self.client.get_object(Bucket=self.bucket, Key=self._key(name))["Body"].read().decode()
