@@ -13,7 +13,6 @@ entry becomes a record and is then freed, whatever the size of the catalogue.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,6 @@ from lxml import etree as ET
 
 from steps.runtime.error_text import NotFound
 
-_WS = re.compile(r"\s+")
 CatalogueSource = str | Path | IO[bytes]
 
 
@@ -135,7 +133,8 @@ def _text(element: ET.Element | None) -> str:
     """All text below an element (XHTML paragraphs and lists included), whitespace folded."""
     if element is None:
         return ""
-    return _WS.sub(" ", " ".join(element.itertext())).strip()
+    # str.split() folds exactly the characters `\s` matches (str.isspace()), faster than a regex substitution.
+    return " ".join(" ".join(element.itertext()).split())
 
 
 def _child(element: ET.Element, name: str) -> ET.Element | None:
