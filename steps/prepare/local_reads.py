@@ -48,7 +48,8 @@ def read_locally(data: DataConfig, folders: list[Path], processes: int, progress
             for shard, folder in enumerate(folders):
                 read_shard(data, plan, shard, Path(folder), progress_every_s, root=sources[0])
         else:
-            say(f"reading {len(folders)} shards of the corpus in {processes} processes")
+            shards = f" ({len(folders)} shards)" if len(folders) != processes else ""
+            say(f"reading the corpus in {processes} processes{shards}")
             _read_in_processes(data, plan, folders, processes, sources[0], progress_every_s)
     (Path(folders[0]) / TIMING_FILE).write_text(json.dumps({"read_clean_dedupe": time.perf_counter() - started}))
     return plan
