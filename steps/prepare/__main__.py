@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     from steps.prepare import pipeline  # noqa: PLC0415
 
     if args.phase == "decide":
-        pipeline.decide_phase(data, args.read[0], args.read, args.decisions, args.tokenizer, args.base_model)
+        pipeline.decide_phase(data, args.read, args.decisions, args.tokenizer, args.base_model)
     elif args.phase == "encode":
         pipeline.encode_phase(data, args.shard, args.read[0], args.decisions, args.tokenizer, args.out)
     elif args.phase == "pack":

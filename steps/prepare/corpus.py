@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import glob
 import multiprocessing
+import os
 import re
 import shutil
 import zipfile
@@ -121,6 +122,16 @@ def cleaned_batches(batches: Iterator[tuple[list, list[str]]], settings: CleanSe
             metas_done, result = pending.popleft()
             yield metas_done, result.get()
     gc.unfreeze()
+
+
+def reading_processes(data: DataConfig) -> int:
+    """Processes that read and clean at once: `data.num_proc`, else the cores this process may run on (not the
+    machine's: a cpuset can hold fewer)."""
+    if data.num_proc:
+        return data.num_proc
+    if hasattr(os, "sched_getaffinity"):  # Linux; macOS has no affinity to ask
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
 
 
 def read_limits(data: DataConfig) -> Limits:

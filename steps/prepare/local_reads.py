@@ -12,7 +12,6 @@ from __future__ import annotations
 import gc
 import json
 import multiprocessing
-import os
 import time
 import traceback
 from multiprocessing.connection import Connection, wait
@@ -24,15 +23,6 @@ from steps.prepare.corpus import CorpusError, corpus_sources
 from steps.prepare.shard_plan import ShardPlan, plan_shards
 from steps.prepare.shard_read import files_of_shard, read_shard
 from steps.prepare.shard_rows import TIMING_FILE
-
-
-def reading_processes(data: DataConfig) -> int:
-    """`data.num_proc`, else the cores this process may run on (not the machine's: a cpuset can hold fewer)."""
-    if data.num_proc:
-        return data.num_proc
-    if hasattr(os, "sched_getaffinity"):  # Linux; macOS has no affinity to ask
-        return len(os.sched_getaffinity(0)) or 1
-    return os.cpu_count() or 1
 
 
 def read_locally(data: DataConfig, folders: list[Path], processes: int, progress_every_s: float = 10.0) -> ShardPlan:

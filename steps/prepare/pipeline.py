@@ -34,14 +34,13 @@ from steps.formats.gguf_source import read_gguf_note
 from steps.formats.model_folder import check_block_fits
 from steps.formats.tokenizer_folder import load_tokenizer
 from steps.prepare.console import ProgressClock, say, split_summary
-from steps.prepare.corpus import CorpusError
-from steps.prepare.local_reads import read_locally, reading_processes
+from steps.prepare.corpus import CorpusError, reading_processes
+from steps.prepare.local_reads import read_locally
 from steps.prepare.report import CorpusReport
 from steps.prepare.shard_decide import Decisions, decide, kept_texts
 from steps.prepare.shard_encode import encode_shard
 from steps.prepare.shard_pack import pack_dataset
 from steps.prepare.shard_plan import PLAN_FILE, load_plan
-from steps.prepare.shard_read import plan_and_read_shard
 from steps.prepare.shard_rows import TIMING_FILE, histogram
 from steps.prepare.tokenizer_training import (
     document_separator,
@@ -75,21 +74,16 @@ def _setup(data: DataConfig) -> None:
         os.environ["RAYON_NUM_THREADS"] = str(data.num_proc)
 
 
-def read_phase(data: DataConfig, workers: int, shard: int, out: Path, progress_every_s: float = 10.0) -> None:
-    """Phase 1 for one shard of `workers`: `<out>/plan.json` and `<out>/rows.arrow`."""
-    plan_and_read_shard(data, workers, shard, Path(out), progress_every_s)
-
-
 def decide_phase(
     data: DataConfig,
-    plan_dir: Path,
     read_dirs: list[Path],
     decisions_dir: Path,
     tokenizer_dir: Path,
     base_model_dir: Path | None = None,
     progress_every_s: float = 10.0,
 ) -> None:
-    """Phase 2: `decisions_dir` (report, split, what each shard keeps) and the tokenizer in `tokenizer_dir`."""
+    """Phase 2, from the read phase's folders (every shard's `plan.json` and `rows.arrow`): `decisions_dir`
+    (report, split, what each shard keeps) and the tokenizer in `tokenizer_dir`."""
     _setup(data)
     if base_model_dir is not None:
         check_block_fits(base_model_dir, data.block_size)
@@ -103,7 +97,7 @@ def decide_phase(
     decisions_dir.mkdir(parents=True, exist_ok=True)
     with open(decisions_dir / REPORT_FILE, "w", encoding="utf-8") as rows:
         decisions = decide(
-            data, load_plan(plan_dir), read_dirs, decisions_dir, CorpusReport(rows=rows), progress_every_s
+            data, load_plan(read_dirs[0]), read_dirs, decisions_dir, CorpusReport(rows=rows), progress_every_s
         )
     timings = _seconds(read_dirs)
     timings["read_clean_dedupe"] = timings.get("read_clean_dedupe", 0.0) + time.perf_counter() - started
@@ -232,7 +226,7 @@ def run_prepare(
     with stage_scratch("prepare-phases") as work:
         reads = [work / "read" / str(k) for k in range(shards)]
         read_locally(data, reads, processes, progress_every_s)
-        decide_phase(data, reads[0], reads, work / "decisions", out_dir / "tokenizer", base, progress_every_s)
+        decide_phase(data, reads, work / "decisions", out_dir / "tokenizer", base, progress_every_s)
         encoded = [work / "encoded" / str(k) for k in range(shards)]
         for shard, folder in enumerate(encoded):
             encode_phase(data, shard, reads[shard], work / "decisions", out_dir / "tokenizer", folder)

@@ -9,7 +9,6 @@ the split for the whole corpus. Cleaning runs in `data.num_proc` worker processe
 from __future__ import annotations
 
 import json
-import os
 import time
 import zipfile
 from collections.abc import Iterator
@@ -31,6 +30,7 @@ from steps.prepare.corpus import (
     document_batches,
     format_label,
     read_limits,
+    reading_processes,
     strict_error,
 )
 from steps.prepare.extract import Limits, RecordSkip, Source, open_zip, read_source
@@ -97,9 +97,7 @@ def read_shard(
                 return Source(unit.name, file, archive.infolist()[unit.member], archive)
 
             items = _items(plan, shard, source_of, read_limits(data), data.strict)
-            cleaned = cleaned_batches(
-                document_batches(items), clean_settings(data), data.num_proc or os.cpu_count() or 1
-            )
+            cleaned = cleaned_batches(document_batches(items), clean_settings(data), reading_processes(data))
             for metas, docs in cleaned:
                 writer.write([_row(meta, doc) for meta, doc in zip(metas, docs, strict=True)])
                 if len(plan.shards) > 1 and progress.due():  # one shard: the join's `reading:` lines say it

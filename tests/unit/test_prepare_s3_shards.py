@@ -77,5 +77,5 @@ def test_workers_that_planned_differently_fail_the_join(corpora, tmp_path: Path)
     plan_and_read_shard(local, 2, 1, reads[1])
     assert (reads[0] / PLAN_FILE).read_bytes() != (reads[1] / PLAN_FILE).read_bytes()
     with pytest.raises(CorpusError, match=r"changed while prepare's workers read it"):
-        decide_phase(local, reads[0], reads, tmp_path / "decisions", tmp_path / "tokenizer")
+        decide_phase(local, reads, tmp_path / "decisions", tmp_path / "tokenizer")
     assert not (tmp_path / "decisions").exists() and not (tmp_path / "tokenizer").exists()

@@ -51,17 +51,13 @@ class S3Storage(Storage):
         return "/".join(part for part in (self.prefix, self.inside(name)) if part)
 
     def list(self, name: str = "") -> list[str]:
+        return list(self.sizes(name))
+
+    def sizes(self, name: str = "") -> dict[str, int]:
+        """Every file under `name` (relative to it, sorted) and its size in bytes, from the listing alone."""
         # The trailing slash keeps `corpus/` from also listing `corpus-private/`.
         prefix = self._key(name)
         prefix = f"{prefix}/" if prefix else ""
-        found = []
-        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
-            found += [obj["Key"][len(prefix) :] for obj in page.get("Contents", [])]
-        return sorted(path for path in found if path and not path.endswith("/"))
-
-    def sizes(self) -> dict[str, int]:
-        """Every file under the root and its size in bytes, from the listing alone (nothing is downloaded)."""
-        prefix = f"{self.prefix}/" if self.prefix else ""
         found = {}
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=prefix):
             found.update({obj["Key"][len(prefix) :]: obj["Size"] for obj in page.get("Contents", [])})
