@@ -217,8 +217,3 @@ def read_entries(source: CatalogueSource, categories: bool = True) -> Iterator[W
 
 def read_weaknesses(source: CatalogueSource) -> Iterator[Weakness]:
     yield from read_entries(source, categories=False)  # type: ignore[misc]
-
-
-def entry_names(source: CatalogueSource) -> dict[str, str | None]:
-    """ID → name of every weakness and category, in one cheap pass (names only)."""
-    return {element.get("ID"): element.get("Name") for element in _elements(source, ("{*}Weakness", "{*}Category"))}

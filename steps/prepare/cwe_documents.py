@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from steps.formats.cwe_catalogue import CatalogueSource, Category, Weakness, entry_key, entry_names, read_entries
+from steps.formats.cwe_catalogue import CatalogueSource, Category, Weakness, entry_key, read_entries
 
 
 def _named(cwe_id: str, names: dict[str, str | None]) -> str:
@@ -59,17 +59,18 @@ def category_document(category: Category, names: dict[str, str | None]) -> str:
     return "\n".join(parts)
 
 
-def cwe_documents(
-    source: CatalogueSource, names: dict[str, str | None] | None = None, categories: bool = True
-) -> Iterator[tuple[str, str]]:
-    """(`CWE-<id>`, document text) for each weakness, then each category, of a CWE catalogue XML.
+def cwe_documents(source: CatalogueSource, categories: bool = True) -> Iterator[tuple[str, str]]:
+    """(`CWE-<id>`, document text) for each weakness, then (unless `categories` is False) each category.
 
-    `names` (from `entry_names`) names related weaknesses and category members; a path is read
-    twice to find them when not given, a stream's are left as bare IDs.
+    Related weaknesses and category members are often defined later in the file, so the catalogue's entries
+    are parsed once and held before any is rendered: about a third of the file's size (4.9 MB for the 15 MB
+    catalogue, and `data.max_file_bytes` bounds the file), where a second parse for the names alone cost a
+    third of the time of reading the catalogue.
     """
-    if names is None and not hasattr(source, "read"):
-        names = entry_names(source)
-    names = names or {}
-    for entry in read_entries(source, categories):
-        render = weakness_document if isinstance(entry, Weakness) else category_document
-        yield entry.key, render(entry, names)
+    entries = list(read_entries(source))
+    names = {entry.id: entry.name for entry in entries}
+    for entry in entries:
+        if isinstance(entry, Weakness):
+            yield entry.key, weakness_document(entry, names)
+        elif categories:
+            yield entry.key, category_document(entry, names)

@@ -23,7 +23,7 @@ from typing import IO, NamedTuple
 
 import trafilatura
 
-from steps.formats.cwe_catalogue import entry_names, looks_like_cwe_catalogue
+from steps.formats.cwe_catalogue import looks_like_cwe_catalogue
 from steps.prepare.csv_rows import csv_rows
 from steps.prepare.cwe_documents import cwe_documents
 from steps.prepare.pdf_text import pdf_text
@@ -223,15 +223,13 @@ def _csv_documents(source: Source, limits: Limits) -> Iterator[Extracted | Recor
 
 
 def _cwe_xml_documents(source: Source, limits: Limits) -> Iterator[Extracted]:
-    # Read three times (sniff, names, documents), each through the max_file_bytes bound, so a small
-    # .xml.gz cannot expand into one huge tree; the names pass reads the whole file before any document.
+    # Read twice (sniff, documents), each through the max_file_bytes bound, so a small .xml.gz cannot
+    # expand into one huge tree; the entries are all parsed before the first document (`cwe_documents`).
     with source.open(limits.max_file_bytes) as handle:
         if not looks_like_cwe_catalogue(handle.read(4096)):
             raise SkipFile("XML that is not a CWE catalogue (the only XML format read)")
     with source.open(limits.max_file_bytes) as handle:
-        names = entry_names(handle)
-    with source.open(limits.max_file_bytes) as handle:
-        for key, text in cwe_documents(handle, names):
+        for key, text in cwe_documents(handle):
             yield Extracted(key, text, "cwe_xml")
 
 

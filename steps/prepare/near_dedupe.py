@@ -8,12 +8,13 @@ index lives in the one process that decides, in corpus order, what to keep.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 
 import numpy as np
 import xxhash
-from datasketch import LeanMinHash, MinHash, MinHashLSH
+from datasketch import MinHash, MinHashLSH
 
 NUM_PERM = 128
 SHINGLE_WORDS = 5
@@ -90,34 +91,50 @@ def minhash_signature(text: str) -> np.ndarray:
     return signature
 
 
+@functools.lru_cache(maxsize=8)
+def band_ranges(threshold: float) -> tuple[tuple[int, int], ...]:
+    """The LSH bands (start, end of each slice of the signature) datasketch chooses for this threshold."""
+    return tuple(MinHashLSH(threshold=threshold, num_perm=NUM_PERM).hashranges)
+
+
+def jaccard(one: np.ndarray, other: np.ndarray) -> float:
+    # As datasketch's MinHash.jaccard estimates it: the share of equal values.
+    return float(np.count_nonzero(one == other)) / float(len(one))
+
+
 class DuplicateIndex:
     """Remembers kept documents; says which earlier document a new one duplicates, if any.
 
     LSH only proposes candidates (its banding lets through pairs well below the threshold), so each
-    candidate is confirmed with the Jaccard similarity its signature estimates. Memory grows with the
-    number of kept documents (a digest, the LSH band keys and a 128-value signature each, about 1 KB),
-    not with their length: that is the price of a corpus-wide dedupe.
+    candidate is confirmed with the Jaccard similarity its signature estimates. The banding is datasketch's
+    `MinHashLSH` (its bands, its exact-match buckets, its Jaccard estimate) kept in plain dicts of band bytes:
+    its storage layer and per-band byte swaps were most of the time of deciding, which one process does for
+    the whole corpus. Memory grows with the number of kept documents (a digest, the band keys and a 128-value
+    signature each, about 1 KB), not with their length: that is the price of a corpus-wide dedupe.
     """
 
     def __init__(self, near_threshold: float) -> None:
         self.near_threshold = near_threshold
         self._exact: dict[bytes, str] = {}
-        self._sketches: dict[str, LeanMinHash] = {}
-        self._lsh = MinHashLSH(threshold=near_threshold, num_perm=NUM_PERM) if near_threshold < 1.0 else None
+        self._signatures: dict[str, np.ndarray] = {}
+        self._bands = band_ranges(near_threshold) if near_threshold < 1.0 else ()
+        self._buckets: list[dict[bytes, list[str]]] = [{} for _ in self._bands]
 
     def check_and_add(self, doc_id: str, digest: bytes, signature: np.ndarray | None) -> tuple[str, str] | None:
         """None when the document is new (and now remembered), else (`exact_duplicate`|`near_duplicate`, of-id)."""
         original = self._exact.get(digest)
         if original is not None:
             return "exact_duplicate", original
-        sketch = None
-        if self._lsh is not None and signature is not None:
-            sketch = LeanMinHash(seed=_SEED, hashvalues=signature, scheme=SCHEME)
-            for candidate in sorted(self._lsh.query(sketch)):
-                if sketch.jaccard(self._sketches[candidate]) >= self.near_threshold:
+        keys: list[bytes] = []
+        if self._bands and signature is not None:
+            keys = [signature[start:end].tobytes() for start, end in self._bands]
+            candidates = {doc for key, bucket in zip(keys, self._buckets) for doc in bucket.get(key, ())}
+            for candidate in sorted(candidates):
+                if jaccard(signature, self._signatures[candidate]) >= self.near_threshold:
                     return "near_duplicate", candidate
         self._exact[digest] = doc_id
-        if sketch is not None:
-            self._lsh.insert(doc_id, sketch, check_duplication=False)
-            self._sketches[doc_id] = sketch
+        if keys:
+            for key, bucket in zip(keys, self._buckets):
+                bucket.setdefault(key, []).append(doc_id)
+            self._signatures[doc_id] = signature
         return None

@@ -43,10 +43,11 @@ def test_cwe_categories_list_their_members_by_id_and_name() -> None:
     assert "- CWE-79: Improper Neutralization of Input During Web Page Generation" in owasp
 
 
-def test_a_streamed_catalogue_without_names_keeps_bare_ids() -> None:
+def test_a_streamed_catalogue_names_what_it_relates_as_a_file_does() -> None:
     with bundled_catalogue_path().open("rb") as handle:
-        docs = dict(cwe_documents(handle))
-    assert "- ChildOf CWE-74\n" in docs["CWE-79"]
+        streamed = dict(cwe_documents(handle))
+    assert "- ChildOf CWE-74: Improper Neutralization of Special Elements in Output" in streamed["CWE-79"]
+    assert streamed == dict(cwe_documents(bundled_catalogue_path()))
 
 
 def test_default_corpus_ids_do_not_depend_on_install_path() -> None:

@@ -54,3 +54,45 @@ def test_threshold_one_keeps_near_duplicates() -> None:
     assert index.check_and_add("a", content_digest(original), None) is None
     assert index.check_and_add("c", content_digest(" ".join(words)), None) is None
     assert index.check_and_add("b", content_digest(original), None) == ("exact_duplicate", "a")
+
+
+def _datasketch_decisions(texts: list[str], threshold: float) -> list[tuple[str, str] | None]:
+    """What datasketch's own LSH index decides, document by document in order (exact duplicates first)."""
+    from datasketch import LeanMinHash, MinHashLSH
+
+    lsh, sketches, exact, decisions = MinHashLSH(threshold=threshold, num_perm=128), {}, {}, []
+    for number, text in enumerate(texts):
+        doc_id, digest = f"d{number:03d}", content_digest(text)
+        if digest in exact:
+            decisions.append(("exact_duplicate", exact[digest]))
+            continue
+        sketch = LeanMinHash(seed=1, hashvalues=minhash_signature(text), scheme="affine32")
+        near = [c for c in sorted(lsh.query(sketch)) if sketch.jaccard(sketches[c]) >= threshold]
+        if near:
+            decisions.append(("near_duplicate", near[0]))
+            continue
+        exact[digest], sketches[doc_id] = doc_id, sketch
+        lsh.insert(doc_id, sketch)
+        decisions.append(None)
+    return decisions
+
+
+def test_near_duplicate_decisions_are_datasketchs_own() -> None:
+    """The index keeps its LSH buckets in plain dicts; what it decides must be what `MinHashLSH` decides,
+    candidates that banding proposes but the Jaccard estimate rejects included."""
+    texts = []
+    for base in range(12):
+        words = prose(100 + base, 240).split()
+        texts.append(" ".join(words))
+        for edits in (2, 6, 12, 20, 30):  # from clearly near (~0.9 similar) to clearly not
+            changed = list(words)
+            for k in range(edits):
+                changed[(k * 37 + base) % len(changed)] = f"edit{base}x{k}"
+            texts.append(" ".join(changed))
+        texts.append(" ".join(words))  # an exact repeat
+    expected = _datasketch_decisions(texts, 0.85)
+    index = DuplicateIndex(near_threshold=0.85)
+    decided = [index.check_and_add(f"d{n:03d}", content_digest(t), minhash_signature(t)) for n, t in enumerate(texts)]
+    assert decided == expected
+    kinds = [d[0] if d else "kept" for d in decided]
+    assert kinds.count("near_duplicate") >= 12 and kinds.count("exact_duplicate") == 12 and kinds.count("kept") > 12
