@@ -21,6 +21,9 @@ SHINGLE_WORDS = 5
 _SEED = 1
 SCHEME = "affine32"
 _WORD = re.compile(r"\w+")
+# For ASCII text `\w` is exactly [A-Za-z0-9_]: every other byte becomes a space, and bytes.split() gives the words.
+_WORD_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
+_NOT_WORD_TO_SPACE = bytes(byte if byte in _WORD_BYTES else 32 for byte in range(256))
 
 
 _FNV_PRIME = np.uint64(1099511628211)
@@ -37,10 +40,10 @@ class _WordHashes(dict):
 
     LIMIT = 200_000
 
-    def __missing__(self, word: str) -> int:
+    def __missing__(self, word: bytes) -> int:
         if len(self) >= self.LIMIT:
             self.clear()
-        value = self[word] = xxhash.xxh32_intdigest(word.encode())
+        value = self[word] = xxhash.xxh32_intdigest(word)
         return value
 
 
@@ -51,14 +54,22 @@ def content_digest(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
+def words(text: str) -> list[bytes]:
+    """The document's lower-cased words (`\\w+`), UTF-8 encoded. ASCII text (nearly all of it) takes a bytes
+    translate and split, three times faster than the regex, which the rest still goes through."""
+    if text.isascii():
+        return text.encode().lower().translate(_NOT_WORD_TO_SPACE).split()
+    return [word.encode() for word in _WORD.findall(text.lower())]
+
+
 def shingle_hashes(text: str) -> np.ndarray:
     """32-bit hashes of the document's lower-cased word 5-grams (one hash of all words when shorter), repeats and all.
 
     Each word is hashed once (xxhash) and the 5-gram hashes are combined from them with numpy:
     hashing every 5-gram string in Python was most of the cost of near-duplicate detection.
     """
-    words = _WORD.findall(text.lower())
-    hashes = np.fromiter(map(_WORD_HASHES.__getitem__, words), dtype=np.uint64, count=len(words))
+    found = words(text)
+    hashes = np.fromiter(map(_WORD_HASHES.__getitem__, found), dtype=np.uint64, count=len(found))
     count = max(len(hashes) - SHINGLE_WORDS + 1, 1)
     combined = np.zeros(count, dtype=np.uint64)
     for offset in range(min(SHINGLE_WORDS, len(hashes))):
@@ -128,13 +139,13 @@ class DuplicateIndex:
         keys: list[bytes] = []
         if self._bands and signature is not None:
             keys = [signature[start:end].tobytes() for start, end in self._bands]
-            candidates = {doc for key, bucket in zip(keys, self._buckets) for doc in bucket.get(key, ())}
+            candidates = {doc for key, bucket in zip(keys, self._buckets, strict=True) for doc in bucket.get(key, ())}
             for candidate in sorted(candidates):
                 if jaccard(signature, self._signatures[candidate]) >= self.near_threshold:
                     return "near_duplicate", candidate
         self._exact[digest] = doc_id
         if keys:
-            for key, bucket in zip(keys, self._buckets):
+            for key, bucket in zip(keys, self._buckets, strict=True):
                 bucket.setdefault(key, []).append(doc_id)
             self._signatures[doc_id] = signature
         return None

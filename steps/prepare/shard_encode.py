@@ -7,6 +7,7 @@ About 1 MB of text is encoded per call (the tokenizer's own threads share it); t
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +48,10 @@ def _chunks(rows: Iterator[dict], chars: int) -> Iterator[list[dict]]:
         yield chunk
 
 
+def _write(writer: RowWriter, chunk: list[dict], job: Future) -> None:
+    writer.write([{**row, "ids": tokens} for row, tokens in zip(chunk, job.result(), strict=True)])
+
+
 def encode_shard(
     shard: int, shard_dir: Path, decisions_dir: Path, tokenizer, out_dir: Path, progress_every_s: float = 10.0
 ) -> Path:
@@ -56,11 +61,19 @@ def encode_shard(
     writer = RowWriter(path, TOKEN_SCHEMA)
     progress = ProgressClock(progress_every_s)
     try:
-        for chunk in _chunks(_kept(shard_dir, sides), ENCODE_CHARS):
-            ids = encode_texts([row.pop("text") for row in chunk], tokenizer)
-            writer.write([{**row, "ids": tokens} for row, tokens in zip(chunk, ids, strict=True)])
-            if progress.due():
-                say(f"encoding: shard {shard}, {writer.rows:,} documents, {progress.elapsed():.0f} s")
+        # The next chunk is encoded (the Rust threads, without the GIL) while this one's ids are converted and
+        # written: done in turn, the cores idled through each chunk's conversion and the tail of its encode.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare-encode") as encoder:
+            pending: tuple[list[dict], Future] | None = None
+            for chunk in _chunks(_kept(shard_dir, sides), ENCODE_CHARS):
+                job = encoder.submit(encode_texts, [row.pop("text") for row in chunk], tokenizer)
+                if pending is not None:
+                    _write(writer, *pending)
+                pending = chunk, job
+                if progress.due():
+                    say(f"encoding: shard {shard}, {writer.rows:,} documents, {progress.elapsed():.0f} s")
+            if pending is not None:
+                _write(writer, *pending)
     finally:
         writer.close()
     return path

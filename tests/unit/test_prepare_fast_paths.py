@@ -68,6 +68,13 @@ def test_minhash_signatures_are_datasketchs_including_long_documents() -> None:
         assert ours.dtype == np.uint32 and np.array_equal(ours, _signature_reference(text))
 
 
+@pytest.mark.parametrize(
+    "text", [*EDGE_TEXTS, *CWE_TEXTS, "snake_case_name x86_64 CVE-2024-3094 O'Brien's", "\x1c\x1f\x7f|~"]
+)
+def test_words_are_the_regex_words_of_the_lower_cased_text(text: str) -> None:
+    assert near_dedupe.words(text) == [word.encode() for word in re.findall(r"\w+", text.lower())]
+
+
 def test_word_hash_memo_emptied_when_full_changes_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     texts = CWE_TEXTS[:5]
     expected = [near_dedupe.shingle_hashes(text) for text in texts]
@@ -95,6 +102,13 @@ def test_secret_finder_with_pre_filter_finds_what_every_pattern_finds(monkeypatc
     assert sum(map(len, fast)) >= len(CANARIES)  # the comparison is about texts that do hold secrets
     monkeypatch.setattr(redact, "_TOKEN_CANDIDATE", re.compile(""))  # matches every window: no filtering
     assert fast == [redact.find_secrets(text) for text in texts]
+
+
+def test_long_token_windows_are_every_run_of_sixteen_or_more() -> None:
+    texts = [*_secret_texts(), *EDGE_TEXTS, "a" * 15 + " " + "b" * 16 + "\n" + "c" * 40 + "\t" + "d" * 15]
+    spans = [[m.span() for m in redact._LONG_TOKEN.finditer(text)] for text in texts]
+    assert spans == [[m.span() for m in re.finditer(r"\S{16,}", text)] for text in texts]
+    assert sum(map(len, spans)) > len(CANARIES)
 
 
 def test_pre_filter_rejects_prose_windows() -> None:
