@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from steps.prepare.near_dedupe import content_digest, minhash_signature
+from steps.prepare.near_dedupe import content_digest, minhash_signatures
 from steps.prepare.redact import redact
 
 
@@ -79,14 +79,19 @@ class CleanedDocument:
 
 
 def clean_document(raw: str, settings: CleanSettings) -> CleanedDocument:
+    """One document cleaned, without its MinHash signature (`clean_batch` computes those a batch at a time)."""
     text, redactions = redact(normalise(raw), settings.redact_emails)
     if len(text) < settings.min_chars:
         return CleanedDocument("", "too_short", redactions)
     if alnum_fraction(text) < settings.min_alnum_fraction:
         return CleanedDocument("", "low_alnum_fraction", redactions)
-    signature = minhash_signature(text) if settings.near_dedupe else None
-    return CleanedDocument(text, None, redactions, content_digest(text), signature)
+    return CleanedDocument(text, None, redactions, content_digest(text))
 
 
 def clean_batch(texts: list[str], settings: CleanSettings) -> list[CleanedDocument]:
-    return [clean_document(text, settings) for text in texts]
+    docs = [clean_document(text, settings) for text in texts]
+    if settings.near_dedupe:
+        kept = [doc for doc in docs if doc.drop_reason is None]
+        for doc, signature in zip(kept, minhash_signatures([doc.text for doc in kept]), strict=True):
+            doc.signature = signature
+    return docs

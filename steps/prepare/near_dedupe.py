@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import re
+from collections.abc import Sequence
 
 import numpy as np
 import xxhash
@@ -30,6 +31,7 @@ _FNV_PRIME = np.uint64(1099511628211)
 _LOW32 = np.uint64(0xFFFFFFFF)
 # The permutations depend only on (num_perm, seed): made once per process, not once per document.
 _A, _B = MinHash(num_perm=NUM_PERM, seed=_SEED, scheme=SCHEME).permutations
+_A_COLUMN, _B_COLUMN = _A[:, None], _B[:, None]
 # Shingles permuted per numpy call: bounds the (shingles x 128) work array to 4 MB however long the document.
 _PERMUTE_ROWS = 8192
 
@@ -88,18 +90,36 @@ def _fmix32(values: np.ndarray) -> np.ndarray:
     return values ^ (values >> np.uint32(16))
 
 
-def minhash_signature(text: str) -> np.ndarray:
-    """MinHash values (datasketch's affine32 scheme, computed here in numpy) of the document's word 5-gram hashes.
+def minhash_signatures(texts: Sequence[str]) -> list[np.ndarray]:
+    """MinHash values (datasketch's affine32 scheme, computed here in numpy) of each document's word 5-gram hashes.
 
     The same values as `datasketch.MinHash(num_perm=128, seed=1, scheme="affine32").update_batch(...)` (a unit
-    test holds them equal), without its per-value Python conversion and with bounded memory on long documents.
+    test holds them equal), without its per-value Python conversion. The documents' shingles are permuted
+    together, in blocks of rows that bound memory however long a document, and each document's minimum taken
+    with `reduceat`: a document of a few hundred words paid more in numpy calls than in arithmetic.
     """
-    mixed = _fmix32(shingle_hashes(text).astype(np.uint32))
-    signature = np.full(NUM_PERM, np.iinfo(np.uint32).max, dtype=np.uint32)
-    for start in range(0, len(mixed), _PERMUTE_ROWS):
-        permuted = mixed[start : start + _PERMUTE_ROWS, None] * _A + _B  # wraps mod 2^32, as the scheme does
-        np.minimum(signature, permuted.min(axis=0), out=signature)
-    return signature
+    if not texts:
+        return []
+    shingles = [shingle_hashes(text) for text in texts]
+    counts = np.fromiter(map(len, shingles), dtype=np.int64, count=len(shingles))  # at least 1 each
+    ends = np.cumsum(counts)
+    starts = ends - counts
+    mixed = _fmix32(np.concatenate(shingles).astype(np.uint32))
+    signatures = np.full((len(texts), NUM_PERM), np.iinfo(np.uint32).max, dtype=np.uint32)
+    for low in range(0, len(mixed), _PERMUTE_ROWS):
+        high = min(low + _PERMUTE_ROWS, len(mixed))
+        # The documents with shingles in [low, high): each one's rows there start at its start or at `low`.
+        first, last = np.searchsorted(ends, low, side="right"), np.searchsorted(starts, high)
+        # One row per permutation, the shingles along it: numpy's inner loops then run over thousands of values
+        # instead of 128 (three times faster, and `reduceat` along rows is fast where along columns it is not).
+        permuted = _A_COLUMN * mixed[None, low:high] + _B_COLUMN  # wraps mod 2^32, as the scheme does
+        minima = np.minimum.reduceat(permuted, np.maximum(starts[first:last], low) - low, axis=1)
+        np.minimum(signatures[first:last], minima.T, out=signatures[first:last])
+    return list(signatures)
+
+
+def minhash_signature(text: str) -> np.ndarray:
+    return minhash_signatures([text])[0]
 
 
 @functools.lru_cache(maxsize=8)
