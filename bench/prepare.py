@@ -8,8 +8,9 @@
     dedupe, train the tokenizer on its sample, encode, pack, write), in a fresh process per run.
 Both are timed as wall time (the targets) and as CPU seconds of all processes and threads
 involved, which stays meaningful when other work shares the machine (the load average at
-start and end is printed too). Peak memory is the largest sum of proportional set sizes (PSS, so pages shared by forked
-workers count once) over the prepare process and its workers, sampled every 20 ms.
+start and end is printed too). Peak memory is the largest sum of proportional set sizes (PSS, so pages shared by
+forked workers count once) over the prepare process and its workers, sampled every 20 ms in one more run of each
+size that is not timed (sampling slows what it watches); datatrove's likewise.
 
 The 4x corpus is the catalogue plus three copies whose text has its letters rotated
 (a->b, a->c, a->d): the same XML structure, document count and length distribution,
@@ -84,8 +85,13 @@ def _tree_pss(process: psutil.Process) -> int:
     return total
 
 
-def _run_sampled(command: list[str]) -> tuple[dict, float]:
-    """Run `command` in a fresh process; its last stdout line (JSON), the peak PSS of its tree and its CPU seconds."""
+def _run_sampled(command: list[str], sample_memory: bool) -> tuple[dict, float]:
+    """Run `command` in a fresh process; its last stdout line (JSON), its CPU seconds and, with `sample_memory`,
+    the peak PSS of its tree (`peak_pss_mb`).
+
+    Memory is sampled only in runs that are not timed: reading every process's smaps every 20 ms took a
+    fifth of a core and held the processes' memory maps locked, which slowed prepare on 2 cores by a fifth.
+    """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     process = psutil.Process(child.pid)
@@ -94,7 +100,7 @@ def _run_sampled(command: list[str]) -> tuple[dict, float]:
 
     def sample() -> None:
         nonlocal peak
-        while not done.is_set():
+        while sample_memory and not done.is_set():
             try:
                 peak = max(peak, _tree_pss(process))
             except psutil.NoSuchProcess:
@@ -110,27 +116,29 @@ def _run_sampled(command: list[str]) -> tuple[dict, float]:
         raise SystemExit(f"{' '.join(command[1:3])} failed (exit {child.returncode})")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     result = json.loads(stdout.strip().splitlines()[-1])
-    result["peak_pss_mb"] = round(peak / 2**20, 1)
+    if sample_memory:
+        result["peak_pss_mb"] = round(peak / 2**20, 1)
     return result, after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
 
 
-def run_prepare_child(data: DataConfig, out: Path) -> dict:
-    """One prepare in a fresh process; its wall time (inside the process) and the peak PSS of its tree."""
+def run_prepare_child(data: DataConfig, out: Path, sample_memory: bool = False) -> dict:
+    """One prepare in a fresh process; its wall time (inside the process), or the peak PSS of its tree."""
     config = out.with_suffix(".json")
     config.write_text(data.model_dump_json())
-    result, cpu = _run_sampled([sys.executable, __file__, "--child", str(config), str(out)])
+    result, cpu = _run_sampled([sys.executable, __file__, "--child", str(config), str(out)], sample_memory)
     # The child's CPU time includes its workers (it waits for them); it also includes imports, which the
     # wall time `prepare_s` leaves out, so subtract the child's own import time measured the same way.
     result["prepare_cpu_s"] = round(cpu - result.pop("setup_cpu_s"), 3)
     return result
 
 
-def run_datatrove_child(corpus: Path, tokenizer_dir: Path, work: Path) -> dict:
+def run_datatrove_child(corpus: Path, tokenizer_dir: Path, work: Path, sample_memory: bool = False) -> dict:
     """datatrove's closest equivalent pipeline (`bench/datatrove_peer.py`), one task per core, in a fresh process."""
     peer = Path(__file__).with_name("datatrove_peer.py")
     workers = str(psutil.cpu_count())
     result, _ = _run_sampled(
-        [sys.executable, str(peer), str(corpus), str(tokenizer_dir / "tokenizer.json"), str(work), workers]
+        [sys.executable, str(peer), str(corpus), str(tokenizer_dir / "tokenizer.json"), str(work), workers],
+        sample_memory,
     )
     return result
 
@@ -182,20 +190,21 @@ def main() -> None:
             runs = [run_prepare_child(data, Path(scratch) / f"out-{size}-{i}") for i in range(args.repeats)]
             best = min(runs, key=lambda r: r["prepare_s"])
             best["prepare_cpu_s"] = min(r["prepare_cpu_s"] for r in runs)
+            memory = run_prepare_child(data, Path(scratch) / f"out-{size}-memory", sample_memory=True)
             ceiling_s, ceiling_cpu_s, ceiling_tokens = encode_ceiling(
                 data, Path(scratch) / f"out-{size}-0" / "tokenizer", 3
             )
-            peer = run_datatrove_child(
-                folder, Path(scratch) / f"out-{size}-0" / "tokenizer", Path(scratch) / f"dt-{size}"
-            )
+            tokenizer = Path(scratch) / f"out-{size}-0" / "tokenizer"
+            peer = run_datatrove_child(folder, tokenizer, Path(scratch) / f"dt-{size}")
+            peer_memory = run_datatrove_child(folder, tokenizer, Path(scratch) / f"dt-{size}-memory", True)
             figures[size] = {
                 **best,
                 "datatrove_s": peer["datatrove_s"],
                 "datatrove_documents": peer["documents"],
                 "datatrove_tokens": peer["tokens"],
-                "datatrove_peak_pss_mb": peer["peak_pss_mb"],
+                "datatrove_peak_pss_mb": peer_memory["peak_pss_mb"],
                 "prepare_over_datatrove": round(best["prepare_s"] / peer["datatrove_s"], 2),
-                "peak_pss_mb": max(r["peak_pss_mb"] for r in runs),
+                "peak_pss_mb": memory["peak_pss_mb"],
                 "corpus_bytes": sum(p.stat().st_size for p in folder.iterdir()),
                 "encode_ceiling_s": round(ceiling_s, 3),
                 "encode_ceiling_cpu_s": round(ceiling_cpu_s, 3),
