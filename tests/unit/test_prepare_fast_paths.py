@@ -68,6 +68,17 @@ def test_minhash_signatures_are_datasketchs_including_long_documents() -> None:
         assert ours.dtype == np.uint32 and np.array_equal(ours, _signature_reference(text))
 
 
+def test_minhash_signatures_of_a_batch_are_each_documents_own() -> None:
+    # Documents cross the blocks of permuted rows at every kind of boundary: inside, at its edge, several blocks.
+    rows = near_dedupe._PERMUTE_ROWS
+    lengths = [3, rows - 10, 8, rows + 4, 1, 2 * rows + 100, 40, 0, rows // 2]
+    texts = [prose(10 + n, words) if words else "" for n, words in enumerate(lengths)] + CWE_TEXTS[:20]
+    batch = near_dedupe.minhash_signatures(texts)
+    assert len(batch) == len(texts)
+    for text, ours in zip(texts, batch, strict=True):
+        assert np.array_equal(ours, _signature_reference(text))
+
+
 @pytest.mark.parametrize(
     "text", [*EDGE_TEXTS, *CWE_TEXTS, "snake_case_name x86_64 CVE-2024-3094 O'Brien's", "\x1c\x1f\x7f|~"]
 )
