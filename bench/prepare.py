@@ -85,12 +85,12 @@ def _tree_pss(process: psutil.Process) -> int:
     return total
 
 
-def _run_sampled(command: list[str], sample_memory: bool) -> tuple[dict, float]:
+def _run_child(command: list[str], sample_memory: bool) -> tuple[dict, float]:
     """Run `command` in a fresh process; its last stdout line (JSON), its CPU seconds and, with `sample_memory`,
     the peak PSS of its tree (`peak_pss_mb`).
 
-    Memory is sampled only in runs that are not timed: reading every process's smaps every 20 ms took a
-    fifth of a core and held the processes' memory maps locked, which slowed prepare on 2 cores by a fifth.
+    Memory is sampled only in runs that are not timed: reading every process's smaps every 20 ms (about 0.8 ms
+    a process) slowed prepare on 2 cores by a fifth.
     """
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -100,7 +100,7 @@ def _run_sampled(command: list[str], sample_memory: bool) -> tuple[dict, float]:
 
     def sample() -> None:
         nonlocal peak
-        while sample_memory and not done.is_set():
+        while not done.is_set():
             try:
                 peak = max(peak, _tree_pss(process))
             except psutil.NoSuchProcess:
@@ -108,10 +108,12 @@ def _run_sampled(command: list[str], sample_memory: bool) -> tuple[dict, float]:
             time.sleep(0.02)
 
     sampler = threading.Thread(target=sample)
-    sampler.start()
+    if sample_memory:
+        sampler.start()
     stdout, _ = child.communicate()
     done.set()
-    sampler.join()
+    if sample_memory:
+        sampler.join()
     if child.returncode != 0:
         raise SystemExit(f"{' '.join(command[1:3])} failed (exit {child.returncode})")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -125,7 +127,7 @@ def run_prepare_child(data: DataConfig, out: Path, sample_memory: bool = False) 
     """One prepare in a fresh process; its wall time (inside the process), or the peak PSS of its tree."""
     config = out.with_suffix(".json")
     config.write_text(data.model_dump_json())
-    result, cpu = _run_sampled([sys.executable, __file__, "--child", str(config), str(out)], sample_memory)
+    result, cpu = _run_child([sys.executable, __file__, "--child", str(config), str(out)], sample_memory)
     # The child's CPU time includes its workers (it waits for them); it also includes imports, which the
     # wall time `prepare_s` leaves out, so subtract the child's own import time measured the same way.
     result["prepare_cpu_s"] = round(cpu - result.pop("setup_cpu_s"), 3)
@@ -136,7 +138,7 @@ def run_datatrove_child(corpus: Path, tokenizer_dir: Path, work: Path, sample_me
     """datatrove's closest equivalent pipeline (`bench/datatrove_peer.py`), one task per core, in a fresh process."""
     peer = Path(__file__).with_name("datatrove_peer.py")
     workers = str(psutil.cpu_count())
-    result, _ = _run_sampled(
+    result, _ = _run_child(
         [sys.executable, str(peer), str(corpus), str(tokenizer_dir / "tokenizer.json"), str(work), workers],
         sample_memory,
     )

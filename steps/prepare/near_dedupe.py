@@ -32,7 +32,7 @@ _LOW32 = np.uint64(0xFFFFFFFF)
 # The permutations depend only on (num_perm, seed): made once per process, not once per document.
 _A, _B = MinHash(num_perm=NUM_PERM, seed=_SEED, scheme=SCHEME).permutations
 _A_COLUMN, _B_COLUMN = _A[:, None], _B[:, None]
-# Shingles permuted per numpy call: bounds the (shingles x 128) work array to 4 MB however long the document.
+# Shingles permuted per numpy call: bounds the (128 x shingles) work array to 4 MB however long the document.
 _PERMUTE_ROWS = 8192
 
 
@@ -116,10 +116,6 @@ def minhash_signatures(texts: Sequence[str]) -> list[np.ndarray]:
         minima = np.minimum.reduceat(permuted, np.maximum(starts[first:last], low) - low, axis=1)
         np.minimum(signatures[first:last], minima.T, out=signatures[first:last])
     return list(signatures)
-
-
-def minhash_signature(text: str) -> np.ndarray:
-    return minhash_signatures([text])[0]
 
 
 @functools.lru_cache(maxsize=8)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from steps.prepare.near_dedupe import DuplicateIndex, content_digest, minhash_signature
+from steps.prepare.near_dedupe import DuplicateIndex, content_digest, minhash_signatures
 from steps.prepare.redact import find_secrets, redact
 from tests.support.corpus_files import CANARIES, CANARY_VALUES, IOCS, prose
 
@@ -32,7 +32,7 @@ def test_overlapping_findings_are_one_span() -> None:
 
 
 def _add(index: DuplicateIndex, doc_id: str, text: str):
-    return index.check_and_add(doc_id, content_digest(text), minhash_signature(text))
+    return index.check_and_add(doc_id, content_digest(text), minhash_signatures([text])[0])
 
 
 def test_exact_and_near_duplicates_name_the_document_they_repeat() -> None:
@@ -66,7 +66,7 @@ def _datasketch_decisions(texts: list[str], threshold: float) -> list[tuple[str,
         if digest in exact:
             decisions.append(("exact_duplicate", exact[digest]))
             continue
-        sketch = LeanMinHash(seed=1, hashvalues=minhash_signature(text), scheme="affine32")
+        sketch = LeanMinHash(seed=1, hashvalues=minhash_signatures([text])[0], scheme="affine32")
         near = [c for c in sorted(lsh.query(sketch)) if sketch.jaccard(sketches[c]) >= threshold]
         if near:
             decisions.append(("near_duplicate", near[0]))
@@ -92,7 +92,11 @@ def test_near_duplicate_decisions_are_datasketchs_own() -> None:
         texts.append(" ".join(words))  # an exact repeat
     expected = _datasketch_decisions(texts, 0.85)
     index = DuplicateIndex(near_threshold=0.85)
-    decided = [index.check_and_add(f"d{n:03d}", content_digest(t), minhash_signature(t)) for n, t in enumerate(texts)]
+    signatures = minhash_signatures(texts)
+    decided = [
+        index.check_and_add(f"d{n:03d}", content_digest(t), s)
+        for n, (t, s) in enumerate(zip(texts, signatures, strict=True))
+    ]
     assert decided == expected
     kinds = [d[0] if d else "kept" for d in decided]
     assert kinds.count("near_duplicate") >= 12 and kinds.count("exact_duplicate") == 12 and kinds.count("kept") > 12
