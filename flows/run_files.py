@@ -5,7 +5,7 @@ from __future__ import annotations
 from metaflow import current
 
 from steps.dispatch.targets import checkpoint_roots
-from steps.runtime.storage import Storage, open_storage
+from steps.runtime.storage import Storage, StoredDir, open_storage
 
 
 def run_storage(flow, run_id: str | None = None) -> Storage:
@@ -21,3 +21,11 @@ def run_storage(flow, run_id: str | None = None) -> Storage:
 def resumed_checkpoints(flow) -> list[str]:
     """Checkpoint roots of the run this one resumes (`resume`), so training continues where it stopped."""
     return checkpoint_roots(run_storage(flow, current.origin_run_id)) if current.origin_run_id else []
+
+
+def base_model_copy(flow) -> StoredDir | None:
+    """Prepare's dequantized copy of a GGUF base model, wherever prepare ran: after `resume`, prepare is the
+    resumed run's (cloned), and so is the copy, which train and evaluate then load instead of making another.
+    None for other base models, and for runs whose prepare predates the artifact."""
+    copy = getattr(flow, "base_model_copy", None)
+    return StoredDir.from_dict(copy) if copy else None

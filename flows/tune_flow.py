@@ -21,7 +21,7 @@ from metaflow import Config, FlowSpec, Parameter, card, current, parallel, step 
 from flows import cards  # noqa: E402
 from flows.compute_mutator import ComputeFromConfig  # noqa: E402
 from flows.live_card import LiveStatusCard, LiveTrainCard  # noqa: E402
-from flows.run_files import resumed_checkpoints, run_storage  # noqa: E402
+from flows.run_files import base_model_copy, resumed_checkpoints, run_storage  # noqa: E402
 from steps.config import TuneConfig, parse_config_text  # noqa: E402
 from steps.dispatch.decorators import train_tasks  # noqa: E402
 from steps.dispatch.job_names import training_job_name  # noqa: E402
@@ -117,6 +117,7 @@ class TuneFlow(FlowSpec):
         else:
             result = prepare_stage(self.tune_config, run_storage(self))
         self.dataset, self.tokenizer = result.dataset.to_dict(), result.tokenizer.to_dict()
+        self.base_model_copy = result.base_model_copy.to_dict() if result.base_model_copy else None
         self.prepare_summary = result.summary.model_dump()
         self.rendezvous_port = free_port()
         current.card.extend(cards.prepare_card(result, workers=len(self.prepare_shards)))
@@ -139,6 +140,7 @@ class TuneFlow(FlowSpec):
                 resume_from=resumed_checkpoints(self),
                 on_metrics=live.refresh_with,
                 job_name=training_job_name(current.flow_name, current.run_id, current.retry_count),
+                base_model_copy=base_model_copy(self),
             )
         if result is not None:  # the node that holds the result: node 0, or the task that ran the SageMaker job
             self.checkpoint, self.train_summary = result.checkpoint.to_dict(), result.summary.model_dump()
@@ -151,6 +153,7 @@ class TuneFlow(FlowSpec):
     @card
     @step
     def convert(self, inputs):
+        self.base_model_copy = getattr(inputs[0], "base_model_copy", None)  # older runs have none
         self.merge_artifacts(inputs, include=["run_config", "dataset", "tokenizer", "prepare_summary"])
         main = next(i for i in inputs if getattr(i, "checkpoint", None))
         self.checkpoint, self.train_summary, self.train_metrics = (
@@ -176,7 +179,14 @@ class TuneFlow(FlowSpec):
         live = LiveStatusCard("evaluate", refresh_interval_s=LIVE_CARD_INTERVAL_S)
         with live.shown_on(current.card):
             result = evaluate_on_target(
-                self.tune_config, run_storage(self), model, dataset, train_summary, job_name, on_progress=live.show
+                self.tune_config,
+                run_storage(self),
+                model,
+                dataset,
+                train_summary,
+                job_name,
+                on_progress=live.show,
+                base_model_copy=base_model_copy(self),
             )
         self.evaluation, self.eval_summary = result.evaluation.to_dict(), result.summary.model_dump()
         self.eval_table = [row.model_dump() for row in result.table]

@@ -92,6 +92,9 @@ class PrepareResult(Record):
     dataset: StoredDir
     tokenizer: StoredDir
     summary: PrepareSummary
+    base_model_copy: StoredDir | None = None
+    """The run's dequantized copy of a GGUF base model, which train and evaluate load (a resumed run's too, whose
+    prepare is the one of the run it resumes); None for a Hugging Face folder or no base model."""
 
 
 # train

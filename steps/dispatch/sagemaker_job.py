@@ -215,8 +215,11 @@ def code_folder(folder: Path) -> Path:
     return folder
 
 
-def common_channels(config: TuneConfig, storage: Storage, name: JobName, step: str) -> dict[str, str]:
-    """The code and config channels every job gets, and the base model when there is one."""
+def common_channels(
+    config: TuneConfig, storage: Storage, name: JobName, step: str, base_model_copy: StoredDir | None = None
+) -> dict[str, str]:
+    """The code and config channels every job gets, and the base model when there is one (`base_model_copy`:
+    prepare's dequantized copy of a GGUF file, `PrepareResult.base_model_copy`)."""
     if storage.local_path is not None:
         raise TrainingJobError(
             f"compute.{step}.target 'sagemaker' needs the run's files on S3: run with --datastore s3 "
@@ -230,14 +233,16 @@ def common_channels(config: TuneConfig, storage: Storage, name: JobName, step: s
             "config": storage.publish(scratch / "config", f"sagemaker/{name}/config").uri,
         }
     if config.model.base_model and step != "convert":  # convert needs only the checkpoint and the tokenizer
-        channels["base_model"] = _base_model_channel(config.model.base_model, storage)
+        channels["base_model"] = _base_model_channel(config.model.base_model, storage, base_model_copy)
     return channels
 
 
-def _base_model_channel(spec: str, storage: Storage) -> str:
+def _base_model_channel(spec: str, storage: Storage, copy: StoredDir | None) -> str:
     """The S3 prefix a job reads the base model from: the run's dequantized copy of a GGUF file, or the given one."""
     if is_gguf(spec):
-        if storage.get_text(f"{BASE_MODEL}/{MANIFEST}") is None:  # e.g. a resumed run whose prepare was cloned
+        if copy is not None and open_storage(copy.uri).get_text(MANIFEST) is not None:
+            return copy.uri  # prepare's copy: in a resumed run, in the files of the run it resumes
+        if storage.get_text(f"{BASE_MODEL}/{MANIFEST}") is None:  # e.g. a resumed run of a run before copies
             with stage_scratch("sagemaker-base-model") as scratch:
                 resolve_base_model(spec, scratch / "base-model", storage)  # dequantizes and publishes it
         return storage.uri(BASE_MODEL)
@@ -258,13 +263,14 @@ def sagemaker_train_stage(
     session: boto3.Session | None = None,
     poll_s: float | None = None,
     resume_from: Sequence[str] = (),
+    base_model_copy: StoredDir | None = None,
 ) -> TrainResult:
     """Train as a SageMaker job; returns what `steps.train.stage.train_stage` returns, plus the job's record.
 
     `resume_from`: checkpoint roots of the run this one resumes; the newest complete
     checkpoint among them goes in as the `checkpoints` channel and training continues from it.
     """
-    channels = common_channels(config, storage, name, "train")
+    channels = common_channels(config, storage, name, "train", base_model_copy)
     channels |= {"dataset": dataset.uri, "tokenizer": tokenizer.uri}
     found = newest_of(resume_from)
     if found is not None:

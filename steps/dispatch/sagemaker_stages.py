@@ -45,9 +45,10 @@ def sagemaker_evaluate_stage(
     name: JobName,
     session: boto3.Session | None = None,
     poll_s: float | None = None,
+    base_model_copy: StoredDir | None = None,
 ) -> EvaluateResult:
     """Evaluate as a SageMaker job; returns what `steps.evaluate.stage.evaluate_stage` returns."""
-    channels = common_channels(config, storage, name, "evaluate")
+    channels = common_channels(config, storage, name, "evaluate", base_model_copy)
     with stage_scratch("sagemaker-evaluate") as work:  # the train summary channel, then the job's output
         (work / "summary").mkdir()
         (work / "summary" / TRAIN_SUMMARY_FILE).write_text(train_summary.model_dump_json())

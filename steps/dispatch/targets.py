@@ -34,16 +34,22 @@ def train_on_target(
     resume_from: Sequence[str],
     on_metrics: Callable[[list[TrainMetric]], None] | None,
     job_name: JobName,
+    base_model_copy: StoredDir | None = None,
 ) -> TrainResult | None:
     """Train where `compute.train` says: under torchrun on this node, or as a SageMaker job named `job_name`.
 
     Returns the result on the node that holds it (node 0, or the one task that submitted the job); None elsewhere.
+    `base_model_copy`: prepare's dequantized copy of a GGUF base model (`PrepareResult.base_model_copy`).
     """
     if config.compute.train.target == "sagemaker":
         from steps.dispatch.sagemaker_job import sagemaker_train_stage
 
-        return sagemaker_train_stage(config, storage, dataset, tokenizer, job_name, resume_from=resume_from)
-    return train_stage(config, storage, dataset, tokenizer, rdzv, resume_from, on_metrics)
+        return sagemaker_train_stage(
+            config, storage, dataset, tokenizer, job_name, resume_from=resume_from, base_model_copy=base_model_copy
+        )
+    return train_stage(
+        config, storage, dataset, tokenizer, rdzv, resume_from, on_metrics, base_model_copy=base_model_copy
+    )
 
 
 def checkpoint_roots(storage: Storage) -> list[str]:
@@ -71,11 +77,16 @@ def evaluate_on_target(
     train_summary: TrainSummary,
     job_name: JobName,
     on_progress: Callable[[str], None] | None = None,
+    base_model_copy: StoredDir | None = None,
 ) -> EvaluateResult:
     """Evaluate in this step's process, or as a SageMaker job named `job_name`; `on_progress` gets the local
     stage's progress lines (a SageMaker job's go to its log, which the step follows)."""
     if config.compute.evaluate.target == "sagemaker":
         from steps.dispatch.sagemaker_stages import sagemaker_evaluate_stage
 
-        return sagemaker_evaluate_stage(config, storage, model, dataset, train_summary, job_name)
-    return evaluate_stage(config, storage, model, dataset, train_summary, on_progress=on_progress)
+        return sagemaker_evaluate_stage(
+            config, storage, model, dataset, train_summary, job_name, base_model_copy=base_model_copy
+        )
+    return evaluate_stage(
+        config, storage, model, dataset, train_summary, on_progress=on_progress, base_model_copy=base_model_copy
+    )

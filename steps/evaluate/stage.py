@@ -30,10 +30,15 @@ def evaluate_stage(
     train_summary: TrainSummary,
     on_progress: Callable[[str], None] | None = None,
     progress_interval_s: float = 5.0,
+    base_model_copy: StoredDir | None = None,
 ) -> EvaluateResult:
-    """Evaluate under torchrun; `on_progress` gets rank 0's latest progress line (for a live card) as it changes."""
+    """Evaluate under torchrun; `on_progress` gets rank 0's latest progress line (for a live card) as it changes.
+
+    `base_model_copy`: prepare's dequantized copy of a GGUF base model (`PrepareResult.base_model_copy`)."""
     with stage_scratch("evaluate") as scratch:  # fetched inputs, the base model's copy, the outputs
-        return _evaluate(config, storage, model, dataset, train_summary, scratch, on_progress, progress_interval_s)
+        return _evaluate(
+            config, storage, model, dataset, train_summary, scratch, on_progress, progress_interval_s, base_model_copy
+        )
 
 
 def _evaluate(
@@ -45,6 +50,7 @@ def _evaluate(
     work: Path,
     on_progress: Callable[[str], None] | None,
     progress_interval_s: float,
+    base_model_copy: StoredDir | None,
 ) -> EvaluateResult:
     summary_file = work / "train_summary.json"
     summary_file.write_text(train_summary.model_dump_json())
@@ -56,7 +62,7 @@ def _evaluate(
         dataset=fetch(dataset, work / "dataset"),
         train_summary=summary_file,
         out=out,
-        base_model=resolve_base_model(config.model.base_model, work / "base-model", storage),
+        base_model=resolve_base_model(config.model.base_model, work / "base-model", storage, base_model_copy),
         progress_file=progress,
     )
     watcher = FileWatcher(progress, read_progress_line, on_progress, progress_interval_s, "evaluate progress")

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from steps.config import TuneConfig, write_config
 from steps.formats.dataset import SUMMARY_FILE
-from steps.formats.model_folder import resolve_base_model
+from steps.formats.model_folder import published_copy, resolve_base_model
 from steps.results import PrepareResult, PrepareSummary
 from steps.runtime.launch import LaunchError, cli_args, run_module
 from steps.runtime.scratch import stage_scratch
@@ -28,14 +28,16 @@ def prepare_stage(config: TuneConfig, storage: Storage) -> PrepareResult:
         base_model = resolve_base_model(config.model.base_model, scratch / "base-model", storage)
         config_file = write_config(config, scratch / "config.json")
         run_module("steps.prepare", cli_args(config=config_file, out=work, base_model=base_model))
-        return _result(storage, work / "dataset", storage.publish(work / "tokenizer", "prepare/tokenizer"))
+        tokenizer = storage.publish(work / "tokenizer", "prepare/tokenizer")
+        return _result(config, storage, work / "dataset", tokenizer)
 
 
-def _result(storage: Storage, dataset: Path, tokenizer: StoredDir) -> PrepareResult:
+def _result(config: TuneConfig, storage: Storage, dataset: Path, tokenizer: StoredDir) -> PrepareResult:
     return PrepareResult(
         dataset=storage.publish(dataset, "prepare/dataset"),
         tokenizer=tokenizer,
         summary=PrepareSummary.model_validate_json((dataset / SUMMARY_FILE).read_text()),
+        base_model_copy=published_copy(config.model.base_model, storage),
     )
 
 
@@ -113,4 +115,4 @@ def prepare_pack(
             out=scratch / "out",
         )
         run_module("steps.prepare", [*args, "--encoded", *map(str, encoded_dirs)])
-        return _result(storage, scratch / "out" / "dataset", tokenizer)
+        return _result(config, storage, scratch / "out" / "dataset", tokenizer)

@@ -42,10 +42,16 @@ def train_stage(
     resume_from: Sequence[str] = (),
     on_metrics: Callable[[list[TrainMetric]], None] | None = None,
     metrics_interval_s: float = 5.0,
+    base_model_copy: StoredDir | None = None,
 ) -> TrainResult | None:
-    """Run this node's share of training; node 0 returns the sealed train folder and its records."""
+    """Run this node's share of training; node 0 returns the sealed train folder and its records.
+
+    `base_model_copy`: prepare's dequantized copy of a GGUF base model (`PrepareResult.base_model_copy`)."""
     with stage_scratch("train") as scratch:  # fetched inputs, the base model's copy, checkpoint staging
-        return _train(config, storage, dataset, tokenizer, rdzv, resume_from, on_metrics, metrics_interval_s, scratch)
+        base_model = resolve_base_model(config.model.base_model, scratch / "base-model", storage, base_model_copy)
+        return _train(
+            config, storage, dataset, tokenizer, base_model, rdzv, resume_from, on_metrics, metrics_interval_s, scratch
+        )
 
 
 def _train(
@@ -53,6 +59,7 @@ def _train(
     storage: Storage,
     dataset: StoredDir,
     tokenizer: StoredDir,
+    base_model: Path | None,
     rdzv: Rendezvous,
     resume_from: Sequence[str],
     on_metrics: Callable[[list[TrainMetric]], None] | None,
@@ -74,7 +81,7 @@ def _train(
         dataset=fetch(dataset, scratch / "dataset"),
         tokenizer=fetch(tokenizer, scratch / "tokenizer"),
         out=out,
-        base_model=resolve_base_model(config.model.base_model, scratch / "base-model", storage),
+        base_model=base_model,
         checkpoint_uri=checkpoints.root,
         checkpoint_staging=staging,
     )

@@ -221,7 +221,7 @@ def test_each_step_gets_its_hosts_only_training_checkpoints_and_no_convert_base_
     folder = Path(tempfile.mkdtemp()) / "base"
     folder.mkdir()
     (folder / "config.json").write_text("{}")
-    storage.publish(folder, "base_model")  # what prepare published after dequantizing the GGUF file
+    copy = storage.publish(folder, "base_model")  # what prepare published after dequantizing the GGUF file
     for step in ("train", "convert", "evaluate"):
         name = training_job_name("TuneFlow", "3", 0, step)
         channels = common_channels(config, storage, name, step)
@@ -229,3 +229,7 @@ def test_each_step_gets_its_hosts_only_training_checkpoints_and_no_convert_base_
         assert ("checkpoint_config" in spec) == (step == "train"), step
         assert spec["resource_config"].instance_count == {"train": 3, "convert": 1, "evaluate": 2}[step]
         assert channels.get("base_model") == (None if step == "convert" else storage.uri("base_model")), step
+    # A resumed run (4) whose prepare is run 3's: its jobs read run 3's copy, and none is made in run 4.
+    resumed = open_storage("s3://runs-gguf/TuneFlow/4/files")
+    channels = common_channels(config, resumed, training_job_name("TuneFlow", "4", 0, "train"), "train", copy)
+    assert channels["base_model"] == storage.uri("base_model") and resumed.get_text("base_model/_manifest.json") is None
