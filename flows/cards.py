@@ -86,7 +86,7 @@ def prepare_card(result: PrepareResult, workers: int = 1) -> list:
         rows.append([f"{split}: documents / tokens / blocks", " / ".join(str(c) for c in counts)])
     rows += [["block size", s.block_size], ["vocabulary", s.vocab_size], ["evaluation prompts", s.prompts]]
     if s.separator is not None:
-        rows.append(["document separator", f"`{s.separator}` (id {s.separator_id})"])
+        rows.append(["document separator", f"{s.separator} (id {s.separator_id})"])
     mix = [["files", fmt, n] for fmt, n in sorted(report.files_by_format.items())]
     mix += [["documents kept", fmt, n] for fmt, n in sorted(report.documents_by_format.items())]
     redactions = [[kind, count] for kind, count in sorted(report.redactions.items())] or [["none", 0]]
@@ -99,8 +99,8 @@ def prepare_card(result: PrepareResult, workers: int = 1) -> list:
         Table(mix, headers=["", "format", "count"]),
         Markdown("## Redactions (counts only; every change is in the dataset's report.jsonl)"),
         Table(redactions, headers=["type", "count"]),
-        _histogram_chart(s.doc_chars_histogram, "Document length", "characters"),
-        _histogram_chart(s.doc_tokens_histogram, "Document length", "tokens"),
+        _histogram_chart(s.doc_chars_histogram, "Document length in characters", "characters"),
+        _histogram_chart(s.doc_tokens_histogram, "Document length in tokens", "tokens"),
         Markdown("## Sample blocks (decoded)"),
     ]
     parts += [wrapped_text(block) for block in s.sample_blocks]
