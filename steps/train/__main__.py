@@ -12,6 +12,8 @@ train folder's other files go to `--out` (see `steps.formats.train_folder`).
 
 from __future__ import annotations
 
+import os
+import shutil
 from pathlib import Path
 
 from torch.distributed.elastic.multiprocessing.errors import record
@@ -38,6 +40,11 @@ def main(argv: list[str] | None = None) -> None:
         resume_from=tuple(args.resume_from),
     )
     run_training(load_config(args.config), args.dataset, args.tokenizer, args.out, args.base_model, plan)
+    if args.checkpoint_staging is None and os.environ.get("LOCAL_RANK", "0") == "0":
+        # The default staging in the temp folder is nobody else's: once training ended (every rank has passed
+        # run_training's last barrier), its checkpoint copies, fetched resume points and universal checkpoints
+        # are spent, and would stay in /tmp run after run. A folder the caller named is the caller's to keep.
+        shutil.rmtree(plan.staging, ignore_errors=True)
 
 
 if __name__ == "__main__":

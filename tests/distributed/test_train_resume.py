@@ -15,6 +15,7 @@ from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoin
 from steps.config import TuneConfig, write_config
 from steps.formats.train_folder import list_complete, tag_for
 from steps.runtime.launch import LaunchError, Rendezvous, free_port, run_torchrun
+from steps.train.loop import default_staging
 from tests.support.faults import kill_rank_after_checkpoint, training_rank, wait_for
 
 pytestmark = pytest.mark.distributed
@@ -106,6 +107,8 @@ def test_resume_on_another_world_size_reshards_through_a_universal_checkpoint(
     assert abs(_losses(out)[-1] - _losses(uninterrupted)[-1]) < 0.3
     record = json.loads((out / "checkpoints" / tag_for(STEPS + 4) / "checkpoint.json").read_text())
     assert record["world_size"] == 1 and record["blocks_seen"] == STEPS * 16 + 4 * 8
+    # The universal checkpoint was made in the default staging folder, which went when training ended.
+    assert not default_staging(out).exists()
 
 
 def test_two_nodes_without_shared_files_store_every_rank_on_s3(

@@ -36,8 +36,11 @@ ENTRYPOINT = CONTAINERS / "entrypoint.sh"
 def host_environment(base: Path, hosts: list[str], host: str, port: int, job_env: dict[str, str]) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("SM_", "PYTHONPATH"))}
     env.update(job_env)  # the request's Environment, as SageMaker sets it
+    temp = base.parents[1] / "tmp"  # each container has a /tmp of its own, gone with it
+    temp.mkdir(parents=True, exist_ok=True)
     env.update(
         {
+            "TMPDIR": str(temp),
             "SAGEMAKER_BASE_DIR": str(base),
             "SM_HOSTS": json.dumps(hosts),
             "SM_CURRENT_HOST": host,
