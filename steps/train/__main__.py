@@ -29,7 +29,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = entrypoint_parser(__doc__, ["config", "dataset", "tokenizer", "out"])
     parser.add_argument("--checkpoint-uri", default=None, help="checkpoint root: a folder or s3:// prefix")
     parser.add_argument(
-        "--checkpoint-staging", type=Path, default=None, help="a local folder of this machine for checkpoint copies"
+        "--checkpoint-staging",
+        type=Path,
+        default=None,
+        help="a local folder of this machine for checkpoint copies (default: a temporary one, removed at the end)",
     )
     parser.add_argument("--resume-from", action="append", default=[], help="an earlier run's checkpoint root")
     args = parser.parse_args(argv)
