@@ -5,6 +5,7 @@ failed step's live card shows: our own messages, never a library's, whose text m
 from __future__ import annotations
 
 import json
+import tempfile
 
 import botocore.exceptions
 import pytest
@@ -19,6 +20,9 @@ CANARY = "hf_CANARY_r3ason_9d1e"
 
 
 def _host(tmp_path, monkeypatch, **env: str):
+    temp = tmp_path / "tmp"  # the container's own /tmp, gone with it
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
     for key, value in {
         "SAGEMAKER_BASE_DIR": str(tmp_path),
         "SM_HOSTS": json.dumps(["algo-1"]),

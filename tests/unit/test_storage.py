@@ -93,7 +93,7 @@ def test_local_publish_leaves_no_staging_folder(tmp_path: Path) -> None:
 
 
 def test_a_workdir_is_sealed_into_the_storage(storage: Storage, tmp_path: Path) -> None:
-    work = storage.workdir("train")
+    work = storage.workdir("train", under=tmp_path)  # as the train stage passes its scratch
     (work / "shard-0.pt").write_bytes(b"abc")
     ref = storage.seal(work, "train")
     assert ref.uri == storage.uri("train") and (fetch(ref, tmp_path / "c") / "shard-0.pt").read_bytes() == b"abc"
@@ -102,7 +102,7 @@ def test_a_workdir_is_sealed_into_the_storage(storage: Storage, tmp_path: Path) 
 
 
 def test_sealing_adds_files_stored_by_other_processes(storage: Storage, tmp_path: Path) -> None:
-    work = storage.workdir("train")
+    work = storage.workdir("train", under=tmp_path)
     (work / "summary.json").write_text("{}")
     storage.put_text("train/checkpoints/step-1/shard-1.pt", "other node")
     other = {"path": "checkpoints/step-1/shard-1.pt", "bytes": 10, "sha256": _sha("other node")}
