@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -14,6 +15,12 @@ import torch.distributed as dist
 # DeepSpeed detects the CPU accelerator by itself when no GPU is there (DS_ACCELERATOR=cpu
 # forces it); everything CPU-specific below keys off this one flag.
 ON_GPU = torch.cuda.is_available()
+
+# DeepSpeed's ZeRO gathers call this torch API, which torch now warns is deprecated, once per rank and run: a
+# note to DeepSpeed's developers that users can do nothing about, so it stays out of the step log.
+warnings.filterwarnings(
+    "ignore", message=r"`torch\.distributed\.all_gather_into_tensor` is deprecated", category=FutureWarning
+)
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 from steps.runtime.distributed import mirror_local_size
 
 
@@ -20,3 +23,17 @@ def test_local_size_is_set_when_torchrun_did_not_set_it_and_left_alone_outside_t
     outside: dict[str, str] = {}
     mirror_local_size(outside)
     assert outside == {}
+
+
+def test_torchs_deprecation_of_deepspeeds_gather_stays_out_of_the_step_log() -> None:
+    # The text torch 2.13 printed in every train and evaluate step log, once per rank, before the filter.
+    deprecated = (
+        "`torch.distributed.all_gather_into_tensor` is deprecated. "
+        "Please use `torch.distributed.all_gather_single` instead."
+    )
+    code = (
+        "import sys, warnings; import steps.runtime.distributed; "
+        "warnings.warn(sys.argv[1], FutureWarning); warnings.warn('another future change', FutureWarning)"
+    )
+    stderr = subprocess.run([sys.executable, "-c", code, deprecated], capture_output=True, text=True).stderr
+    assert "all_gather_into_tensor" not in stderr and "another future change" in stderr, stderr

@@ -93,3 +93,16 @@ def test_a_module_killed_by_a_signal_says_which(tmp_path: Path, monkeypatch: pyt
     with pytest.raises(LaunchError, match=r"killed_self exited with code -9 \(SIGKILL\)") as failed:
         run_module("killed_self", [])
     assert failed.value.public == "killed_self exited with code -9 (SIGKILL)"
+
+
+def test_progress_bars_stay_out_of_a_modules_log(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    """DeepSpeed's zero_to_fp32 draws a plain tqdm bar per checkpoint it reads: four in every convert log."""
+    (tmp_path / "with_bars.py").write_text(
+        "from tqdm import tqdm\nfor _ in tqdm(range(2), desc='Loading checkpoint shards'):\n    pass\nprint('read')\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    run_module("with_bars", [])
+    out, err = capfd.readouterr()
+    assert "read" in out and "Loading checkpoint shards" not in out + err
