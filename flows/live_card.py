@@ -29,11 +29,28 @@ def _line_spec(records: Sequence[TrainMetric], field: str, title: str) -> dict:
     }
 
 
+class _Every:
+    """True at once, then at most once per `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.last = seconds, float("-inf")
+
+    def __call__(self) -> bool:
+        now = time.monotonic()
+        if now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
+
+
 class LiveTrainCard:
     """The train card while training runs: status line, loss and throughput plots, refreshed in place.
 
-    `components` go on the card when the step starts; `update` takes the metrics so far
-    and returns True when the card should be refreshed.
+    `components` go on the card when the step starts; `update` takes the metrics so far. The card is
+    refreshed with them at most once per `update_every_s`: each refresh is a Metaflow process that
+    renders the card, and on a machine whose cores the ranks fill it takes them from training.
+    `refresh_interval_s` is Metaflow's own limit (the card's `refresh_interval`), which a failure waits out
+    so that its last refresh is not dropped.
     """
 
     CHARTS = (
@@ -43,8 +60,9 @@ class LiveTrainCard:
         ("tflops", "Achieved TFLOP/s per device"),
     )
 
-    def __init__(self, total_steps: int, refresh_interval_s: float) -> None:
+    def __init__(self, total_steps: int, refresh_interval_s: float, update_every_s: float = 0.0) -> None:
         self.total, self.refresh_interval_s = total_steps, refresh_interval_s
+        self._due = _Every(update_every_s)
         self._card = None
         self.status = Markdown("# train\nWaiting for the first metrics...")
         self.charts = {field: VegaChart(_line_spec([], field, title)) for field, title in self.CHARTS}
@@ -82,9 +100,9 @@ class LiveTrainCard:
             raise
 
     def refresh_with(self, records: Sequence[TrainMetric]) -> None:
-        """The metrics so far onto the plots, and the card refreshed (Metaflow rate-limits it)."""
+        """The metrics so far onto the plots, and the card refreshed if one is due."""
         self.update(records)
-        if self._card is not None:
+        if self._card is not None and self._due():
             self._card.refresh()
 
     def failed(self, error: BaseException) -> None:
@@ -93,10 +111,13 @@ class LiveTrainCard:
 
 
 class LiveStatusCard:
-    """A status line refreshed while a stage runs (the evaluate step's progress), left marked FAILED if it fails."""
+    """A status line refreshed while a stage runs (the evaluate step's progress), left marked FAILED if it fails.
 
-    def __init__(self, step: str, refresh_interval_s: float) -> None:
+    The intervals are `LiveTrainCard`'s."""
+
+    def __init__(self, step: str, refresh_interval_s: float, update_every_s: float = 0.0) -> None:
         self.step, self.refresh_interval_s = step, refresh_interval_s
+        self._due = _Every(update_every_s)
         self.status = Markdown(f"# {step}\nStarting...")
         self._card = None
         self._started = time.monotonic()
@@ -116,7 +137,7 @@ class LiveStatusCard:
         self.status.update(f"{self.step} finished in {time.monotonic() - self._started:.0f} s.")
 
     def show(self, line: str) -> None:
-        """The latest progress line onto the card, refreshed (Metaflow rate-limits it)."""
+        """The latest progress line onto the card, refreshed if one is due."""
         self.status.update(f"# {self.step}\n{line}")
-        if self._card is not None:
+        if self._card is not None and self._due():
             self._card.refresh()

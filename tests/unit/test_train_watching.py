@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flows.live_card import LiveTrainCard
+from flows.live_card import LiveStatusCard, LiveTrainCard
 from steps.results import TrainMetric
 from steps.runtime.file_watcher import FileWatcher
 from steps.runtime.launch import LaunchError
@@ -111,6 +111,24 @@ def test_the_live_card_plots_the_metrics_so_far() -> None:
     assert "Step **10 / 20**: loss 4.0000, 2000 tokens/s" in text
     assert "Training loss" in text and '"step": 10' in text.replace("\\", "")
     assert card.refreshes == [False]
+
+
+def test_live_cards_refresh_at_once_then_at_most_once_per_interval_and_a_failure_always() -> None:
+    """Each refresh is a Metaflow process rendering the card, which on a small machine takes cores from the ranks."""
+    live, card = LiveTrainCard(total_steps=20, refresh_interval_s=0, update_every_s=3600), _Card()
+    with pytest.raises(RuntimeError), live.shown_on(card):
+        live.refresh_with([TrainMetric(**_record(5))])
+        live.refresh_with([TrainMetric(**_record(5)), TrainMetric(**_record(10))])
+        assert card.refreshes == [False]  # the first metrics at once; the next within the hour wait
+        assert "Step **10 / 20**" in _rendered(card)  # though the components hold the latest
+        raise RuntimeError("rank 1 failed")
+    assert card.refreshes == [False, True]
+    status, status_card = LiveStatusCard("evaluate", 0, update_every_s=3600), _Card()
+    status_card.append = status_card.components.append
+    with status.shown_on(status_card):
+        status.show("perplexity: 1/8 blocks")
+        status.show("perplexity: 8/8 blocks")
+    assert status_card.refreshes == [False]
 
 
 def test_the_live_card_stays_marked_failed_when_training_fails() -> None:
