@@ -36,7 +36,8 @@ LIVE_CARD_INTERVAL_S = 5
 """Metaflow's limit on refreshes of the live cards (train, evaluate): a failure waits it out to show FAILED."""
 LIVE_CARD_EVERY_S = 30
 """Seconds between the live cards' refreshes while a stage runs. Each is a process that renders the card: on
-2 CPU cores, whose ranks it interrupts, one every 5 s cost 12% of training throughput."""
+2 CPU cores, whose ranks it interrupts, one every 5 s cost training 10% of its throughput, one every 30 s
+nothing measurable (bench/live_card_cost.py)."""
 
 
 @ComputeFromConfig("config")  # compute.<step> → @batch / @kubernetes / @secrets
