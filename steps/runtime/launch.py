@@ -147,7 +147,7 @@ def _child_env(processes: int) -> dict[str, str]:
     env = dict(os.environ)
     env.setdefault("PYTHONUNBUFFERED", "1")
     # Per-rank progress bars (weight loading, dataset maps) interleave into noise in the step log; DeepSpeed's
-    # own (zero_to_fp32's "Loading checkpoint shards", once per shard read) are plain tqdm.
+    # own are plain tqdm (zero_to_fp32's "Loading checkpoint shards": four bars in every convert log).
     env.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     env.setdefault("TQDM_DISABLE", "1")
     env.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
