@@ -10,6 +10,7 @@ from metaflow.cards import Markdown, VegaChart
 
 from steps.results import TrainMetric
 from steps.runtime.error_text import shown_message  # a card shows our own messages only, never a library's
+from steps.runtime.progress_clock import ProgressClock
 
 
 def _line_spec(records: Sequence[TrainMetric], field: str, title: str) -> dict:
@@ -27,20 +28,6 @@ def _line_spec(records: Sequence[TrainMetric], field: str, title: str) -> dict:
             "y": {"field": field, "type": "quantitative", "scale": {"zero": False}},
         },
     }
-
-
-class _Every:
-    """True at once, then at most once per `seconds`."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.last = seconds, float("-inf")
-
-    def __call__(self) -> bool:
-        now = time.monotonic()
-        if now - self.last < self.seconds:
-            return False
-        self.last = now
-        return True
 
 
 class LiveTrainCard:
@@ -62,7 +49,7 @@ class LiveTrainCard:
 
     def __init__(self, total_steps: int, refresh_interval_s: float, update_every_s: float = 0.0) -> None:
         self.total, self.refresh_interval_s = total_steps, refresh_interval_s
-        self._due = _Every(update_every_s)
+        self._due = ProgressClock(update_every_s, at_once=True).due
         self._card = None
         self.status = Markdown("# train\nWaiting for the first metrics...")
         self.charts = {field: VegaChart(_line_spec([], field, title)) for field, title in self.CHARTS}
@@ -117,7 +104,7 @@ class LiveStatusCard:
 
     def __init__(self, step: str, refresh_interval_s: float, update_every_s: float = 0.0) -> None:
         self.step, self.refresh_interval_s = step, refresh_interval_s
-        self._due = _Every(update_every_s)
+        self._due = ProgressClock(update_every_s, at_once=True).due
         self.status = Markdown(f"# {step}\nStarting...")
         self._card = None
         self._started = time.monotonic()

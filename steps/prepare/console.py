@@ -7,11 +7,10 @@ The whole reasons are in the dataset's report.jsonl.
 
 from __future__ import annotations
 
-import time
 from collections import Counter
-from collections.abc import Callable
 
 from steps.prepare.report import CorpusReport
+from steps.runtime.progress_clock import ProgressClock
 
 PREFIX = "prepare:"
 
@@ -27,24 +26,6 @@ def _n(number: int, noun: str) -> str:
 
 def _counts(counter: Counter | dict) -> str:
     return ", ".join(f"{name} {count:,}" for name, count in sorted(counter.items()) if count) or "none"
-
-
-class ProgressClock:
-    """Says when the next progress line is due: at most one every `every_s` seconds of a long phase."""
-
-    def __init__(self, every_s: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.every_s, self.clock = every_s, clock
-        self.started = self.last = clock()
-
-    def due(self) -> bool:
-        now = self.clock()
-        if now - self.last < self.every_s:
-            return False
-        self.last = now
-        return True
-
-    def elapsed(self) -> float:
-        return self.clock() - self.started
 
 
 def documents_seen(report: CorpusReport) -> int:

@@ -33,7 +33,7 @@ from steps.formats.dataset import REPORT_FILE, SPLITS, SUMMARY_FILE
 from steps.formats.gguf_source import read_gguf_note
 from steps.formats.model_folder import check_block_fits
 from steps.formats.tokenizer_folder import load_tokenizer
-from steps.prepare.console import ProgressClock, say, split_summary
+from steps.prepare.console import say, split_summary
 from steps.prepare.corpus import CorpusError, reading_processes
 from steps.prepare.local_reads import read_locally
 from steps.prepare.report import CorpusReport
@@ -49,6 +49,7 @@ from steps.prepare.tokenizer_training import (
     train_bpe_tokenizer,
 )
 from steps.results import PrepareSummary
+from steps.runtime.progress_clock import ProgressClock
 from steps.runtime.scratch import stage_scratch
 from steps.runtime.storage import file_sha256
 

@@ -19,13 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from steps.config import DataConfig
-from steps.prepare.console import ProgressClock, reading_progress, reading_summary
+from steps.prepare.console import reading_progress, reading_summary
 from steps.prepare.corpus import LINK_REASON, CorpusError, empty_corpus_error
 from steps.prepare.near_dedupe import DuplicateIndex
 from steps.prepare.report import CorpusReport
 from steps.prepare.shard_plan import ShardPlan
 from steps.prepare.shard_rows import ROWS_FILE, histogram, merged, read_rows, row_count, signature_of
 from steps.prepare.split import DocumentSplit
+from steps.runtime.progress_clock import ProgressClock
 
 DECISIONS_FILE = "decisions.json"
 _COLUMNS = ("unit", "item", "kind", "source", "doc_id", "format", "reason", "redactions", "chars", "digest")

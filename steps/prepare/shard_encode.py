@@ -12,9 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
-from steps.prepare.console import ProgressClock, say
+from steps.prepare.console import say
 from steps.prepare.shard_decide import sides_file
 from steps.prepare.shard_rows import ROWS_FILE, TOKEN_SCHEMA, TOKENS_FILE, RowWriter, read_rows
+from steps.runtime.progress_clock import ProgressClock
 
 # Text encoded per call: enough for the tokenizer's threads to share, small enough that the Encoding
 # objects (ids, offsets, token strings) held per call stay a few tens of MB whatever the corpus size.

@@ -19,10 +19,11 @@ import pyarrow as pa
 from steps.config import DataConfig
 from steps.formats.blocks import BlockWriter
 from steps.formats.dataset import SPLITS, write_prompts
-from steps.prepare.console import ProgressClock, say
+from steps.prepare.console import say
 from steps.prepare.corpus import CorpusError
 from steps.prepare.shard_rows import TOKENS_FILE
 from steps.prepare.tokenizer_training import document_separator
+from steps.runtime.progress_clock import ProgressClock
 
 _PACK_DOCS = 1024
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from steps.config import DataConfig
 from steps.formats.dataset import document_id
-from steps.prepare.console import ProgressClock, say
+from steps.prepare.console import say
 from steps.prepare.corpus import (
     READ_ERRORS,
     CorpusError,
@@ -38,6 +38,7 @@ from steps.prepare.read_guard import error_reason
 from steps.prepare.shard_plan import ShardPart, ShardPlan, Unit
 from steps.prepare.shard_rows import END, ROW_SCHEMA, ROWS_FILE, TIMING_FILE, RowWriter
 from steps.prepare.shard_sources import shard_sources
+from steps.runtime.progress_clock import ProgressClock
 
 
 class _Item(NamedTuple):

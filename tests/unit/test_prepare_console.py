@@ -9,9 +9,9 @@ import io
 import pytest
 
 from steps.config import DataConfig
-from steps.prepare.console import ProgressClock
 from steps.prepare.pipeline import run_prepare
 from steps.results import PrepareSummary
+from steps.runtime.progress_clock import ProgressClock
 from tests.support.corpus_files import CANARIES, CANARY_VALUES, prose, write_bad_files, write_good_corpus
 
 SMALL = {"min_chars": 40, "vocab_size": 300, "block_size": 32, "num_proc": 1, "validation_fraction": 0.3}
@@ -79,3 +79,6 @@ def test_progress_is_due_once_per_interval() -> None:
     ticks = iter([0.0, 3.0, 9.9, 10.0, 12.0, 20.5])
     progress = ProgressClock(10.0, clock=lambda: next(ticks))
     assert [progress.due() for _ in range(5)] == [False, False, True, False, True]
+    ticks = iter([0.0, 0.0, 3.0, 10.5])
+    at_once = ProgressClock(10.0, clock=lambda: next(ticks), at_once=True)
+    assert [at_once.due() for _ in range(3)] == [True, False, True]
