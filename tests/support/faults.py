@@ -1,4 +1,4 @@
-"""Fault injection for tests: wait for a complete checkpoint, then SIGKILL one training rank."""
+"""Fault injection for tests: wait for a complete checkpoint, then SIGKILL or stop one training rank."""
 
 from __future__ import annotations
 
@@ -40,3 +40,17 @@ def kill_rank_after_checkpoint(checkpoint_glob: str, rank: int = 1, timeout_s: f
     proc = training_rank(rank)
     os.kill(proc.pid, signal.SIGKILL)
     return proc.pid
+
+
+def wait_for_pending_signal(proc: psutil.Process, signum: int, timeout_s: float = 300.0) -> None:
+    """Wait until `signum` is pending for a (stopped) process: sent to it, not yet acted on."""
+    bit = 1 << (signum - 1)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with open(f"/proc/{proc.pid}/status", encoding="ascii") as status:
+            fields = dict(line.split(":", 1) for line in status if ":" in line)
+        # SigPnd: signals sent to the thread; ShdPnd: to the process (what kill(2) does).
+        if (int(fields["SigPnd"], 16) | int(fields["ShdPnd"], 16)) & bit:
+            return
+        time.sleep(0.05)
+    raise TimeoutError(f"signal {signum} did not reach process {proc.pid} within {timeout_s} s")
