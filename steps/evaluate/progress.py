@@ -15,6 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from steps.runtime.progress_clock import ProgressClock
+
 
 def _duration(seconds: float) -> str:
     seconds = round(seconds)
@@ -37,12 +39,12 @@ class Progress:
         self.task, self.unit, self.total, self.done = "", "", 0, 0
         self.scope = ""
         """What the tasks are about (the model or engine), shown after each task's name."""
-        self.started = self.last_report = self.stage_started
+        self._task_clock = ProgressClock(interval_s, clock)
 
     def begin(self, task: str, total: int, unit: str) -> None:
         task = f"{task} ({self.scope})" if self.scope else task
         self.task, self.total, self.unit, self.done = task, total, unit, 0
-        self.started = self.last_report = self.clock()
+        self._task_clock = ProgressClock(self.interval_s, self.clock)
         self._report()
 
     def note(self, text: str) -> None:
@@ -53,14 +55,12 @@ class Progress:
     def advance(self, count: int = 1) -> None:
         finished_now = self.done < self.total <= self.done + count
         self.done = min(self.total, self.done + count)
-        now = self.clock()
-        if finished_now or (self.done < self.total and now - self.last_report >= self.interval_s):
-            self.last_report = now
+        if finished_now or (self.done < self.total and self._task_clock.due()):
             self._report()
 
     def line(self) -> str:
         """What is running now: counts, share done, time on this task, time left at its pace so far."""
-        elapsed = self.clock() - self.started
+        elapsed = self._task_clock.elapsed()
         share = self.done / self.total if self.total else 1.0
         text = f"evaluate: {self.task}: {self.done}/{self.total} {self.unit} ({share:.0%}), {_duration(elapsed)}"
         if self.done >= self.total:

@@ -1,4 +1,4 @@
-"""When the next progress report is due: prepare's console lines, the flow's live card refreshes."""
+"""When the next progress report is due: prepare's and evaluate's console lines, the flow's live card refreshes."""
 
 from __future__ import annotations
 
