@@ -2,7 +2,7 @@
 
     python bench/convert.py [--stages 2 3] [--hidden 384 --layers 6 --vocab 8192] [--shard 10MB]
 
-For each ZeRO stage: builds one checkpoint from 2 ranks (steps.train.synthetic_checkpoint),
+For each ZeRO stage: builds one checkpoint from 2 ranks (tests.support.synthetic_checkpoint),
 then runs, each in its own process, (a) `python -m steps.convert` (gather shard by
 shard, cast, write safetensors, config, tokenizer, then verify logits) and
 (b) DeepSpeed's `convert_zero_checkpoint_to_fp32_state_dict` writing safetensors
@@ -26,7 +26,7 @@ from steps.runtime.peak_memory import peak_rss
 
 def baseline_command(checkpoint_folder: Path) -> list[str]:
     """Our conversion's imports and meta model, no weights: what its peak is measured above."""
-    return [sys.executable, "-m", "steps.convert.memory_baseline", str(checkpoint_folder)]
+    return [sys.executable, "-m", "tests.support.convert_memory_baseline", str(checkpoint_folder)]
 
 
 def deepspeed_command(checkpoint_root: Path, tag: str, out: Path, shard: str) -> list[str]:
@@ -45,10 +45,10 @@ def bench_stage(stage: int, args: argparse.Namespace, work: Path) -> dict:
     out = work / f"zero{stage}"
     size = ["--hidden", str(args.hidden), "--layers", str(args.layers), "--vocab", str(args.vocab)]
     run_torchrun(
-        "steps.train.synthetic_checkpoint", ["--out", str(out), "--stage", str(stage), *size], nproc_per_node=2
+        "tests.support.synthetic_checkpoint", ["--out", str(out), "--stage", str(stage), *size], nproc_per_node=2
     )
     config = write_config(TuneConfig().with_overrides(**{"convert.max_shard_size": args.shard}), work / "c.json")
-    ours = [sys.executable, "-m", "steps.convert", "--config", str(config), "--train", str(out)]
+    ours = [sys.executable, "-m", "steps.convert", "--config", str(config), "--checkpoint", str(out)]
     ours += ["--tokenizer", str(out / "tokenizer"), "--out", str(work / f"ours{stage}")]
     code, ours_peak, ours_s, output = peak_rss(ours)
     if code:

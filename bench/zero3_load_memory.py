@@ -41,7 +41,7 @@ from transformers.integrations import HfDeepSpeedConfig
 from steps.config import TuneConfig, load_config, write_config
 from steps.formats.gguf_source import SMOLLM2
 from steps.formats.model import initial_model, parameter_shapes, state_dict_sha256
-from steps.formats.model_folder import resolve_base_model
+from steps.prepare.base_model import store_base_model
 from steps.runtime.distributed import init_distributed
 from steps.runtime.launch import run_torchrun
 from steps.train.deepspeed_config import build_deepspeed_config
@@ -162,7 +162,7 @@ def main() -> None:
     args = parser.parse_args()
     modes = args.modes.split(",")
     with tempfile.TemporaryDirectory(prefix="bench-zero3-load-") as scratch:  # the dequantized copy, the reports
-        model = Path(args.model) if args.model else resolve_base_model(SMOLLM2, Path(scratch) / "base")
+        model = Path(args.model) if args.model else store_base_model(SMOLLM2, Path(scratch) / "base")
         measure(model, Path(scratch), modes)
 
 

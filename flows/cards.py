@@ -71,7 +71,7 @@ def refs_table(refs: dict[str, StoredDir]) -> Table:
 
 
 def prepare_card(result: PrepareResult, workers: int = 1) -> list:
-    s = result.summary
+    s = result.prepare_summary
     report = s.report
     rows = [["documents kept", report.kept_documents], ["characters kept", report.kept_chars]]
     if workers > 1:
@@ -111,13 +111,14 @@ def prepare_card(result: PrepareResult, workers: int = 1) -> list:
             # The reason first: a long path scrolls inside the table's box and would hide a column after it.
             Table([[f.reason, f.path] for f in report.skipped_files], headers=["why", "skipped file"]),
         ]
-    parts.append(refs_table({"dataset": result.dataset, "tokenizer": result.tokenizer}))
+    stored = {"dataset": result.dataset, "tokenizer": result.tokenizer, "base_model": result.base_model}
+    parts.append(refs_table({name: ref for name, ref in stored.items() if ref is not None}))
     return parts
 
 
 def train_card(result: TrainResult) -> list:
     """What the final train card adds below the live plots."""
-    s = result.summary
+    s = result.train_summary
     keys = (
         "steps",
         "resumed_from_step",
@@ -177,7 +178,7 @@ def _fmt(value: float | None) -> str:
 
 
 def evaluate_card(result: EvaluateResult) -> list:
-    s = result.summary
+    s = result.eval_summary
     ppl = s.perplexity
     before_after = [["held-out perplexity", f"{ppl.untuned:.2f}", f"{ppl.tuned:.2f}"]]
     if s.general_perplexity is not None:  # forgetting: general text beside the domain, with both ratios
@@ -198,7 +199,7 @@ def evaluate_card(result: EvaluateResult) -> list:
     notes = [f"- {e}: {n}" for e, ns in s.engine_notes.items() for n in ns]
     speed = [{"engine": e, "tokens_per_s": t.tokens_per_s} for e, t in s.throughput.items()]
     agreement = "required and met" if s.agreement_required else "reported (not required on GPU or when sampling)"
-    samples = [r for r in result.table if r.engine == s.engines[0]][:8]
+    samples = [r for r in result.eval_table if r.engine == s.engines[0]][:8]
     settings = ", ".join(f"{key} {value}" for key, value in s.generation.items())  # those in effect only
     completed = [r for r in result.probes if r.model == "tuned" and r.completion is not None]
     # The names the model got right first: with a whole catalogue probed they are the news, and rare.
@@ -221,7 +222,7 @@ def evaluate_card(result: EvaluateResult) -> list:
         ),
         Markdown("## Generations (all engines)"),
         Table(
-            [[r.index, r.engine, r.generation, r.tokens, f"{r.latency_s:.4f}"] for r in result.table],
+            [[r.index, r.engine, r.generation, r.tokens, f"{r.latency_s:.4f}"] for r in result.eval_table],
             headers=["#", "engine", "generation", "tokens", "latency (s)"],
         ),
     ]

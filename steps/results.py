@@ -1,17 +1,18 @@
 """What each stage hands to the next, to the flow and to the cards: stored references plus typed summaries.
 
-A stage entrypoint writes its summary as JSON in its output folder; the stage's
-controller function (`steps.<stage>.stage`) reads it back through these models
-and returns a `*Result`. The flow stores `model_dump()` of each part as an
-artifact, so what the Metaflow client shows stays plain dicts and lists; a
-renamed or missing field fails here, where the summary is read, not in a card.
+A stage entrypoint writes its summary as JSON in its output folder; the runner
+(`steps.dispatch.runner`) reads it back through these models and returns the
+stage's `*Result`, whose fields are named as the flow's artifacts: the flow keeps
+each field of its `model_dump()` as one artifact, so what the Metaflow client
+shows stays plain dicts and lists; a renamed or missing field fails here, where
+the summary is read, not in a card. Fields marked `exclude` are for the card only.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from steps.config import DataConfig
 from steps.runtime.storage.manifest import StoredDir
@@ -91,10 +92,30 @@ class PrepareSummary(Record):
 class PrepareResult(Record):
     dataset: StoredDir
     tokenizer: StoredDir
-    summary: PrepareSummary
-    base_model_copy: StoredDir | None = None
-    """The run's dequantized copy of a GGUF base model, which train and evaluate load (a resumed run's too, whose
-    prepare is the one of the run it resumes); None for a Hugging Face folder or no base model."""
+    base_model: StoredDir | None = None
+    """The base model as this run stored it (a Hugging Face folder, a copy of an s3:// prefix or a GGUF file
+    dequantized), which train and evaluate load; None when training starts from `model`'s architecture."""
+    prepare_summary: PrepareSummary
+
+
+class ShardRead(Record):
+    """One foreach task's read shard (documents, fingerprints, plan), for the join that decides."""
+
+    read: StoredDir
+
+
+class PrepareDecisions(Record):
+    """The join's decisions for the whole corpus (duplicates, split), the tokenizer and the stored base model."""
+
+    decisions: StoredDir
+    tokenizer: StoredDir
+    base_model: StoredDir | None = None
+
+
+class ShardEncoded(Record):
+    """One foreach task's tokens of its shard's kept documents."""
+
+    encoded: StoredDir
 
 
 # train
@@ -133,8 +154,9 @@ class TrainSummary(Record):
     elapsed_s: float
 
 
-class TrainingJobRecord(Record):
-    """A finished SageMaker training job: ARN, billable seconds, final metrics."""
+class SageMakerJobRecord(Record):
+    """A finished SageMaker job that ran a stage (SageMaker runs every stage as a training job): ARN, billable
+    seconds, final metrics."""
 
     arn: str
     name: str
@@ -150,9 +172,10 @@ class TrainingJobRecord(Record):
 class TrainResult(Record):
     checkpoint: StoredDir
     """The sealed train folder (`steps.formats.train_folder`)."""
-    summary: TrainSummary
-    metrics: list[TrainMetric]
-    job: TrainingJobRecord | None = None
+    train_summary: TrainSummary
+    train_metrics: list[TrainMetric]
+    train_job: SageMakerJobRecord | None = None
+    """The SageMaker job that ran the stage (compute.<step>.target: sagemaker); None elsewhere."""
 
 
 # convert
@@ -167,6 +190,9 @@ class TensorCheck(Record):
 class ConversionRecord(Record):
     checkpoint: str
     step: int
+    init_sha256: str
+    """Fingerprint of the weights training started from (from the checkpoint's record), which evaluate checks
+    its rebuilt untuned model against: it travels in the model folder, beside the weights."""
     zero_stage: int
     trained_world_size: int
     dtype: str
@@ -185,7 +211,7 @@ class ConversionRecord(Record):
 class ConvertResult(Record):
     model: StoredDir
     conversion: ConversionRecord
-    job: TrainingJobRecord | None = None
+    convert_job: SageMakerJobRecord | None = None
     """The SageMaker job that ran the stage (compute.<step>.target: sagemaker); None elsewhere."""
 
 
@@ -279,8 +305,9 @@ class ProbeRow(Record):
 
 class EvaluateResult(Record):
     evaluation: StoredDir
-    summary: EvalSummary
-    table: list[GenerationRow]
-    probes: list[ProbeRow]
-    job: TrainingJobRecord | None = None
+    eval_summary: EvalSummary
+    eval_table: list[GenerationRow]
+    probes: list[ProbeRow] = Field(default=[], exclude=True)
+    """For the card; every row is in the evaluation folder's probes.parquet."""
+    evaluate_job: SageMakerJobRecord | None = None
     """The SageMaker job that ran the stage (compute.<step>.target: sagemaker); None elsewhere."""

@@ -30,8 +30,8 @@ import torch
 from steps.config import EvaluateConfig, ModelConfig
 from steps.evaluate.engines import build_engine
 from steps.formats.model import build_model
-from steps.formats.synthetic_dataset import word_tokenizer
 from steps.runtime.distributed import init_distributed, shutdown
+from tests.support.synthetic_dataset import word_tokenizer
 
 VOCAB = 32000
 TINYLLAMA = ModelConfig(

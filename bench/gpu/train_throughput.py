@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 
 from steps.config import TuneConfig, write_config
-from steps.formats.synthetic_dataset import write_synthetic_dataset
 from steps.runtime.launch import run_torchrun
+from tests.support.synthetic_dataset import write_synthetic_dataset
 
 TINYLLAMA = {
     "model.hidden_size": 2048,

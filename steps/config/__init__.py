@@ -17,7 +17,16 @@ import yaml
 from pydantic import ValidationError, model_validator
 
 from steps.config.base import ConfigError, Section
-from steps.config.compute import ComputeConfig, ComputeTarget, StepCompute
+from steps.config.compute import (
+    TARGETS,
+    BatchCompute,
+    ComputeConfig,
+    ComputeTarget,
+    KubernetesCompute,
+    LocalCompute,
+    SageMakerCompute,
+    StepCompute,
+)
 from steps.config.stages import (
     DEFAULT_CORPUS,
     ConvertConfig,
@@ -31,6 +40,7 @@ from steps.config.stages import (
 
 __all__ = [
     "DEFAULT_CORPUS",
+    "BatchCompute",
     "ComputeConfig",
     "ComputeTarget",
     "ConfigError",
@@ -38,7 +48,10 @@ __all__ = [
     "DataConfig",
     "DeepSpeedConfig",
     "EvaluateConfig",
+    "KubernetesCompute",
+    "LocalCompute",
     "ModelConfig",
+    "SageMakerCompute",
     "StepCompute",
     "TrainConfig",
     "TuneConfig",
@@ -91,11 +104,20 @@ class TuneConfig(Section):
 
 
 def _describe(error: dict[str, Any]) -> str:
-    field = ".".join(str(part) for part in error["loc"]) or "(top level)"
+    where = error["loc"]
+    # A compute section's target is part of pydantic's location (compute.train.sagemaker.volume_gb), not of ours.
+    target = where[2] if len(where) > 2 and where[0] == "compute" and where[2] in TARGETS else None
+    loc = [part for k, part in enumerate(where) if not (target and k == 2)]
+    field = ".".join(str(part) for part in loc) or "(top level)"
     if error["type"] == "extra_forbidden":
         return f"{field}: unknown field; check the spelling against steps/config/"
+    if error["type"] == "missing":
+        return f"{field}: required" + (f" for target {target!r}" if target else "")
     if error["type"] == "value_error":
-        return error["msg"].removeprefix("Value error, ")
+        message = error["msg"].removeprefix("Value error, ")
+        if loc and not message.startswith(f"{loc[0]}."):  # a section's own check names its fields only
+            return "\n  ".join(f"{field}.{line}" for line in message.split("\n"))
+        return message
     return f"{field}: got {error.get('input')!r}, {error['msg'].lower()}"
 
 

@@ -1,23 +1,23 @@
 """convert: the newest complete ZeRO checkpoint of a train folder to a verified Hugging Face folder; no Metaflow.
 
-    python -m steps.convert --config run.json --train DIR --tokenizer DIR --out DIR
+    python -m steps.convert --config run.json --checkpoint TRAIN_DIR --tokenizer DIR --out DIR
 
-Writes the model folder (see `steps.convert.adapter`) with its verification record,
+Writes the model folder (see `steps.convert.consolidate`) with its verification record,
 `conversion.json`, and prints that record without the per-tensor rows as one JSON line.
 """
 
 from __future__ import annotations
 
 from steps.config import load_config
-from steps.convert.adapter import run_convert
+from steps.convert.consolidate import run_convert
 from steps.runtime.launch import entrypoint_parser
 
 
-def main(argv: list[str] | None = None) -> None:
-    args = entrypoint_parser(__doc__, ["config", "train", "tokenizer", "out"], optional=()).parse_args(argv)
-    record = run_convert(load_config(args.config), args.train, args.tokenizer, args.out)
-    print(record.model_dump_json(exclude={"tensor_checks"}))
+def parser():
+    return entrypoint_parser(__doc__, ["config", "checkpoint", "tokenizer", "out"], optional=())
 
 
 if __name__ == "__main__":
-    main()
+    args = parser().parse_args()
+    record = run_convert(load_config(args.config), args.checkpoint, args.tokenizer, args.out)
+    print(record.model_dump_json(exclude={"tensor_checks"}))

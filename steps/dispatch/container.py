@@ -1,33 +1,34 @@
-"""Our container's training entrypoint under the SageMaker training contract.
+"""Our container's entrypoint under the SageMaker training contract: any stage's spec on each host of a job.
 
 SageMaker runs `docker run <image> train` on each of its hosts; containers/entrypoint.sh
 turns `train` into `python -m steps.dispatch.container`. This reads:
 
-- channels from `/opt/ml/input/data/<channel>` (`SM_CHANNEL_<NAME>` when set):
-  `config` (the resolved config.json), `dataset`, `tokenizer`, optionally `base_model`;
+- `TUNE_STAGE`: the stage's spec (`steps.stages.SPECS`: train, convert, evaluate);
+- channels from `/opt/ml/input/data/<channel>` (`SM_CHANNEL_<NAME>` when set): `config`
+  (the resolved config.json and `inputs.json`, the references of the other channels), and one
+  per input the spec names; each is checked against its reference's hash before the stage
+  starts. A checkpointing stage also gets `resume` (the checkpoints of a run this one resumes);
 - the hosts from `SM_HOSTS`/`SM_CURRENT_HOST` (else /opt/ml/input/config/resourceconfig.json),
-  GPUs per host from `SM_NUM_GPUS` (else CUDA's count; the config's nproc_per_node on CPU);
+  GPUs per host from `SM_NUM_GPUS` (else CUDA's count; the config's processes on CPU);
 - Secrets Manager sources named in `TUNE_SECRET_SOURCES`, whose values become environment
-  values of the training processes only.
+  values of the stage's processes only.
 
-It runs `steps.train` under torchrun (the first host is the rendezvous), keeps
-checkpoints in `/opt/ml/checkpoints` (SageMaker syncs them to S3 and restores them
-when a Spot job restarts; train resumes from the newest complete one), and the main
-host copies the training records to `/opt/ml/model`. Evaluate runs the same way across
-its hosts (`TUNE_STAGE=evaluate`), convert on one. SageMaker uploads the
-`/opt/ml/model` of every host into the one output prefix, so only the first host
-writes there. A failure is written to
-`/opt/ml/output/failure` (steps.runtime.error_text: only our own messages), which
-SageMaker reports as the job's FailureReason, and
-the exit status is non-zero. `SAGEMAKER_BASE_DIR` moves /opt/ml (as in the
-SageMaker training toolkit), which is how the tests emulate a host without Docker.
+It runs the stage's entry point with the same command line as a local run
+(`steps.runtime.stage_spec.entry_args`): under torchrun across all hosts (the first host
+is the rendezvous), or as one process on a one-host job. The first host's output goes to
+/opt/ml/model: SageMaker uploads every host's /opt/ml/model into the one output prefix,
+so only the first host writes there. A checkpointing stage keeps its checkpoints in
+/opt/ml/checkpoints, which SageMaker syncs to S3 and restores into a restarted Spot job.
+A failure is written to `/opt/ml/output/failure` (steps.runtime.error_text: only our own
+messages), which SageMaker reports as the job's FailureReason, and the exit status is
+non-zero. `SAGEMAKER_BASE_DIR` moves /opt/ml (as in the SageMaker training toolkit),
+which is how the tests emulate a host without Docker.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -36,13 +37,13 @@ from pathlib import Path
 import boto3
 import torch
 
-from steps.config import load_config
-from steps.dispatch.host_checkpoints import host_pruner
-from steps.dispatch.sagemaker_job import SECRET_SOURCES_ENV, STAGE_ENV
-from steps.evaluate.output_files import SUMMARY_FILE as EVAL_SUMMARY_FILE
-from steps.formats.train_folder import OUTPUT_FILES
+from steps.config import TuneConfig, load_config
+from steps.dispatch.sagemaker_job import INPUTS_FILE, SECRET_SOURCES_ENV, STAGE_ENV
 from steps.runtime.error_text import shown_message
-from steps.runtime.launch import Rendezvous, cli_args, run_module, run_torchrun
+from steps.runtime.launch import Rendezvous
+from steps.runtime.stage_spec import CheckpointArgs, StageSpec, entry_args, launch_entry
+from steps.runtime.storage import StorageError, StoredDir, open_storage
+from steps.stages import SPECS
 
 DEFAULT_PORT = 29500
 FAILURE_LIMIT = 1024
@@ -129,73 +130,49 @@ def load_secrets(sources: str) -> dict[str, str]:
     return values
 
 
-def run_training_host(contract: HostContract) -> Path:
-    """This host's share of the job; returns the folder the main host copied the records into."""
-    config = load_config(contract.channel("config") / "config.json")
-    contract.check_hosts(config.train.num_nodes, "train.num_nodes")
-    checkpoints = contract.base / "checkpoints"
-    checkpoints.mkdir(parents=True, exist_ok=True)
-    out = Path(tempfile.mkdtemp(prefix="tune-train-"))
-    base_model = contract.channel("base_model", required=False)
-    args = cli_args(
-        config=contract.channel("config") / "config.json",
-        dataset=contract.channel("dataset"),
-        tokenizer=contract.channel("tokenizer"),
-        out=out,
-        base_model=base_model,
-        # Checkpoints in /opt/ml/checkpoints: SageMaker uploads them as they appear and restores
-        # them into a restarted Spot job, where steps.train continues from the newest complete one.
-        checkpoint_uri=checkpoints,
-    )
-    earlier = contract.channel("checkpoints", required=False)  # the checkpoints of a run this one resumes
-    if earlier is not None:
-        args += ["--resume-from", str(earlier)]
-    nproc = contract.gpus or config.train.nproc_per_node
-    # The train loop prunes host 0's checkpoints (the records are there); every other host prunes its own.
-    with host_pruner(checkpoints, config.train.keep_checkpoints, contract.node_rank):
-        run_torchrun("steps.train", args, nproc, contract.rendezvous())
-    model_dir = contract.base / "model"
-    if contract.node_rank == 0:
-        model_dir.mkdir(parents=True, exist_ok=True)
-        for filename in OUTPUT_FILES:
-            shutil.copy2(out / filename, model_dir / filename)
-    return model_dir
+CONTAINER_CHECKPOINTS = "checkpoints"
+"""Under /opt/ml: the folder SageMaker keeps in step with the job's checkpoint prefix."""
 
 
-def run_evaluate_host(contract: HostContract) -> Path:
-    """This host's share of the evaluate stage: torchrun across all hosts, as training, so the ranks of every
-    host share the prompts and probes; global rank 0 (on the first host) writes the evaluation folder."""
-    config = load_config(contract.channel("config") / "config.json")
-    contract.check_hosts(config.compute.evaluate.instance_count, "compute.evaluate.instance_count")
+def checked_channel(contract: HostContract, name: str, ref: dict | None, trusted: bool) -> Path | None:
+    """The channel of input `name`, its manifest checked against the reference the step sent (every file's hash
+    too, unless the stage checks the files it reads itself); None for an input the stage was given none of."""
+    if ref is None:
+        return None
+    path = contract.channel(name)
+    expected = StoredDir.from_dict(ref)
+    try:
+        return open_storage(path).fetch(expected.sha256, verify=not trusted)
+    except StorageError as exc:
+        raise ContainerError(f"input channel {name!r} is not the folder the step sent, {expected.uri}: {exc}") from None
+
+
+def run_host(contract: HostContract, spec: StageSpec) -> Path:
+    """This host's share of the stage; the folder the first host wrote its output into (/opt/ml/model)."""
+    config_channel = contract.channel("config")
+    config: TuneConfig = load_config(config_channel / "config.json")
+    contract.check_hosts(spec.hosts(config), spec.hosts_field)
+    refs = json.loads((config_channel / INPUTS_FILE).read_text())
+    trusted = spec.trusted_inputs
+    inputs = {name: checked_channel(contract, name, refs.get(name), name in trusted) for name in spec.inputs}
     out = contract.model_output()
-    args = cli_args(
-        config=contract.channel("config") / "config.json",
-        model=contract.channel("model"),
-        dataset=contract.channel("dataset"),
-        train_summary=contract.channel("train_summary") / "train_summary.json",
-        out=out,
-        base_model=contract.channel("base_model", required=False),
-    )
-    run_torchrun("steps.evaluate", args, contract.gpus or config.evaluate.nproc, contract.rendezvous())
-    if contract.node_rank == 0 and not (out / EVAL_SUMMARY_FILE).is_file():
-        raise ContainerError(f"evaluate ended without writing {EVAL_SUMMARY_FILE} on the first host")
+    checkpoints = None
+    if spec.checkpoints:
+        # /opt/ml/checkpoints: SageMaker uploads what appears there and restores it into a restarted Spot job.
+        local = contract.base / CONTAINER_CHECKPOINTS
+        local.mkdir(parents=True, exist_ok=True)
+        earlier = contract.channel("resume", required=False)
+        checkpoints = CheckpointArgs(str(local), resume_from=(str(earlier),) if earlier else ())
+    args = entry_args(spec, config_channel / "config.json", inputs, out, checkpoints=checkpoints)
+    if spec.launch == "torchrun":
+        launch_entry(spec, config, args, contract.rendezvous(), processes=contract.gpus or None)
+    elif len(contract.hosts) == 1:
+        launch_entry(spec, config, args)
+    else:
+        raise ContainerError(f"stage {spec.name} runs as one process: its job must have one host")
+    if contract.node_rank == 0 and spec.summary is not None and not (out / spec.summary[1]).is_file():
+        raise ContainerError(f"{spec.name} ended without writing {spec.summary[1]} on the first host")
     return out
-
-
-def run_convert_host(contract: HostContract) -> Path:
-    """The convert stage on the job's one host (see `job_hosts`), the converted model written to /opt/ml/model."""
-    model_dir = contract.base / "model"
-    args = cli_args(
-        config=contract.channel("config") / "config.json",
-        train=contract.channel("train"),
-        tokenizer=contract.channel("tokenizer"),
-        out=model_dir,
-    )
-    run_module("steps.convert", args)
-    return model_dir
-
-
-STAGES = {"train": run_training_host, "evaluate": run_evaluate_host, "convert": run_convert_host}
 
 
 def failure_reason(message: str, limit: int = FAILURE_LIMIT) -> str:
@@ -213,9 +190,10 @@ def main() -> int:
             # Only the training processes see the values; nothing is printed or written.
             os.environ.update(load_secrets(os.environ[SECRET_SOURCES_ENV]))
         stage = os.environ.get(STAGE_ENV, "train")
-        if stage not in STAGES:
-            raise ContainerError(f"{STAGE_ENV}={stage!r}: this container runs {', '.join(STAGES)}")
-        STAGES[stage](contract)
+        runnable = [name for name, spec in SPECS.items() if spec.on_sagemaker]
+        if stage not in runnable:
+            raise ContainerError(f"{STAGE_ENV}={stage!r}: this container runs {', '.join(runnable)}")
+        run_host(contract, SPECS[stage])
     except Exception as exc:  # noqa: BLE001 - every failure must reach SageMaker's FailureReason
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr, flush=True)  # the whole text, in the job's log
         base = Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))

@@ -2,15 +2,15 @@
 
 Plain data in, (decorator name, keyword arguments) out: the flow's mutator
 (flows/compute_mutator.py) applies them, and tests check them without Metaflow.
-A `sagemaker` train, convert or evaluate step stays where the flow runs; it submits a SageMaker job
-itself (`steps.dispatch.sagemaker_job`).
+A `sagemaker` train, convert or evaluate step stays where the flow runs; the runner
+submits a SageMaker job itself (`steps.dispatch.sagemaker_job`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from steps.config import StepCompute, TuneConfig
+from steps.config import BatchCompute, KubernetesCompute, StepCompute, TuneConfig
 
 
 def _set(options: dict[str, Any]) -> dict[str, Any]:
@@ -21,17 +21,12 @@ def _set(options: dict[str, Any]) -> dict[str, Any]:
 def step_decorators(step: StepCompute) -> list[tuple[str, dict[str, Any]]]:
     """Decorators (name, kwargs) for one step; empty for a local or SageMaker step."""
     decorators: list[tuple[str, dict[str, Any]]] = []
-    if step.target == "batch":
-        kwargs = {
-            "image": step.image,
-            "cpu": step.cpus,
-            "memory": step.memory_mb,
-            "gpu": step.gpus,
-            **_set({"queue": step.queue, "iam_role": step.role_arn, "efa": step.efa}),
-            **_set({"shared_memory": step.shared_memory_mb}),
-        }
+    if isinstance(step, BatchCompute):
+        kwargs = {"image": step.image, "cpu": step.cpus, "memory": step.memory_mb, "gpu": step.gpus}
+        kwargs |= _set({"queue": step.queue, "iam_role": step.role_arn, "efa": step.efa})
+        kwargs |= _set({"shared_memory": step.shared_memory_mb})
         decorators.append(("batch", kwargs))
-    elif step.target == "kubernetes":
+    elif isinstance(step, KubernetesCompute):
         kwargs = {"image": step.image, "cpu": step.cpus, "memory": step.memory_mb}
         kwargs |= _set({"gpu": step.gpus, "namespace": step.namespace, "shared_memory": step.shared_memory_mb})
         decorators.append(("kubernetes", kwargs))

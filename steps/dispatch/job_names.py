@@ -14,9 +14,6 @@ import re
 import time
 from dataclasses import dataclass
 
-CHECKPOINTS_FOLDER = "sagemaker/checkpoints"
-"""Where a run's SageMaker jobs keep their checkpoints in its storage (per run: a retried job resumes from them)."""
-
 RUN_PART = 34
 """Characters of `<flow>-<run id>` in a name; with `-<step>-a<attempt>-<UTC stamp>` it stays within 63."""
 HASH_CHARS = 8

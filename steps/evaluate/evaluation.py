@@ -19,17 +19,18 @@ import torch
 from steps.config import TuneConfig
 from steps.evaluate.decoding import settings_in_effect
 from steps.evaluate.engines import build_engine
+from steps.evaluate.evaluation_folder import EVAL_SUMMARY_FILE, GENERATIONS_FILE, PROBES_FILE, PROGRESS_FILE
 from steps.evaluate.general_text import general_blocks_like, general_source
 from steps.evaluate.generation import agreement_rates, check_agreement, run_engine, shard_indices
-from steps.evaluate.output_files import GENERATIONS_FILE, PROBES_FILE, SUMMARY_FILE
 from steps.evaluate.probe_scoring import score_probes
 from steps.evaluate.probes import Probe, build_probes, summarize
 from steps.evaluate.progress import NO_PROGRESS, Progress
 from steps.evaluate.prompts import load_prompts
 from steps.formats.blocks import load_blocks
 from steps.formats.model import initial_model, load_pretrained, state_dict_sha256
+from steps.formats.model_folder import read_conversion
 from steps.formats.tokenizer_folder import load_tokenizer
-from steps.results import EvalSummary, TrainSummary
+from steps.results import EvalSummary
 from steps.runtime.distributed import (
     DistContext,
     all_gather_objects,
@@ -92,10 +93,8 @@ def run_evaluation(
     config: TuneConfig,
     model_dir: Path,
     dataset_dir: Path,
-    train_summary: TrainSummary,
     out_dir: Path,
     base_model: Path | None,
-    progress_file: Path | None = None,
 ) -> EvalSummary:
     settings = config.evaluate
     tokenizer = load_tokenizer(model_dir)
@@ -103,8 +102,10 @@ def run_evaluation(
     prompts = load_prompts(dataset_dir, settings.prompt_file, tokenizer)
     probes = build_probes(config, dataset_dir)
     ctx = init_distributed()
+    if ctx.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)  # rank 0's progress goes there from the start
     # Rank 0 reports for all: the ranks' shares are even and they move together.
-    progress = Progress(show=ctx.is_main, file=progress_file)
+    progress = Progress(show=ctx.is_main, file=out_dir / PROGRESS_FILE)
     blocks = load_blocks(dataset_dir / "validation")[: settings.perplexity_blocks]
 
     general = general_blocks_like(
@@ -115,7 +116,8 @@ def run_evaluation(
     general_tuned = perplexity(tuned, general, ctx) if general else None
     del tuned
     untuned = initial_model(config.model, base_model, tokenizer)
-    if state_dict_sha256(untuned) != train_summary.init_sha256:
+    # The fingerprint training recorded of its starting weights travels in the model folder's conversion record.
+    if state_dict_sha256(untuned) != read_conversion(model_dir).init_sha256:
         raise RuntimeError(
             "the rebuilt untuned model differs from the one training started from; "
             "model.init_seed or the base model changed between train and evaluate"
@@ -190,6 +192,6 @@ def run_evaluation(
         pq.write_table(pa.Table.from_pylist(rows), out_dir / GENERATIONS_FILE)
         if probes:
             pq.write_table(pa.Table.from_pylist(probes_tuned + probes_untuned), out_dir / PROBES_FILE)
-        (out_dir / SUMMARY_FILE).write_text(summary.model_dump_json(indent=1))
+        (out_dir / EVAL_SUMMARY_FILE).write_text(summary.model_dump_json(indent=1))
     shutdown()
     return summary

@@ -16,7 +16,7 @@ from pydoc_data.topics import topics
 import numpy as np
 
 from steps.config import EvaluateConfig
-from steps.formats.dataset import SUMMARY_FILE
+from steps.formats.dataset import DATASET_SUMMARY_FILE
 from steps.runtime.error_text import NotFound
 
 PYTHON_DOCS = "python-docs"
@@ -64,7 +64,7 @@ def general_blocks(settings: EvaluateConfig, tokenizer, block_size: int, separat
 def general_blocks_like(settings: EvaluateConfig, tokenizer, dataset_dir: Path, base_model: bool) -> list[list[int]]:
     """General-text blocks packed the way prepare packed the domain's: its block size and document separator."""
     settings = settings.model_copy(update={"general_text": general_source(settings, base_model)})
-    summary = json.loads((Path(dataset_dir) / SUMMARY_FILE).read_text())
+    summary = json.loads((Path(dataset_dir) / DATASET_SUMMARY_FILE).read_text())
     separator = summary.get("separator_id")
     return general_blocks(
         settings, tokenizer, summary["block_size"], tokenizer.eos_token_id if separator is None else separator

@@ -42,7 +42,7 @@ from pathlib import Path
 from steps.config import DEFAULT_CORPUS, TuneConfig
 from steps.evaluate.prompts import EvalDataError, read_jsonl
 from steps.formats.cwe_catalogue import Weakness, bundled_catalogue_path, read_weaknesses
-from steps.formats.dataset import SUMMARY_FILE, record_key
+from steps.formats.dataset import DATASET_SUMMARY_FILE, record_key
 from steps.results import PrepareSummary
 
 DESCRIPTION_CHARS = 240
@@ -133,7 +133,7 @@ def build_probes(config: TuneConfig, dataset_dir: Path) -> list[Probe]:
     """The probe set a run's config asks for: CWE probes for the CWE corpus, plus the user's file."""
     probes: list[Probe] = []
     if config.data.corpus == DEFAULT_CORPUS and config.evaluate.probes:
-        summary = PrepareSummary.model_validate_json((dataset_dir / SUMMARY_FILE).read_text())
+        summary = PrepareSummary.model_validate_json((dataset_dir / DATASET_SUMMARY_FILE).read_text())
         validation_ids = {record_key(doc_id) for doc_id in summary.validation_doc_ids}
         probes = cwe_probes(
             bundled_catalogue_path(),

@@ -20,7 +20,7 @@ from typing import Any
 SPLITS = ("train", "validation")
 PROMPTS_FILE = "prompts.jsonl"
 REPORT_FILE = "report.jsonl"
-SUMMARY_FILE = "summary.json"
+DATASET_SUMMARY_FILE = "summary.json"
 
 
 def document_id(source: str, key: str) -> str:

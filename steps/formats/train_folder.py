@@ -1,4 +1,4 @@
-"""The train folder: what training leaves in the run's storage, and how checkpoints are laid out in it.
+"""The train folder: what training leaves in the run's storage, and how its checkpoints are laid out and read.
 
     <train>/checkpoints/step-0000040/   DeepSpeed's shards from every rank of every machine, the
                                         model config, rng-rank<r>.pt, metrics.jsonl so far, and
@@ -8,32 +8,33 @@
     <train>/verify_logits.pt            the trained engine's logits on a fixed held-out batch
     <train>/logs/node-<i>.log           every node's torchrun output
 
-A checkpoint without its record is incomplete and never loaded. The record holds
-the step, world size, ZeRO stage, data position and every file's size and hash.
-Train writes this layout, convert reads it, and a resumed run or a SageMaker job
-finds its newest complete checkpoint through `newest_of`; nothing here needs torch.
+A checkpoint without its record is incomplete and never loaded. The record
+(`CheckpointRecord`) holds the step, world size, ZeRO stage, data position, the
+fingerprint of the weights training started from and every file's size and hash.
+This module is the layout and its readers, without torch: convert reads the
+newest complete checkpoint through `verified_newest`, the runner seals the folder
+with `checkpoint_entries`. Writing, pruning and resuming are
+`steps.train.checkpoints.CheckpointManager`'s.
 """
 
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
+from steps.results import TrainMetric
 from steps.runtime.storage import MANIFEST, Storage, StorageError, open_storage
 from steps.runtime.storage.manifest import file_sha256, text_entry
 
 CHECKPOINTS = "checkpoints"
 CHECKPOINT_RECORD = "checkpoint.json"
 METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "train_summary.json"
+TRAIN_SUMMARY_FILE = "train_summary.json"
 VERIFY_LOGITS_FILE = "verify_logits.pt"
-LOGS = "logs"
-OUTPUT_FILES = (METRICS_FILE, SUMMARY_FILE, VERIFY_LOGITS_FILE)
-"""The files beside the checkpoints that make a train folder (a SageMaker job ships them as its model output)."""
 VERIFY_BLOCKS, VERIFY_TOKENS = 2, 64
 """The held-out batch of the logits check: the first blocks of validation, cut to this many tokens."""
 
@@ -42,20 +43,42 @@ def tag_for(step: int) -> str:
     return f"step-{step:07d}"
 
 
+class FileEntry(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str
+    bytes: int
+    sha256: str
+
+
+class CheckpointRecord(BaseModel):
+    """checkpoint.json: what a complete checkpoint holds and where training stood when it was saved."""
+
+    model_config = ConfigDict(extra="forbid")
+    tag: str
+    step: int
+    world_size: int
+    zero_stage: int
+    init_sha256: str
+    """Fingerprint of the weights training started from (evaluate rebuilds the untuned model and checks it)."""
+    tokens_seen: int
+    blocks_seen: int
+    """Training blocks consumed: where the data stream continues, whatever the batch per step is on resume."""
+    files: list[FileEntry]
+
+
 @dataclass(frozen=True)
 class FoundCheckpoint:
     root: str
     """The checkpoint root it lives under (this run's, or an earlier run's)."""
-    record: dict[str, Any]
-    """Its checkpoint.json: tag, step, world_size, zero_stage, data position, files."""
+    record: CheckpointRecord
 
     @property
     def uri(self) -> str:
-        return f"{self.root}/{self.record['tag']}"
+        return f"{self.root}/{self.record.tag}"
 
     @property
     def step(self) -> int:
-        return self.record["step"]
+        return self.record.step
 
 
 def _storage(root: str | Path | Storage) -> Storage:
@@ -71,7 +94,7 @@ def list_complete(root: str | Path | Storage) -> list[FoundCheckpoint]:
         if len(parts) == 2 and parts[1] == CHECKPOINT_RECORD:
             text = storage.get_text(relative)
             if text:
-                found.append(FoundCheckpoint(storage.root, json.loads(text)))
+                found.append(FoundCheckpoint(storage.root, CheckpointRecord.model_validate_json(text)))
     return sorted(found, key=lambda c: c.step)
 
 
@@ -85,37 +108,31 @@ def newest_of(roots: Sequence[str | Path | Storage]) -> FoundCheckpoint | None:
     return best
 
 
-def newest_checkpoint(root: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest complete checkpoint in a local folder and its record, if any."""
-    found = newest_of([root])
-    return None if found is None else (Path(found.uri), found.record)
-
-
-def checkpoint_entries(root: str | Storage, under: str = CHECKPOINTS) -> list[dict[str, Any]]:
+def checkpoint_entries(root: str | Storage, under: str = CHECKPOINTS) -> list[dict]:
     """Manifest entries of every kept checkpoint under `root`, paths below `under`, for sealing the train folder."""
     storage = _storage(root)
     entries = []
     for found in list_complete(storage):
-        tag = found.record["tag"]
-        entries += [{**e, "path": f"{under}/{tag}/{e['path']}"} for e in found.record["files"]]
+        tag = found.record.tag
+        entries += [{**e.model_dump(), "path": f"{under}/{tag}/{e.path}"} for e in found.record.files]
         text = storage.get_text(f"{tag}/{CHECKPOINT_RECORD}") or ""
         entries.append(text_entry(f"{under}/{tag}/{CHECKPOINT_RECORD}", text))
     return entries
 
 
-def verify_checkpoint(folder: Path, record: dict[str, Any]) -> None:
+def verify_checkpoint(folder: Path, record: CheckpointRecord) -> None:
     """Every file of a local checkpoint folder against the size and SHA-256 in its record.
 
     Runs before anything in the folder is unpickled (DeepSpeed's shards and the RNG
     states are pickles, loaded with `weights_only=False`): a changed, missing or extra
     file raises a StorageError naming it.
     """
-    recorded = {entry["path"]: entry for entry in record["files"]}
+    recorded = {entry.path: entry for entry in record.files}
     present = {p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file()} - {CHECKPOINT_RECORD}
     problems = [f"missing {path}" for path in sorted(set(recorded) - present)]
     for path in sorted(set(recorded) & present):
         entry = recorded[path]
-        if (folder / path).stat().st_size != entry["bytes"] or file_sha256(folder / path) != entry["sha256"]:
+        if (folder / path).stat().st_size != entry.bytes or file_sha256(folder / path) != entry.sha256:
             problems.append(f"changed {path}")
     problems += [f"unexpected {path}" for path in sorted(present - set(recorded))]
     if problems:
@@ -125,39 +142,34 @@ def verify_checkpoint(folder: Path, record: dict[str, Any]) -> None:
         )
 
 
-def verified_newest(train_dir: Path) -> tuple[Path, dict[str, Any]] | None:
-    """The newest complete checkpoint of a local train folder, every file checked, and its record.
+def verified_newest(train_dir: Path) -> tuple[Path, CheckpointRecord] | None:
+    """The newest complete checkpoint of a train folder, every file checked, and its record.
 
-    Where the folder has its manifest (a fetched train folder), the checkpoint record and
-    the logits to verify are checked against it too, so every file convert reads is tied
-    to the reference the train step published.
+    A fetched folder has its manifest (the one its reference's hash was checked against): that
+    manifest must then list the checkpoint's record and the logits to verify, with their hashes, so
+    every file convert reads is tied to the reference the train step published, never to whatever
+    record lies beside it. A folder without one (training's own output, converted by hand) is checked
+    against the checkpoint record alone.
     """
-    found = newest_checkpoint(train_dir / CHECKPOINTS)
+    found = newest_of([train_dir / CHECKPOINTS])
     if found is None:
         return None
-    folder, record = found
-    manifest_text = (train_dir / MANIFEST).read_text() if (train_dir / MANIFEST).is_file() else None
-    if manifest_text is not None:
-        hashes = {entry["path"]: entry["sha256"] for entry in json.loads(manifest_text)["files"]}
+    folder = Path(found.uri)
+    manifest_file = train_dir / MANIFEST
+    if manifest_file.is_file():
+        hashes = {entry["path"]: entry["sha256"] for entry in json.loads(manifest_file.read_text())["files"]}
         for path in (f"{CHECKPOINTS}/{folder.name}/{CHECKPOINT_RECORD}", VERIFY_LOGITS_FILE):
-            if path in hashes and (not (train_dir / path).is_file() or file_sha256(train_dir / path) != hashes[path]):
+            if path not in hashes:
+                raise StorageError(f"{train_dir / path}: not in the train folder's {MANIFEST}; refusing to load it")
+            if not (train_dir / path).is_file() or file_sha256(train_dir / path) != hashes[path]:
                 raise StorageError(
                     f"{train_dir / path}: differs from the train folder's {MANIFEST}; refusing to load it"
                 )
-    verify_checkpoint(folder, record)
-    return folder, record
+    verify_checkpoint(folder, found.record)
+    return folder, found.record
 
 
-def keep_verified_checkpoints(folder: Path) -> None:
-    """Keep the complete checkpoints of a downloaded prefix, each file checked against its record.
-
-    The prefix holds whatever the job's hosts left there (a spot interruption can leave a
-    torn save): a folder without its record is dropped, a file that differs fails the step.
-    """
-    for checkpoint in sorted(p for p in folder.iterdir() if p.is_dir()):
-        record = checkpoint / CHECKPOINT_RECORD
-        if not record.is_file():
-            print(f"not publishing {checkpoint.name}: it has no {CHECKPOINT_RECORD} (an interrupted save)", flush=True)
-            shutil.rmtree(checkpoint)
-            continue
-        verify_checkpoint(checkpoint, json.loads(record.read_text()))
+def read_metrics(path: Path) -> list[TrainMetric]:
+    """The complete records of a metrics.jsonl that may still be growing (a last line half-written is skipped)."""
+    lines = path.read_text().splitlines() if path.is_file() else []
+    return [TrainMetric.model_validate_json(line) for line in lines if line.endswith("}")]

@@ -1,17 +1,22 @@
 """prepare: corpus in, tokenizer and packed Arrow datasets out; runs without Metaflow.
 
-    python -m steps.prepare --config run.yaml --out DIR [--base-model DIR]
+    python -m steps.prepare --config run.yaml --out DIR
 
-Writes `<out>/tokenizer/` and `<out>/dataset/` (see `steps.prepare.pipeline`), printing
-progress and what was read, skipped, dropped, redacted, tokenized and packed. Settings that
-would only fail later (evaluate's files, no held-out prompt) fail here, with the field to change.
+Writes `<out>/dataset/`, `<out>/tokenizer/` (see `steps.prepare.pipeline`) and, when
+`model.base_model` names one, `<out>/base_model/`: the base model as the run stores it
+(`steps.prepare.base_model`), whose tokenizer it uses. Prints progress and what was read,
+skipped, dropped, redacted, tokenized and packed. Settings that would only fail later
+(evaluate's files, no held-out prompt) fail here, with the field to change.
 
 One phase at a time, as the flow's foreach workers run them over `compute.prepare.workers` shards:
 
     python -m steps.prepare --config C --phase read --shard K --out READ_K
-    python -m steps.prepare --config C --phase decide --read READ_0 READ_1 ... --decisions D --tokenizer T
-    python -m steps.prepare --config C --phase encode --shard K --read READ_K --decisions D --tokenizer T --out ENC_K
-    python -m steps.prepare --config C --phase pack --encoded ENC_0 ENC_1 ... --decisions D --tokenizer T --out DIR
+    python -m steps.prepare --config C --phase decide --read READ_0 READ_1 ... --out D   # decisions/, tokenizer/,
+                                                                                         # base_model/
+    python -m steps.prepare --config C --phase encode --shard K --read READ_K --decisions D/decisions \
+        --tokenizer D/tokenizer --out ENC_K
+    python -m steps.prepare --config C --phase pack --encoded ENC_0 ENC_1 ... --decisions D/decisions \
+        --tokenizer D/tokenizer --out DIR                                                # dataset/
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from steps.config import ConfigError, TuneConfig, load_config
+from steps.prepare.base_model import store_base_model
 from steps.prepare.shard_read import plan_and_read_shard
 from steps.runtime.launch import entrypoint_parser
 
@@ -38,8 +44,8 @@ def check_evaluate_files(config: TuneConfig) -> None:
             )
 
 
-def _parser():
-    parser = entrypoint_parser(__doc__, ["config"], optional=("out", "base-model", "decisions", "tokenizer"))
+def parser():
+    parser = entrypoint_parser(__doc__, ["config", "out"], optional=("decisions", "tokenizer"))
     parser.add_argument("--phase", choices=PHASES, default="all")
     parser.add_argument("--shard", type=int, default=0)
     parser.add_argument("--read", type=Path, nargs="*", default=[])
@@ -48,7 +54,7 @@ def _parser():
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = _parser().parse_args(argv)
+    args = parser().parse_args(argv)
     config = load_config(args.config)
     data, workers = config.data, config.compute.prepare.workers
     # A run with its own prompt file can do without held-out prompts; without one, evaluate needs them.
@@ -61,14 +67,16 @@ def main(argv: list[str] | None = None) -> None:
         return
     from steps.prepare import pipeline  # noqa: PLC0415
 
+    if args.phase in ("all", "decide"):
+        base_model = store_base_model(config.model.base_model, args.out / "base_model")
     if args.phase == "decide":
-        pipeline.decide_phase(data, args.read, args.decisions, args.tokenizer, args.base_model)
+        pipeline.decide_phase(data, args.read, args.out / "decisions", args.out / "tokenizer", base_model)
     elif args.phase == "encode":
         pipeline.encode_phase(data, args.shard, args.read[0], args.decisions, args.tokenizer, args.out)
     elif args.phase == "pack":
         pipeline.pack_phase(data, args.decisions, args.tokenizer, args.encoded, args.out, require_prompts)
     else:
-        summary = pipeline.run_prepare(data, args.out, args.base_model, require_prompts=require_prompts)
+        summary = pipeline.run_prepare(data, args.out, base_model, require_prompts=require_prompts)
         print(
             f"prepared {summary.report.kept_documents} documents: {summary.blocks.train} training and "
             f"{summary.blocks.validation} validation blocks of {summary.block_size} tokens in {args.out}",

@@ -29,7 +29,7 @@ import numpy as np
 from datasets import disable_progress_bars, load_from_disk
 
 from steps.config import DataConfig
-from steps.formats.dataset import REPORT_FILE, SPLITS, SUMMARY_FILE
+from steps.formats.dataset import DATASET_SUMMARY_FILE, REPORT_FILE, SPLITS
 from steps.formats.gguf_source import read_gguf_note
 from steps.formats.model_folder import check_block_fits
 from steps.formats.tokenizer_folder import load_tokenizer
@@ -188,7 +188,7 @@ def pack_phase(
         config=data,
         sample_blocks=sample_blocks(dataset_dir, tokenizer),
     )
-    (dataset_dir / SUMMARY_FILE).write_text(summary.model_dump_json(indent=1))
+    (dataset_dir / DATASET_SUMMARY_FILE).write_text(summary.model_dump_json(indent=1))
     split_summary(decisions.documents, packed["tokens"], packed["blocks"], data.block_size)
     say(f"{packed['prompts']} evaluation prompts of {data.prompt_tokens} tokens")
     if packed["prompts"] < data.eval_prompts:

@@ -20,8 +20,8 @@ from pathlib import Path
 from steps.config import DataConfig
 from steps.prepare.corpus import LINK_REASON, corpus_sources, file_name, strict_error
 from steps.prepare.extract import SkipFile, open_zip
+from steps.prepare.plan_file import PLAN_FILE
 
-PLAN_FILE = "plan.json"
 Sources = tuple[Path, list[Path], list[Path]]
 """The corpus root, its files and the links not followed (`steps.prepare.corpus.corpus_sources`)."""
 

@@ -29,6 +29,8 @@ class DistContext:
     world_size: int
     local_rank: int
     device: torch.device
+    node_rank: int = 0
+    """Which machine of the job this rank runs on (torchrun's GROUP_RANK)."""
 
     @property
     def is_main(self) -> bool:
@@ -55,7 +57,7 @@ def init_distributed(timeout_s: float | None = None) -> DistContext:
         device = torch.device("cuda", local_rank)
     else:
         device = torch.device("cpu")
-    return DistContext(rank, world, local_rank, device)
+    return DistContext(rank, world, local_rank, device, int(os.environ.get("GROUP_RANK", 0)))
 
 
 def mirror_local_size(environ: MutableMapping[str, str]) -> None:

@@ -16,7 +16,7 @@ import socket
 import subprocess
 import sys
 from argparse import ArgumentParser
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -143,8 +143,8 @@ def root_cause(summary: str, public: bool = False) -> str | None:
     return f"rank {cause['rank']} (local rank {cause['local']}) failed first with {how}{detail}{also}"
 
 
-def _child_env(processes: int) -> dict[str, str]:
-    env = dict(os.environ)
+def _child_env(processes: int, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ) | dict(extra or {})
     env.setdefault("PYTHONUNBUFFERED", "1")
     # Per-rank progress bars (weight loading, dataset maps) interleave into noise in the step log; DeepSpeed's
     # own are plain tqdm (zero_to_fp32's "Loading checkpoint shards": four bars in every convert log).
@@ -164,15 +164,18 @@ class _Outcome:
     failure_summary: str
 
 
-def _stream(command: list[str], processes: int, log_file: Path | None, tail_lines: int) -> _Outcome:
+def _stream(
+    command: list[str], processes: int, log_file: Path | None, tail_lines: int, env: Mapping[str, str] | None = None
+) -> _Outcome:
     """Run a command with its output copied line by line to our stdout (and `log_file`)."""
     print("launching:", " ".join(command), flush=True)
     tail: collections.deque[str] = collections.deque(maxlen=tail_lines)
     failure_summary: list[str] = []
     log = open(log_file, "a") if log_file else None
     try:
+        child_env = _child_env(processes, env)
         with subprocess.Popen(
-            command, env=_child_env(processes), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+            command, env=child_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
         ) as process:
             assert process.stdout is not None
             for line in process.stdout:
@@ -199,12 +202,12 @@ def run_torchrun(
     tail_lines: int = 40,
     timeout_s: int | None = None,
     log_file: Path | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> None:
-    """Run `python -m torch.distributed.run ... -m module args`, streaming its output."""
+    """Run `python -m torch.distributed.run ... -m module args`, streaming its output; `env`: added variables."""
     rdzv = rdzv or Rendezvous(main_port=free_port())
-    outcome = _stream(
-        torchrun_command(module, args, nproc_per_node, rdzv, timeout_s), nproc_per_node, log_file, tail_lines
-    )
+    command = torchrun_command(module, args, nproc_per_node, rdzv, timeout_s)
+    outcome = _stream(command, nproc_per_node, log_file, tail_lines, env)
     if outcome.code != 0:
         last = "\n".join(outcome.tail)
         unknown = "no rank reported a failure (rendezvous or launcher error)"
@@ -215,9 +218,11 @@ def run_torchrun(
         )
 
 
-def run_module(module: str, args: Sequence[str], tail_lines: int = 40) -> None:
+def run_module(
+    module: str, args: Sequence[str], tail_lines: int = 40, env: Mapping[str, str] | None = None
+) -> None:
     """Run `python -m module args` in a child process (a single-process stage), streaming its output."""
-    outcome = _stream([sys.executable, "-m", module, *args], 1, None, tail_lines)
+    outcome = _stream([sys.executable, "-m", module, *args], 1, None, tail_lines, env)
     if outcome.code != 0:
         last = "\n".join(outcome.tail)
         raise LaunchError(

@@ -12,43 +12,37 @@ train folder's other files go to `--out` (see `steps.formats.train_folder`).
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from steps.config import load_config
 from steps.runtime.launch import entrypoint_parser
-from steps.train.loop import CheckpointPlan, default_staging, run_training
+from steps.train.checkpoints import CheckpointPlace
+from steps.train.loop import run_training
 
 
-# @record makes torchrun's failure summary carry this rank's exception, not only its exit code.
-@record
-def main(argv: list[str] | None = None) -> None:
+def parser():
     parser = entrypoint_parser(__doc__, ["config", "dataset", "tokenizer", "out"])
     parser.add_argument("--checkpoint-uri", default=None, help="checkpoint root: a folder or s3:// prefix")
     parser.add_argument(
         "--checkpoint-staging",
         type=Path,
         default=None,
-        help="a local folder of this machine for checkpoint copies (default: a temporary one, removed at the end)",
+        help="a local folder of this machine for checkpoint copies (default: a private temporary one, removed at "
+        "the end)",
     )
     parser.add_argument("--resume-from", action="append", default=[], help="an earlier run's checkpoint root")
-    args = parser.parse_args(argv)
-    args.out.mkdir(parents=True, exist_ok=True)
-    plan = CheckpointPlan(
-        uri=args.checkpoint_uri or str(args.out / "checkpoints"),
-        staging=args.checkpoint_staging or default_staging(args.out),
-        resume_from=tuple(args.resume_from),
-    )
-    run_training(load_config(args.config), args.dataset, args.tokenizer, args.out, args.base_model, plan)
-    if args.checkpoint_staging is None and os.environ.get("LOCAL_RANK", "0") == "0":
-        # The default staging in the temp folder is nobody else's: once training ended (every rank has passed
-        # run_training's last barrier), its checkpoint copies, fetched resume points and universal checkpoints
-        # are spent, and would stay in /tmp run after run. A folder the caller named is the caller's to keep.
-        shutil.rmtree(plan.staging, ignore_errors=True)
+    return parser
 
 
 if __name__ == "__main__":
-    main()
+    args = parser().parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    place = CheckpointPlace(
+        uri=args.checkpoint_uri or str(args.out / "checkpoints"),
+        staging=args.checkpoint_staging,
+        resume_from=tuple(args.resume_from),
+    )
+    # @record makes torchrun's failure summary carry this rank's exception, not only its exit code.
+    record(run_training)(load_config(args.config), args.dataset, args.tokenizer, args.out, args.base_model, place)

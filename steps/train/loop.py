@@ -3,15 +3,12 @@
 Called by `python -m steps.train` (see `steps.train.__main__`) in every torchrun rank.
 Writes the train folder's files (`steps.formats.train_folder`): metrics, the summary,
 the trained model's logits on a fixed held-out batch (which convert must reproduce),
-and checkpoints through `CheckpointStore`.
+and checkpoints through `CheckpointManager`.
 """
 
 from __future__ import annotations
 
-import hashlib
-import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import deepspeed
@@ -24,29 +21,20 @@ from steps.formats.blocks import load_blocks
 from steps.formats.model import check_vocabulary, initial_model, parameter_shapes, state_dict_sha256
 from steps.formats.partitioned_model import load_partitioned, streams_into_partitions
 from steps.formats.tokenizer_folder import load_tokenizer
-from steps.formats.train_folder import METRICS_FILE, SUMMARY_FILE, VERIFY_BLOCKS, VERIFY_LOGITS_FILE, VERIFY_TOKENS
+from steps.formats.train_folder import (
+    METRICS_FILE,
+    TRAIN_SUMMARY_FILE,
+    VERIFY_BLOCKS,
+    VERIFY_LOGITS_FILE,
+    VERIFY_TOKENS,
+)
 from steps.results import TrainSummary
 from steps.runtime.distributed import DistContext, all_reduce_sum, init_distributed, shutdown
-from steps.train.checkpoint_store import CheckpointStore, check_weights
+from steps.train.checkpoints import CheckpointManager, CheckpointPlace, TrainingPosition, check_weights
 from steps.train.data_order import BlockOrder
 from steps.train.deepspeed_config import build_deepspeed_config, offloads_optimizer
 from steps.train.metrics import MetricsLog, Tracker, flops_per_token, memory_gib, peak_tflops
 from steps.train.optimization import build_optimizer, check_dtype, lr_lambda
-
-
-def default_staging(out: Path) -> Path:
-    """A local folder for checkpoint copies, outside the run's storage, the same for every rank of a machine."""
-    key = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:12]
-    return Path(tempfile.gettempdir()) / f"tune-checkpoint-staging-{key}"
-
-
-@dataclass(frozen=True)
-class CheckpointPlan:
-    """Where checkpoints go, where this machine's ranks stage them, and which earlier runs to resume."""
-
-    uri: str
-    staging: Path
-    resume_from: tuple[str, ...] = ()
 
 
 def starting_model(
@@ -66,7 +54,7 @@ def run_training(
     tokenizer_dir: Path,
     out_dir: Path,
     base_model: Path | None,
-    plan: CheckpointPlan,
+    checkpoints: CheckpointPlace,
 ) -> TrainSummary:
     check_dtype(config)
     ctx = init_distributed(config.train.failure_timeout_s)
@@ -88,9 +76,9 @@ def run_training(
         ctx.world_size,
         config.train.gradient_accumulation_steps,
     )
-    store = CheckpointStore(plan.uri, plan.staging, config.train.keep_checkpoints, ctx)
-    found = store.find(plan.resume_from)
-    universal = found is not None and store.reshapes(found, config.deepspeed.zero_stage)
+    manager = CheckpointManager(checkpoints, config.train, ctx)
+    found = manager.find()
+    universal = found is not None and manager.reshapes(found, config.deepspeed.zero_stage)
     if universal:
         # Another world size or stage: DeepSpeed reshards a universal checkpoint while loading it.
         ds_config.setdefault("checkpoint", {})["load_universal"] = True
@@ -101,12 +89,12 @@ def run_training(
     metrics_file = out_dir / METRICS_FILE
     start_step, tokens_seen = 0, 0
     if found is not None:
-        store.load(engine, found, metrics_file, universal)
-        start_step, tokens_seen = found.step, found.record["tokens_seen"]
+        position = manager.load(engine, found, metrics_file, universal)
+        start_step, tokens_seen = found.step, position.tokens_seen
         # The data stream continues at the next unread block, whatever the batch per step is now.
-        order.resume_at(start_step, found.record.get("blocks_seen", start_step * order.global_batch))
+        order.resume_at(start_step, position.blocks_seen)
         if ctx.is_main:
-            how = f" (resharded from {found.record['world_size']} ranks)" if universal else ""
+            how = f" (resharded from {found.record.world_size} ranks)" if universal else ""
             print(f"resuming from {found.uri} at step {start_step}{how}", flush=True)
     elif ctx.is_main:
         metrics_file.unlink(missing_ok=True)  # a fresh start: no records from an earlier attempt
@@ -121,12 +109,11 @@ def run_training(
         parameters, engine.module.config.num_hidden_layers, engine.module.config.hidden_size, block_tokens
     )
     peak = peak_tflops(config)
-    state = {"init_sha256": init_sha, "zero_stage": config.deepspeed.zero_stage}
 
     def save(step: int) -> str:
         check_weights(engine, shapes, ctx.device)
-        position = {"tokens_seen": tokens_seen, "blocks_seen": order.position(step)}
-        return store.save(engine, step, {**state, **position}, metrics_file if ctx.is_main else None)
+        position = TrainingPosition(tokens_seen=tokens_seen, blocks_seen=order.position(step))
+        return manager.save(engine, step, init_sha, position, metrics_file if ctx.is_main else None)
 
     engine.train()
     window_start, last_loss = time.perf_counter(), float("nan")
@@ -167,7 +154,7 @@ def run_training(
                 }
             )
             window_start = now
-        if done % config.train.checkpoint_every == 0 and done != config.train.max_steps:
+        if manager.should_save(done) and done != config.train.max_steps:
             save(done)
             window_start = time.perf_counter()  # saving is not training time
 
@@ -190,7 +177,8 @@ def run_training(
         elapsed_s=time.perf_counter() - metrics.started,
     )
     if ctx.is_main:
-        (out_dir / SUMMARY_FILE).write_text(summary.model_dump_json(indent=1))
+        (out_dir / TRAIN_SUMMARY_FILE).write_text(summary.model_dump_json(indent=1))
+    manager.close()
     shutdown()
     return summary
 

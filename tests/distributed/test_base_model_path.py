@@ -18,7 +18,7 @@ from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoin
 from transformers import AutoModelForCausalLM, LlamaForCausalLM
 
 from steps.config import TuneConfig, write_config
-from steps.convert.adapter import run_convert
+from steps.convert.consolidate import run_convert
 from steps.formats.tokenizer_folder import load_tokenizer
 from steps.formats.train_folder import tag_for
 from steps.runtime.launch import run_torchrun
@@ -95,7 +95,7 @@ def test_nine_heads_on_two_ranks_evaluate_without_splitting_heads(trained, prepa
     config = config.with_overrides(**{"evaluate.engines": ["hf", "deepspeed"], "evaluate.probes": 2})
     config_file = write_config(config, tmp_path / "eval.json")
     args = ["--config", str(config_file), "--model", str(tmp_path / "model"), "--dataset"]
-    args += [str(prepared / "dataset"), "--train-summary", str(out / "train_summary.json")]
+    args += [str(prepared / "dataset")]
     args += ["--out", str(tmp_path / "eval"), "--base-model", str(tied_base)]
     run_torchrun("steps.evaluate", args, nproc_per_node=2)
     summary = json.loads((tmp_path / "eval" / "eval_summary.json").read_text())

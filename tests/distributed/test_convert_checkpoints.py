@@ -1,4 +1,4 @@
-"""Conversion of synthetic checkpoints (steps.train.synthetic_checkpoint): peak memory on a model of more than
+"""Conversion of synthetic checkpoints (tests.support.synthetic_checkpoint): peak memory on a model of more than
 50 MB (2 ranks, ZeRO-2), and stages 0 and 1 from one rank."""
 
 from __future__ import annotations
@@ -10,24 +10,24 @@ from pathlib import Path
 import pytest
 
 from steps.config import TuneConfig, write_config
-from steps.convert.adapter import run_convert
+from steps.convert.consolidate import run_convert
 from steps.formats.train_folder import CHECKPOINTS
 from steps.runtime.launch import run_torchrun
 from steps.runtime.peak_memory import peak_rss
 
-SYNTHETIC = "steps.train.synthetic_checkpoint"
+SYNTHETIC = "tests.support.synthetic_checkpoint"
 
 
 def test_peak_memory_of_conversion_stays_within_one_and_a_half_model_sizes(tmp_path: Path) -> None:
     """Peak RSS of the conversion process minus that of a no-op with the same imports and meta model.
 
-    The baseline (`steps.convert.memory_baseline`) is measured the same way: the interpreter, torch,
+    The baseline (`tests.support.convert_memory_baseline`) is measured the same way: the interpreter, torch,
     transformers, DeepSpeed and the model's code cost ~400 MB before any weight is read.
     """
     out = tmp_path / "ckpt"
     run_torchrun(SYNTHETIC, ["--out", str(out), "--stage", "2"], nproc_per_node=2)
     config = write_config(TuneConfig().with_overrides(**{"convert.max_shard_size": "10MB"}), tmp_path / "c.json")
-    command = [sys.executable, "-m", "steps.convert", "--config", str(config), "--train", str(out)]
+    command = [sys.executable, "-m", "steps.convert", "--config", str(config), "--checkpoint", str(out)]
     command += ["--tokenizer", str(out / "tokenizer"), "--out", str(tmp_path / "model")]
     code, peak, _, output = peak_rss(command)
     assert code == 0, output[-3000:]
@@ -36,7 +36,7 @@ def test_peak_memory_of_conversion_stays_within_one_and_a_half_model_sizes(tmp_p
     baseline_command = [
         sys.executable,
         "-m",
-        "steps.convert.memory_baseline",
+        "tests.support.convert_memory_baseline",
         str(out / CHECKPOINTS / record["checkpoint"]),
     ]
     code, baseline, _, output = peak_rss(baseline_command)

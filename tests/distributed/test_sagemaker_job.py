@@ -1,7 +1,7 @@
-"""The train step as a SageMaker training job, against moto's SageMaker, S3, Logs and Secrets Manager.
+"""The train and convert stages as SageMaker training jobs, against moto's SageMaker, S3, Logs and Secrets Manager.
 
 The job's hosts run our container entrypoint on CPU with an emulated /opt/ml tree
-(tests/sagemaker_emulator.py); convert then consumes what the job produced.
+(tests/support/sagemaker_emulator.py); convert then consumes what the job produced.
 """
 
 from __future__ import annotations
@@ -13,12 +13,11 @@ import boto3
 import pytest
 
 from steps.config import TuneConfig
-from steps.convert.stage import convert_stage
 from steps.dispatch.job_names import training_job_name
-from steps.dispatch.sagemaker_job import SECRET_SOURCES_ENV, STAGE_ENV, TrainingJobError, sagemaker_train_stage
-from steps.dispatch.sagemaker_stages import sagemaker_convert_stage
-from steps.dispatch.targets import checkpoint_roots
+from steps.dispatch.runner import Place, run_stage
+from steps.dispatch.sagemaker_job import SECRET_SOURCES_ENV, STAGE_ENV, TrainingJobError, run_as_job
 from steps.runtime.storage import Storage, StoredDir, open_storage
+from steps.stages import CONVERT, TRAIN
 from tests.support.aws import IMAGE, ROLE
 from tests.support.sagemaker_emulator import EmulatedSageMaker
 
@@ -68,8 +67,9 @@ def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(
     config = _sagemaker_config(debug_config, secret_arn, keep_checkpoints=1)
     client = EmulatedSageMaker(tmp_path).install(monkeypatch)
     name = training_job_name("TuneFlow", "7", 0)
+    inputs = {"dataset": dataset, "tokenizer": tokenizer}
 
-    result = sagemaker_train_stage(config, storage, dataset, tokenizer, name, session=client.session, poll_s=0.1)
+    result = run_as_job(TRAIN, config, Place(storage, name), inputs, {}, session=client.session, poll_s=0.1)
 
     hosts = client.hosts_finished
     assert [h.returncode for h in hosts] == [0, 0], hosts[0].stdout[-3000:] + hosts[1].stdout[-3000:]
@@ -86,7 +86,7 @@ def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(
     assert set(channels) == {"code", "config", "dataset", "tokenizer"}
     assert all(uri.startswith(storage.root + "/") for uri in channels.values())
     assert request["CheckpointConfig"] == {
-        "S3Uri": f"{storage.root}/sagemaker/checkpoints",
+        "S3Uri": f"{storage.root}/train/checkpoints",
         "LocalPath": "/opt/ml/checkpoints",
     }
     assert request["OutputDataConfig"] == {
@@ -101,44 +101,37 @@ def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(
     for host in ("host-0", "host-1"):
         kept = sorted(p.name for p in (tmp_path / name.name / host / "opt/ml/checkpoints").glob("step-*"))
         assert kept == ["step-0000006"], (host, kept)
-    assert result.job.arn == described["TrainingJobArn"] and result.job.status == "Completed"
-    assert result.summary.world_size == 2 and result.summary.steps == 6
-    assert [m.step for m in result.metrics][-1] == 6
+    assert result.train_job.arn == described["TrainingJobArn"] and result.train_job.status == "Completed"
+    assert result.train_summary.world_size == 2 and result.train_summary.steps == 6
+    assert [m.step for m in result.train_metrics][-1] == 6
     assert result.checkpoint.uri == storage.uri("train")
     # The job's log lines (both hosts) reached the step's output through CloudWatch Logs.
     printed = capsys.readouterr().out
     assert "[algo-1-" in printed and "[algo-2-" in printed and "step      6/6" in printed
 
-    converted = convert_stage(config, storage, result.checkpoint, tokenizer)
+    here = config.with_overrides(**{"compute.convert": {"target": "local"}})
+    converted = run_stage(CONVERT, here, Place(storage), {"checkpoint": result.checkpoint, "tokenizer": tokenizer})
     assert converted.conversion.logits_match is True
     assert converted.conversion.trained_world_size == 2
     # convert as a SageMaker job (compute.convert.target: sagemaker) publishes the same model folder.
-    remote = sagemaker_convert_stage(
-        config, storage, result.checkpoint, tokenizer, training_job_name("TuneFlow", "7", 0, "convert"), poll_s=0.1
-    )
+    place = Place(storage, training_job_name("TuneFlow", "7", 0, "convert"))
+    inputs = {"checkpoint": result.checkpoint, "tokenizer": tokenizer}
+    remote = run_as_job(CONVERT, config, place, inputs, {}, poll_s=0.1)
     assert client.requests[-1]["Environment"][STAGE_ENV] == "convert"
     assert client.requests[-1]["ResourceConfig"]["InstanceCount"] == 1
-    assert remote.job.status == "Completed" and remote.conversion.logits_match is True
+    assert remote.convert_job.status == "Completed" and remote.conversion.logits_match is True
     assert remote.model.uri == converted.model.uri and remote.model.files == converted.model.files
 
     # `resume` of this run (a new run id, a new job): its checkpoints go in as a channel and training continues.
-    resumed_storage = open_storage(storage.root.replace("/7/files", "/8/files"))
-    earlier = checkpoint_roots(storage)
-    again = sagemaker_train_stage(
-        _sagemaker_config(debug_config, secret_arn, max_steps=9),
-        resumed_storage,
-        dataset,
-        tokenizer,
-        training_job_name("TuneFlow", "8", 0),
-        session=client.session,
-        poll_s=0.1,
-        resume_from=earlier,
-    )
+    run_8 = open_storage(storage.root.replace("/7/files", "/8/files"))
+    resumed = Place(run_8, training_job_name("TuneFlow", "8", 0), resumes=storage)
+    longer = _sagemaker_config(debug_config, secret_arn, max_steps=9)
+    again = run_as_job(TRAIN, longer, resumed, inputs, {}, session=client.session, poll_s=0.1)
     resumed_channels = {
         c["ChannelName"]: c["DataSource"]["S3DataSource"]["S3Uri"] for c in client.requests[-1]["InputDataConfig"]
     }
-    assert resumed_channels["checkpoints"].rstrip("/") in earlier
-    assert again.summary.resumed_from_step == 6 and again.summary.steps == 9
+    assert resumed_channels["resume"].rstrip("/") == storage.uri("train/checkpoints")
+    assert again.train_summary.resumed_from_step == 6 and again.train_summary.steps == 9
 
 
 def test_failed_host_fails_the_step_with_the_job_failure_reason(run_on_s3, debug_config, tmp_path, monkeypatch) -> None:
@@ -151,8 +144,9 @@ def test_failed_host_fails_the_step_with_the_job_failure_reason(run_on_s3, debug
     broken = storage.publish(not_a_dataset, "prepare/not-a-dataset")
     client = EmulatedSageMaker(tmp_path).install(monkeypatch)
     name = training_job_name("TuneFlow", "7", 1)
+    inputs = {"dataset": broken, "tokenizer": tokenizer}
     with pytest.raises(TrainingJobError) as failure:
-        sagemaker_train_stage(config, storage, broken, tokenizer, name, session=client.session, poll_s=0.1)
+        run_as_job(TRAIN, config, Place(storage, name), inputs, {}, session=client.session, poll_s=0.1)
     assert client.hosts_finished[0].returncode != 0
     message = str(failure.value)
     assert f"job {name} ended Failed" in message and "LaunchError" in message

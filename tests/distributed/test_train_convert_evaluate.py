@@ -11,8 +11,8 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from steps.config import TuneConfig, write_config
-from steps.convert.adapter import run_convert
-from steps.formats.dataset import SUMMARY_FILE
+from steps.convert.consolidate import run_convert
+from steps.formats.dataset import DATASET_SUMMARY_FILE
 from steps.runtime.launch import LaunchError, run_torchrun
 
 pytestmark = pytest.mark.distributed
@@ -98,7 +98,7 @@ def _held_out_subset(prepared: Path, keep: int, tmp_path: Path) -> Path:
     """The prepared dataset with only the first `keep` held-out prompts."""
     dataset = tmp_path / "dataset"
     dataset.mkdir()
-    for name in ("train", "validation", SUMMARY_FILE):
+    for name in ("train", "validation", DATASET_SUMMARY_FILE):
         (dataset / name).symlink_to(prepared / "dataset" / name)
     lines = (prepared / "dataset" / "prompts.jsonl").read_text().splitlines()[:keep]
     (dataset / "prompts.jsonl").write_text("\n".join(lines) + "\n")
@@ -129,12 +129,8 @@ def test_evaluation_engines_agree_and_keep_prompt_order(trained, prepared: Path,
             str(tmp_path / "model"),
             "--dataset",
             str(dataset),
-            "--train-summary",
-            str(out / "train_summary.json"),
             "--out",
             str(tmp_path / "eval"),
-            "--progress-file",
-            str(tmp_path / "progress.json"),
         ],
         nproc_per_node=2,
     )
@@ -147,7 +143,7 @@ def test_evaluation_engines_agree_and_keep_prompt_order(trained, prepared: Path,
     ):
         assert sum(part in line for line in progress) == 1, (part, progress)
     assert "probe completions (tuned model): 4/4 probes (100%)" in "\n".join(progress)  # rank 0: 4 of 8 generative
-    assert json.loads((tmp_path / "progress.json").read_text())["line"] == progress[-1]
+    assert json.loads((tmp_path / "eval" / "progress.json").read_text())["line"] == progress[-1]
     summary = json.loads((tmp_path / "eval" / "eval_summary.json").read_text())
     rows = pq.read_table(tmp_path / "eval" / "generations.parquet").to_pylist()
     assert summary["prompts"] == expected_prompts

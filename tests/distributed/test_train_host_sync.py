@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from steps.config import TuneConfig
-from steps.formats.synthetic_dataset import write_synthetic_dataset
 from steps.runtime.launch import free_port
-from steps.train.loop import CheckpointPlan, run_training
+from steps.train.checkpoints import CheckpointPlace
+from steps.train.loop import run_training
+from tests.support.synthetic_dataset import write_synthetic_dataset
 
 pytestmark = pytest.mark.distributed
 
@@ -61,7 +62,7 @@ def test_loss_is_read_from_the_device_only_on_logged_steps(monkeypatch, tmp_path
     monkeypatch.setattr(torch.Tensor, "item", counting_item)
     out = tmp_path / "train"
     out.mkdir()
-    plan = CheckpointPlan(uri=str(out / "checkpoints"), staging=tmp_path / "staging")
+    plan = CheckpointPlace(uri=str(out / "checkpoints"), staging=tmp_path / "staging")
     summary = run_training(config, dataset, tokenizer, out, None, plan)
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [3, 6]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -16,7 +17,6 @@ from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoin
 from steps.config import TuneConfig, write_config
 from steps.formats.train_folder import list_complete, tag_for
 from steps.runtime.launch import LaunchError, Rendezvous, free_port, run_torchrun
-from steps.train.loop import default_staging
 from tests.support.faults import kill_rank_after_checkpoint, training_rank, wait_for, wait_for_pending_signal
 
 pytestmark = pytest.mark.distributed
@@ -102,14 +102,15 @@ def test_resume_on_another_world_size_reshards_through_a_universal_checkpoint(
 ) -> None:
     longer = resume_config.with_overrides(**{"train.max_steps": STEPS + 4})
     out = tmp_path / "train"
+    stagings_before = set(Path(tempfile.gettempdir()).glob("tune-checkpoint-staging-*"))
     summary = _train(longer, prepared, out, "--resume-from", str(uninterrupted / "checkpoints"), nproc=1)
     assert summary["resumed_from_step"] == STEPS and summary["world_size"] == 1
     # The weights came along: the loss continues from the 2-rank run's, far below a fresh model's.
     assert abs(_losses(out)[-1] - _losses(uninterrupted)[-1]) < 0.3
     record = json.loads((out / "checkpoints" / tag_for(STEPS + 4) / "checkpoint.json").read_text())
     assert record["world_size"] == 1 and record["blocks_seen"] == STEPS * 16 + 4 * 8
-    # The universal checkpoint was made in the default staging folder, which went when training ended.
-    assert not default_staging(out).exists()
+    # The universal checkpoint was made in the default staging folder (a private one), which went when training ended.
+    assert set(Path(tempfile.gettempdir()).glob("tune-checkpoint-staging-*")) == stagings_before
 
 
 def test_two_nodes_without_shared_files_store_every_rank_on_s3(
@@ -142,7 +143,7 @@ def test_two_nodes_without_shared_files_store_every_rank_on_s3(
         thread.join(timeout=300)
     assert not errors, errors
     complete = list_complete(uri)
-    assert [c.record["step"] for c in complete] == [4, 8]
+    assert [c.step for c in complete] == [4, 8]
     files = {e["path"] for e in complete[-1].record["files"]}
     assert {f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)} <= files
     stored = {o["Key"] for o in s3.list_objects_v2(Bucket="runs", Prefix="TuneFlow/7/")["Contents"]}
@@ -158,7 +159,7 @@ def test_two_nodes_without_shared_files_store_every_rank_on_s3(
         *["--checkpoint-staging", str(tmp_path / "staging-resumed")],
     )
     assert resumed["resumed_from_step"] == 8 and resumed["resumed_from"] == f"{uri}/{tag_for(8)}"
-    assert [c.record["step"] for c in list_complete("s3://runs/TuneFlow/8/files/train/checkpoints")] == [12]
+    assert [c.step for c in list_complete("s3://runs/TuneFlow/8/files/train/checkpoints")] == [12]
 
 
 def test_a_hung_rank_fails_the_launch_within_the_timeout(
@@ -199,4 +200,4 @@ def test_zero3_with_parameters_offloaded_to_cpu_trains_and_saves(
     config = resume_config.with_overrides(**{"train.max_steps": 4, "deepspeed.offload_param": "cpu"})
     summary = _train(config, prepared, tmp_path / "train")
     assert summary["steps"] == 4 and summary["final_loss"] < 8.0
-    assert [c.record["step"] for c in list_complete(tmp_path / "train" / "checkpoints")] == [4]
+    assert [c.step for c in list_complete(tmp_path / "train" / "checkpoints")] == [4]

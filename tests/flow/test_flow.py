@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from steps.config import TuneConfig
-from steps.formats.dataset import PROMPTS_FILE, REPORT_FILE, SUMMARY_FILE
+from steps.formats.dataset import DATASET_SUMMARY_FILE, PROMPTS_FILE, REPORT_FILE
 from steps.prepare.shard_plan import plan_shards
 from steps.project_files import FLOW_FILE
 from steps.runtime.storage import StoredDir, fetch
@@ -126,7 +126,7 @@ def test_two_simulated_nodes_of_two_ranks_on_three_prepare_workers_resumed_after
     dataset = fetch(StoredDir.from_dict(run["prepare"].task.data.dataset), verify=True)
     for name in ("train/data-00000-of-00001.arrow", "validation/data-00000-of-00001.arrow", REPORT_FILE, PROMPTS_FILE):
         assert (dataset / name).read_bytes() == (prepared / "dataset" / name).read_bytes(), name
-    summaries = [json.loads((folder / SUMMARY_FILE).read_text()) for folder in (dataset, prepared / "dataset")]
+    summaries = [json.loads((folder / DATASET_SUMMARY_FILE).read_text()) for folder in (dataset, prepared / "dataset")]
     assert [{k: v for k, v in s.items() if k != "timings_s"} for s in summaries] == [
         {k: v for k, v in summaries[1].items() if k != "timings_s"}
     ] * 2

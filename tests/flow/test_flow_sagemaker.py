@@ -16,11 +16,11 @@ import pytest
 import yaml
 
 from steps.config import load_config
+from steps.dispatch.runner import Place, run_stage
 from steps.dispatch.sagemaker_job import POLL_ENV, SECRET_SOURCES_ENV, STAGE_ENV
-from steps.evaluate.stage import evaluate_stage
 from steps.project_files import DEBUG_CONFIG, FLOW_FILE
-from steps.results import TrainSummary
 from steps.runtime.storage import StoredDir, fetch, open_storage
+from steps.stages import EVALUATE
 from tests.support.aws import IMAGE, ROLE
 from tests.support.sagemaker_emulator import EmulatedSageMaker
 
@@ -89,22 +89,19 @@ def test_train_and_evaluate_on_sagemaker_end_to_end(aws_env: dict, tmp_path: Pat
     assert run["evaluate"].task.data.evaluate_job["status"] == "Completed"
     assert run["evaluate"].task.data.evaluate_job["instance_count"] == 2
     assert end.eval_summary["world_size"] == 2  # one evaluation over the ranks of both hosts
-    assert run["train"].task.data.training_job["status"] == "Completed"
+    assert run["train"].task.data.train_job["status"] == "Completed"
     remote = fetch(StoredDir.from_dict(end.references["evaluation"]), tmp_path / "remote-evaluation")
 
     # The same stage run locally on the same model: the end step cannot tell the two apart.
-    config = load_config(config_path)
+    config = load_config(config_path).with_overrides(**{"compute.evaluate": {"target": "local"}})
     local_storage = open_storage(str(tmp_path / "local-run"))
-    local = evaluate_stage(
-        config,
-        local_storage,
-        StoredDir.from_dict(end.references["model"]),
-        StoredDir.from_dict(end.references["dataset"]),
-        TrainSummary.model_validate(end.train_summary),
-    )
+    inputs = {"model": end.references["model"], "dataset": end.references["dataset"]}
+    local = run_stage(EVALUATE, config, Place(local_storage), inputs)
     local_folder = local_storage.local_path / "evaluate"
-    assert sorted(p.name for p in remote.iterdir()) == sorted(p.name for p in local_folder.iterdir())
-    assert set(end.eval_summary) == set(local.summary.model_dump())
+    # The same files, but for the node log, which only a local launch keeps (a job's is in CloudWatch Logs).
+    local_files = sorted(p.name for p in local_folder.iterdir() if p.name != "logs")
+    assert sorted(p.name for p in remote.iterdir()) == local_files
+    assert set(end.eval_summary) == set(local.eval_summary.model_dump())
     for table in (p.name for p in remote.glob("*.parquet")):
         assert pq.read_schema(remote / table) == pq.read_schema(local_folder / table), table
         # Every prompt and probe once, however many hosts shared them.

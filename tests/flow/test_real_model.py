@@ -86,11 +86,10 @@ def test_a_killed_smollm2_gguf_run_resumes_to_the_uninterrupted_weights_and_eval
     assert f"/{failed_run.id}/files/train/checkpoints/" in end.train_summary["resumed_from"]  # the failed run's
     assert [m["step"] for m in end.train_metrics] == list(range(1, STEPS + 1))  # the whole curve, no step twice
     # Dequantized once, by prepare: the resumed run's train and evaluate loaded the failed run's copy.
-    copy = Path(run["end"].task.data.base_model_copy["uri"])
-    assert (
-        copy == Path(end.references["dataset"]["uri"]).parents[1] / "base_model" and (copy / "_manifest.json").is_file()
-    )
-    assert not (Path(end.references["model"]["uri"]).parents[1] / "base_model").exists()
+    copy = Path(end.references["base_model"]["uri"])
+    assert copy == Path(end.references["dataset"]["uri"]).parent / "base_model" and (copy / "_manifest.json").is_file()
+    assert f"/{failed_run.id}/files/" in str(copy)
+    assert not (Path(end.references["model"]["uri"]).parents[1] / "prepare").exists()
 
     final = final_weights(fetch(StoredDir.from_dict(end.checkpoint), verify=True) / "checkpoints", STEPS)
     reference = uninterrupted_weights(run, tmp_path)  # from the run's own dequantized copy of the GGUF file

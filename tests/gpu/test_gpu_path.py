@@ -13,13 +13,13 @@ import pytest
 import torch
 
 from steps.config import EvaluateConfig, TuneConfig, write_config
-from steps.convert.adapter import run_convert
+from steps.convert.consolidate import run_convert
 from steps.evaluate.engines import build_engine
 from steps.formats.dataset import read_prompts
-from steps.formats.synthetic_dataset import write_synthetic_dataset
 from steps.runtime.distributed import init_distributed
 from steps.runtime.launch import run_torchrun
 from steps.train.metrics import PEAK_TFLOPS_16BIT
+from tests.support.synthetic_dataset import write_synthetic_dataset
 
 VOCAB, BLOCK = 512, 128
 KERNEL_AGREEMENT = 0.75

@@ -53,7 +53,9 @@ def prepare_result() -> PrepareResult:
             "CWE-89: SQL Injection\nDescription: " + "word " * 120,
         ],
     }
-    return PrepareResult(dataset=stored("prepare/dataset"), tokenizer=stored("prepare/tokenizer"), summary=summary)
+    return PrepareResult(
+        dataset=stored("prepare/dataset"), tokenizer=stored("prepare/tokenizer"), prepare_summary=summary
+    )
 
 
 def train_summary() -> dict:
@@ -78,7 +80,7 @@ def train_result() -> TrainResult:
     metric = {"loss": 2.3, "lr": 0.002, "grad_norm": 0.5, "tokens_seen": 1024, "tokens_per_s": 3400.0}
     metric |= {"step_s": 0.3, "tflops": 0.1, "mfu": None, "memory_gib": 1.2, "time": 0.0}
     metrics = [{"step": step, **metric} for step in (10, 20)]
-    return TrainResult(checkpoint=stored("train"), summary=train_summary(), metrics=metrics)
+    return TrainResult(checkpoint=stored("train"), train_summary=train_summary(), train_metrics=metrics)
 
 
 def conversion() -> dict:
@@ -86,6 +88,7 @@ def conversion() -> dict:
     return {
         "checkpoint": "step-1200",
         "step": 1200,
+        "init_sha256": "cd" * 32,
         "zero_stage": 2,
         "trained_world_size": 2,
         "dtype": "fp32",
@@ -138,5 +141,8 @@ def evaluate_result() -> EvaluateResult:
     probe |= {"suffix": "", "weakness": "CWE-79", "answer_logprob_per_token": -1.0, "picked": " Other"}
     probe |= {"choice_correct": False, "completion": " Improper " + LONG_LINE, "exact_match": False}
     return EvaluateResult(
-        evaluation=stored("evaluate"), summary=EvalSummary.model_validate(eval_summary()), table=table, probes=[probe]
+        evaluation=stored("evaluate"),
+        eval_summary=EvalSummary.model_validate(eval_summary()),
+        eval_table=table,
+        probes=[probe],
     )

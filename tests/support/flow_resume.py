@@ -12,8 +12,6 @@ import torch
 from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
 from steps.config import TuneConfig, write_config
-from steps.formats.gguf_source import is_gguf
-from steps.formats.model_folder import BASE_MODEL
 from steps.formats.train_folder import tag_for
 from steps.runtime.launch import run_torchrun
 from steps.runtime.storage import StoredDir, fetch
@@ -58,10 +56,7 @@ def uninterrupted_weights(run, tmp_path: Path) -> dict[str, torch.Tensor]:
     args = ["--config", str(write_config(settings, tmp_path / "settings.json")), "--out", str(out)]
     args += ["--dataset", str(fetch(StoredDir.from_dict(end["dataset"])))]
     args += ["--tokenizer", str(fetch(StoredDir.from_dict(end["tokenizer"])))]
-    base = settings.model.base_model
-    if base and is_gguf(base):  # the run's own copy: a GGUF file's dequantized folder, published by prepare
-        base = str(Path(end["dataset"]["uri"]).parents[1] / BASE_MODEL)
-    if base:
-        args += ["--base-model", base]
+    if "base_model" in end:  # the run's own copy, as prepare stored it (a GGUF file's dequantized folder)
+        args += ["--base-model", str(fetch(StoredDir.from_dict(end["base_model"])))]
     run_torchrun("steps.train", args, nproc_per_node=settings.train.nproc_per_node)
     return final_weights(out / "checkpoints", settings.train.max_steps)

@@ -66,7 +66,7 @@ def test_the_card_names_the_separator_and_the_gguf_precision_loss(prepared: Path
     assert summary.base_model_note == note and "Q4_1" in note and "lost precision" in note
     ref = StoredDir(uri=str(tmp_path / "out"), sha256="0" * 64, files=1, bytes=1)
     card = json.dumps(
-        [part.render() for part in prepare_card(PrepareResult(dataset=ref, tokenizer=ref, summary=summary))]
+        [part.render() for part in prepare_card(PrepareResult(dataset=ref, tokenizer=ref, prepare_summary=summary))]
     )
     assert "lost precision" in card and "document separator" in card and "<|endoftext|>" in card
 

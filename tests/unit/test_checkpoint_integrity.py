@@ -1,8 +1,8 @@
 """Checkpoint files are checked against their record before anything is unpickled, and never rewritten once complete.
 
 A checkpoint's shards and RNG states are pickles (`torch.load(weights_only=False)`),
-so a changed byte must stop convert, a resumed run and the SageMaker collection with a
-StorageError naming the file, before any of them is loaded. A complete checkpoint's
+so a changed byte must stop convert, a resumed run and the fetch of a train folder a SageMaker
+job published with a StorageError naming the file, before any of them is loaded. A complete checkpoint's
 folder is never written into again (a retry re-saving step N at `max_steps`).
 """
 
@@ -17,20 +17,25 @@ import boto3
 import pytest
 import torch
 
-from steps.config import TuneConfig
-from steps.convert.adapter import run_convert
-from steps.dispatch.sagemaker_job import collect_train_folder, job_prefixes
+from steps.config import TrainConfig, TuneConfig
+from steps.convert.consolidate import run_convert
+from steps.dispatch.runner import publish_result
 from steps.formats.train_folder import (
     CHECKPOINT_RECORD,
     CHECKPOINTS,
-    OUTPUT_FILES,
+    METRICS_FILE,
+    TRAIN_SUMMARY_FILE,
+    VERIFY_LOGITS_FILE,
+    CheckpointRecord,
     list_complete,
     tag_for,
 )
 from steps.runtime.distributed import DistContext
-from steps.runtime.storage import StorageError, file_sha256, open_storage
+from steps.runtime.storage import StorageError, fetch, file_sha256, open_storage
 from steps.runtime.storage.manifest import file_entry
-from steps.train.checkpoint_store import CheckpointStore
+from steps.stages import TRAIN
+from steps.train.checkpoints import CheckpointManager, CheckpointPlace, TrainingPosition
+from tests.support.card_results import train_summary
 from tests.support.zero_files import write_zero_checkpoint
 
 CTX = DistContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu"))
@@ -56,6 +61,17 @@ class FakeEngine:
     def load_checkpoint(self, root: str, tag: str) -> tuple[str, dict]:
         self.loads += 1
         return root, {}
+
+    def zero_optimization_stage(self) -> int:
+        return 2
+
+
+def manager(root: str, staging: Path, keep: int = 2) -> CheckpointManager:
+    return CheckpointManager(CheckpointPlace(root, staging), TrainConfig(keep_checkpoints=keep), CTX)
+
+
+def save(root: str, staging: Path, engine: FakeEngine, step: int) -> str:
+    return manager(root, staging).save(engine, step, "0" * 64, TrainingPosition(0, 0), None)
 
 
 @pytest.fixture
@@ -96,16 +112,15 @@ def checkpoint_root(request, tmp_path: Path) -> str:
 def test_resume_refuses_a_changed_file_before_unpickling_it(
     checkpoint_root: str, tmp_path: Path, unpickled: list[str], damaged: str
 ) -> None:
-    store = CheckpointStore(checkpoint_root, tmp_path / "staging", keep=2, ctx=CTX)
-    store.save(FakeEngine(1.0), 10, {"tokens_seen": 0, "zero_stage": 2}, None)
+    save(checkpoint_root, tmp_path / "staging", FakeEngine(1.0), 10)
     stored = open_storage(checkpoint_root)
     local = tmp_path / "damaged"
     stored.get_file(f"{tag_for(10)}/{damaged}", local)
     _flip_a_byte(local)
     stored.put_file(local, f"{tag_for(10)}/{damaged}")
 
-    resumed = CheckpointStore(checkpoint_root, tmp_path / "staging-2", keep=2, ctx=CTX)
-    engine, found = FakeEngine(0.0), resumed.find([])
+    resumed = manager(checkpoint_root, tmp_path / "staging-2")
+    engine, found = FakeEngine(0.0), resumed.find()
     unpickled.clear()
     with pytest.raises(StorageError, match=f"changed {damaged}"):
         resumed.load(engine, found, tmp_path / "metrics.jsonl", universal=False)
@@ -113,26 +128,23 @@ def test_resume_refuses_a_changed_file_before_unpickling_it(
 
 
 def test_resume_loads_an_intact_checkpoint(checkpoint_root: str, tmp_path: Path) -> None:
-    store = CheckpointStore(checkpoint_root, tmp_path / "staging", keep=2, ctx=CTX)
-    store.save(FakeEngine(1.0), 10, {"tokens_seen": 0, "zero_stage": 2}, None)
-    engine = FakeEngine(0.0)
-    store.load(engine, store.find([]), tmp_path / "metrics.jsonl", universal=False)
+    save(checkpoint_root, tmp_path / "staging", FakeEngine(1.0), 10)
+    engine, store = FakeEngine(0.0), manager(checkpoint_root, tmp_path / "staging")
+    store.load(engine, store.find(), tmp_path / "metrics.jsonl", universal=False)
     assert engine.loads == 1
 
 
 def test_a_complete_checkpoint_is_never_written_into_again(tmp_path: Path) -> None:
     root = tmp_path / "checkpoints"
-    store = CheckpointStore(str(root), tmp_path / "staging", keep=2, ctx=CTX)
-    store.save(FakeEngine(1.0), 40, {"tokens_seen": 0, "zero_stage": 2}, None)
+    save(str(root), tmp_path / "staging", FakeEngine(1.0), 40)
     folder = root / tag_for(40)
     before = _hashes(folder)
     # A retry resumed at max_steps saves step 40 again and is killed halfway through.
-    retry = CheckpointStore(str(root), tmp_path / "staging", keep=2, ctx=CTX)
-    uri = retry.save(FakeEngine(2.0, crash_after="mp_rank_00_model_states.pt"), 40, {"tokens_seen": 0}, None)
+    uri = save(str(root), tmp_path / "staging", FakeEngine(2.0, crash_after="mp_rank_00_model_states.pt"), 40)
     assert uri == f"{root}/{tag_for(40)}"
     assert _hashes(folder) == before
-    record = json.loads((folder / CHECKPOINT_RECORD).read_text())
-    assert all(file_sha256(folder / e["path"]) == e["sha256"] for e in record["files"])
+    record = CheckpointRecord.model_validate_json((folder / CHECKPOINT_RECORD).read_text())
+    assert all(file_sha256(folder / e.path) == e.sha256 for e in record.files)
 
 
 def test_a_torn_save_is_cleared_before_the_step_is_saved_again(tmp_path: Path) -> None:
@@ -140,10 +152,9 @@ def test_a_torn_save_is_cleared_before_the_step_is_saved_again(tmp_path: Path) -
     torn = root / tag_for(40)
     torn.mkdir(parents=True)
     (torn / "zero_pp_rank_5_mp_rank_00_optim_states.pt").write_bytes(b"from a 6-rank attempt")
-    store = CheckpointStore(str(root), tmp_path / "staging", keep=2, ctx=CTX)
-    store.save(FakeEngine(1.0), 40, {"tokens_seen": 0, "zero_stage": 2}, None)
-    record = json.loads((torn / CHECKPOINT_RECORD).read_text())
-    assert "zero_pp_rank_5_mp_rank_00_optim_states.pt" not in {e["path"] for e in record["files"]}
+    save(str(root), tmp_path / "staging", FakeEngine(1.0), 40)
+    record = CheckpointRecord.model_validate_json((torn / CHECKPOINT_RECORD).read_text())
+    assert "zero_pp_rank_5_mp_rank_00_optim_states.pt" not in {e.path for e in record.files}
     assert not (torn / "zero_pp_rank_5_mp_rank_00_optim_states.pt").exists()
     assert [c.step for c in list_complete(root)] == [40]
 
@@ -155,8 +166,11 @@ def _train_folder(train: Path) -> Path:
     folder = write_zero_checkpoint(train / CHECKPOINTS / tag_for(10), params, stage=2, world_size=2)
     (folder / "config.json").write_text("{}")
     files = [file_entry(p, p.name) for p in sorted(folder.iterdir())]
-    record = {"tag": folder.name, "step": 10, "world_size": 2, "zero_stage": 2, "files": files}
-    (folder / CHECKPOINT_RECORD).write_text(json.dumps(record))
+    record = CheckpointRecord(
+        tag=folder.name, step=10, world_size=2, zero_stage=2, init_sha256="0" * 64, tokens_seen=0, blocks_seen=0,
+        files=files,
+    )
+    (folder / CHECKPOINT_RECORD).write_text(record.model_dump_json())
     return folder
 
 
@@ -176,36 +190,64 @@ def test_convert_refuses_a_file_the_record_does_not_list(tmp_path: Path, unpickl
     assert unpickled == []
 
 
-def test_sagemaker_collection_refuses_a_changed_checkpoint_file(aws_env, tmp_path: Path) -> None:
+def test_a_train_folder_a_sagemaker_job_left_with_a_changed_checkpoint_file_is_refused_when_fetched(
+    aws_env, tmp_path: Path
+) -> None:
+    """SageMaker syncs the job's checkpoints into the run's train/checkpoints; the published folder's manifest takes
+    each file's hash from the checkpoint's record, so a byte changed on the way fails the fetch that reads it."""
     boto3.client("s3").create_bucket(Bucket="collect")
     storage = open_storage("s3://collect/TuneFlow/1/files")
-    prefixes = job_prefixes(storage, "job")
-    checkpoints = open_storage(prefixes["checkpoints"])
+    checkpoints = storage.child(f"train/{CHECKPOINTS}")
     folder = _train_folder(tmp_path / "job")
+    _flip_a_byte(folder / OPTIM)  # after the record was written: the bytes SageMaker uploaded are not those
     for path in sorted(folder.iterdir()):
         checkpoints.put_file(path, f"{folder.name}/{path.name}")
-    output = open_storage(f"{prefixes['output']}/job/output/model")
-    for name in OUTPUT_FILES:
-        output.put_text(name, "{}")
-    _flip_a_byte(folder / OPTIM)
-    checkpoints.put_file(folder / OPTIM, f"{folder.name}/{OPTIM}")
-    with pytest.raises(StorageError, match=f"changed {OPTIM}"):
-        collect_train_folder(storage, prefixes, "job")
-    assert storage.list("train") == []  # nothing published
+    out = tmp_path / "job-output"  # what the job's first host wrote to /opt/ml/model
+    out.mkdir()
+    (out / TRAIN_SUMMARY_FILE).write_text(json.dumps(train_summary()))
+    (out / METRICS_FILE).write_text("")
+    (out / VERIFY_LOGITS_FILE).write_bytes(b"logits")
+    result = publish_result(TRAIN, storage, "train", out, {})
+    with pytest.raises(StorageError, match=f"{OPTIM}: downloaded bytes do not match the manifest"):
+        fetch(result.checkpoint, tmp_path / "fetched")
 
 
 def test_resume_refuses_a_record_that_names_a_file_outside_the_checkpoint(aws_env, tmp_path: Path) -> None:
     bucket = f"ckpt-{uuid.uuid4().hex[:12]}"
     boto3.client("s3").create_bucket(Bucket=bucket)
     root = f"s3://{bucket}/run/train/checkpoints"
-    CheckpointStore(root, tmp_path / "staging", keep=2, ctx=CTX).save(FakeEngine(1.0), 10, {"tokens_seen": 0}, None)
+    save(root, tmp_path / "staging", FakeEngine(1.0), 10)
     stored = open_storage(root)
     record = json.loads(stored.get_text(f"{tag_for(10)}/{CHECKPOINT_RECORD}"))
     record["files"].append({"path": "../../../escaped.pt", "bytes": 1, "sha256": "0" * 64})
     stored.put_text(f"{tag_for(10)}/{CHECKPOINT_RECORD}", json.dumps(record))
     key = f"run/train/checkpoints/{tag_for(10)}/../../../escaped.pt"  # object keys are plain strings
     boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"planted")
-    resumed = CheckpointStore(root, tmp_path / "work" / "staging", keep=2, ctx=CTX)
+    resumed = manager(root, tmp_path / "work" / "staging")
     with pytest.raises(StorageError, match="leads outside"):
-        resumed.load(FakeEngine(0.0), resumed.find([]), tmp_path / "metrics.jsonl", universal=False)
+        resumed.load(FakeEngine(0.0), resumed.find(), tmp_path / "metrics.jsonl", universal=False)
     assert not list(tmp_path.rglob("escaped.pt"))
+
+
+def test_every_host_prunes_its_own_copies_to_what_rank_0_keeps(tmp_path: Path, monkeypatch) -> None:
+    """A SageMaker host other than the first writes its ranks' shards to its own /opt/ml/checkpoints, where no
+    record is: its first rank removes the tags rank 0 no longer keeps, so the host's volume does not fill up."""
+    host_1 = DistContext(rank=1, world_size=2, local_rank=0, device=torch.device("cpu"), node_rank=1)
+    rank_0_keeps: list[str] = []
+
+    def gather(obj):  # rank 0 (on the first host) contributes to each of save's collectives, then this rank
+        if isinstance(obj, bool):
+            return [False, obj]  # the step is not complete yet
+        if obj == []:
+            return [rank_0_keeps, obj]  # what rank 0 kept after writing the record
+        return [[], obj]  # the files this host's ranks wrote
+
+    monkeypatch.setattr("steps.train.checkpoints.all_gather_objects", gather)
+    root = tmp_path / "host-1" / "opt" / "ml" / "checkpoints"
+    place = CheckpointPlace(str(root), tmp_path / "staging")
+    manager = CheckpointManager(place, TrainConfig(keep_checkpoints=2), host_1)
+    for step in (3, 6, 9):
+        rank_0_keeps[:] = [tag_for(s) for s in (3, 6, 9) if s <= step][-2:]
+        manager.save(FakeEngine(float(step)), step, "0" * 64, TrainingPosition(0, 0), None)
+    assert sorted(p.name for p in root.iterdir()) == [tag_for(6), tag_for(9)]
+    assert list_complete(root) == []  # the records are on the first host only

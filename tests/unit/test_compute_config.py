@@ -1,10 +1,10 @@
-"""compute.<step>: targets, resources, and the decorators they become."""
+"""compute.<step>: targets, each with only its own fields, resources, and the decorators they become."""
 
 from __future__ import annotations
 
 import pytest
 
-from steps.config import ConfigError, StepCompute, validate_config
+from steps.config import BatchCompute, ConfigError, KubernetesCompute, SageMakerCompute, validate_config
 from steps.dispatch.decorators import flow_decorators, step_decorators, train_tasks
 
 IMAGE = "123456789012.dkr.ecr.us-east-1.amazonaws.com/tune:abc"
@@ -26,10 +26,16 @@ def test_everything_is_local_by_default() -> None:
 @pytest.mark.parametrize(
     ("compute", "expected"),
     [
-        ({"prepare": {"target": "sagemaker", "image": IMAGE}}, "compute.prepare.target: got 'sagemaker'"),
+        (
+            {"prepare": {"target": "sagemaker", "image": IMAGE, "instance_type": "ml.m5.xlarge", "role_arn": ROLE}},
+            "compute.prepare.target: got 'sagemaker', only train, convert, evaluate run as SageMaker jobs",
+        ),
         ({"evaluate": {"target": "sagemaker", "image": IMAGE, "role_arn": ROLE}}, "compute.evaluate.instance_type"),
         ({"train": {"target": "batch"}}, "compute.train.image: required for target 'batch'"),
-        ({"train": {"target": "sagemaker", "image": IMAGE, "role_arn": ROLE}}, "compute.train.instance_type: got None"),
+        (
+            {"train": {"target": "sagemaker", "image": IMAGE, "role_arn": ROLE}},
+            "compute.train.instance_type: required for target 'sagemaker'",
+        ),
         (
             {"train": {"target": "sagemaker", "image": IMAGE, "instance_type": "p4d.24xlarge", "role_arn": ROLE}},
             "SageMaker needs an ml.* instance type",
@@ -38,12 +44,18 @@ def test_everything_is_local_by_default() -> None:
             {"train": {"target": "sagemaker", "image": IMAGE, "instance_type": "ml.g5.xlarge", "role_arn": "tune"}},
             "compute.train.role_arn: got 'tune'",
         ),
-        ({"evaluate": {"target": "batch", "image": IMAGE, "spot": True}}, "compute.evaluate.spot: only for sagemaker"),
-        ({"prepare": {"target": "kubernetes", "image": IMAGE, "efa": 1}}, "efa and queue apply to target 'batch'"),
-        ({"prepare": {"target": "batch", "image": IMAGE, "namespace": "ml"}}, "compute.prepare.namespace"),
-        ({"evaluate": {"gpus": 2}}, "compute.evaluate.gpus: local steps use the GPUs of this machine"),
-        ({"train": {"target": "gpu-cloud"}}, "compute.train.target: got 'gpu-cloud'"),
-        ({"train": {"target": "batch", "image": IMAGE, "gpu": 4}}, "compute.train.gpu: unknown field"),
+        (
+            {"evaluate": {"target": "batch", "image": IMAGE, "spot": True}},
+            "compute.evaluate.spot: not a field of target 'batch' (its fields: secrets, workers, image, cpus",
+        ),
+        ({"prepare": {"target": "kubernetes", "image": IMAGE, "efa": 1}}, "compute.prepare.efa: not a field of target"),
+        (
+            {"prepare": {"target": "batch", "image": IMAGE, "namespace": "ml"}},
+            "compute.prepare.namespace: not a field of target 'batch'",
+        ),
+        ({"evaluate": {"gpus": 2}}, "compute.evaluate.gpus: not a field of target 'local' (its fields: secrets"),
+        ({"train": {"target": "gpu-cloud"}}, "compute.train: got {'target': 'gpu-cloud'}, input tag 'gpu-cloud'"),
+        ({"train": {"target": "batch", "image": IMAGE, "gpu": 4}}, "compute.train.gpu: not a field of target 'batch'"),
         (
             {
                 "train": {
@@ -71,8 +83,12 @@ SAGEMAKER = {"target": "sagemaker", "image": IMAGE, "instance_type": "ml.g5.12xl
     ("step", "compute", "expected"),
     [
         ("train", {**SAGEMAKER, "instance_count": 2}, "compute.train.instance_count: got 2; a train job's hosts are"),
-        ("convert", {**SAGEMAKER, "instance_count": 2}, "compute.convert.instance_count: got 2, convert runs on one"),
-        ("evaluate", {"target": "batch", "image": IMAGE, "instance_count": 2}, "only a sagemaker evaluate job"),
+        ("convert", {**SAGEMAKER, "instance_count": 2}, "compute.convert.instance_count: got 2; convert runs on one"),
+        (
+            "evaluate",
+            {"target": "batch", "image": IMAGE, "instance_count": 2},
+            "compute.evaluate.instance_count: not a field of target 'batch'",
+        ),
         ("evaluate", {**SAGEMAKER, "instance_count": 0}, "compute.evaluate.instance_count: got 0"),
     ],
 )
@@ -82,7 +98,7 @@ def test_only_an_evaluate_job_takes_a_host_count(step: str, compute: dict, expec
 
 def test_an_evaluate_job_on_several_hosts_is_valid() -> None:
     config = validate_config({"compute": {"evaluate": {**SAGEMAKER, "instance_count": 3}}})
-    assert config.compute.evaluate.instance_count == 3 and config.compute.train.instance_count == 1
+    assert config.compute.evaluate.instance_count == 3 and config.compute.train.target == "local"
 
 
 def test_gpus_must_match_processes_per_node() -> None:
@@ -91,7 +107,7 @@ def test_gpus_must_match_processes_per_node() -> None:
 
 
 def test_batch_decorator_arguments() -> None:
-    step = StepCompute(
+    step = BatchCompute(
         target="batch", image=IMAGE, cpus=44, memory_mb=180000, gpus=4, shared_memory_mb=65536, efa=1, queue="q"
     )
     assert step_decorators(step) == [
@@ -112,14 +128,23 @@ def test_batch_decorator_arguments() -> None:
 
 def test_kubernetes_with_secrets_and_sagemaker_without() -> None:
     secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:tune/hub"
-    kubernetes = StepCompute(target="kubernetes", image=IMAGE, gpus=2, namespace="ml", secrets=[secret])
+    kubernetes = KubernetesCompute(target="kubernetes", image=IMAGE, gpus=2, namespace="ml", secrets=[secret])
     assert step_decorators(kubernetes) == [
         ("kubernetes", {"image": IMAGE, "cpu": 4, "memory": 16384, "gpu": 2, "namespace": "ml"}),
         ("secrets", {"sources": [secret]}),
     ]
-    sagemaker = StepCompute(
+    sagemaker = SageMakerCompute(
         target="sagemaker", image=IMAGE, instance_type="ml.g5.xlarge", role_arn=ROLE, secrets=[secret]
     )
     assert step_decorators(sagemaker) == []  # the job reads its secrets itself; the submitting step needs none
     config = validate_config({"train": {"num_nodes": 4}, "compute": {"train": sagemaker.model_dump()}})
     assert train_tasks(config) == 1  # one task submits the 4-instance job
+
+
+def test_each_target_takes_its_own_fields_only() -> None:
+    """A section is one target's: a field another target uses is named with the fields this one has."""
+    assert set(BatchCompute.model_fields) - set(KubernetesCompute.model_fields) == {"queue", "role_arn", "efa"}
+    assert "instance_count" in SageMakerCompute.model_fields and "cpus" not in SageMakerCompute.model_fields
+    message = _errors({"convert": {**SAGEMAKER, "cpus": 8, "queue": "q"}})
+    assert "compute.convert.cpus: not a field of target 'sagemaker'" in message
+    assert "compute.convert.queue: not a field of target 'sagemaker'" in message and "instance_type" in message

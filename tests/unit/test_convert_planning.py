@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from steps.config import ConfigError, TuneConfig
-from steps.convert.adapter import plan_shards
+from steps.convert.consolidate import plan_shards
 
 
 def test_shards_keep_order_and_respect_the_size() -> None:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from steps.formats.blocks import load_blocks, pack_into_blocks
-from steps.formats.dataset import SUMMARY_FILE, document_id, read_prompts, record_key
+from steps.formats.dataset import DATASET_SUMMARY_FILE, document_id, read_prompts, record_key
 from steps.prepare.split import split_by_document
 from steps.results import PrepareSummary
 
@@ -34,7 +34,7 @@ def test_split_needs_two_documents() -> None:
 
 
 def test_prepared_splits_do_not_share_documents(prepared: Path) -> None:
-    summary = PrepareSummary.model_validate_json((prepared / "dataset" / SUMMARY_FILE).read_text())
+    summary = PrepareSummary.model_validate_json((prepared / "dataset" / DATASET_SUMMARY_FILE).read_text())
     val_ids = set(summary.validation_doc_ids)
     prompts = read_prompts(prepared / "dataset")
     assert prompts and all(p["doc_id"] in val_ids for p in prompts)

@@ -15,10 +15,10 @@ from steps.evaluate import engines
 from steps.formats.blocks import load_blocks
 from steps.formats.dataset import read_prompts
 from steps.formats.model import build_model
-from steps.formats.synthetic_dataset import write_synthetic_dataset
 from steps.formats.tokenizer_folder import load_tokenizer
 from steps.runtime.distributed import DistContext
 from steps.train import optimization
+from tests.support.synthetic_dataset import write_synthetic_dataset
 
 TINY = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
 

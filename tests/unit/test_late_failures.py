@@ -11,7 +11,7 @@ import yaml
 from steps.config import ConfigError, EvaluateConfig, validate_config, write_config
 from steps.evaluate.probes import cwe_probes
 from steps.formats.cwe_catalogue import bundled_catalogue_path
-from steps.formats.dataset import SUMMARY_FILE
+from steps.formats.dataset import DATASET_SUMMARY_FILE
 from steps.prepare.__main__ import main as prepare_main
 from steps.prepare.corpus import CorpusError
 from steps.prepare.pipeline import run_prepare
@@ -39,7 +39,7 @@ def test_no_held_out_prompt_fails_prepare_naming_prompt_tokens(tmp_path: Path) -
     data = validate_config({"data": {"corpus": str(_short_corpus(tmp_path / "corpus")), **SHORT}}).data
     with pytest.raises(CorpusError, match=r"data\.prompt_tokens = 200 needs documents of at least 208 tokens"):
         run_prepare(data, tmp_path / "out")
-    assert not (tmp_path / "out" / "dataset" / SUMMARY_FILE).exists()  # nothing that looks finished
+    assert not (tmp_path / "out" / "dataset" / DATASET_SUMMARY_FILE).exists()  # nothing that looks finished
 
 
 def test_a_prompt_file_makes_held_out_prompts_optional(tmp_path: Path) -> None:
@@ -48,7 +48,7 @@ def test_a_prompt_file_makes_held_out_prompts_optional(tmp_path: Path) -> None:
     prompts.write_text(json.dumps({"prompt": "The loader"}) + "\n")
     config = validate_config({"data": {"corpus": str(corpus), **SHORT}, "evaluate": {"prompt_file": str(prompts)}})
     prepare_main(["--config", str(write_config(config, tmp_path / "run.json")), "--out", str(tmp_path / "out")])
-    summary = json.loads((tmp_path / "out" / "dataset" / SUMMARY_FILE).read_text())
+    summary = json.loads((tmp_path / "out" / "dataset" / DATASET_SUMMARY_FILE).read_text())
     assert summary["prompts"] == 0 and summary["blocks"]["validation"] > 0
 
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from steps.runtime.launch import LaunchError, Rendezvous, cli_args, root_cause, run_module, torchrun_command
+from steps.runtime.launch import LaunchError, Rendezvous, root_cause, run_module, torchrun_command
+from steps.runtime.stage_spec import CheckpointArgs, entry_args
+from steps.stages import PREPARE_DECIDE, PREPARE_READ, TRAIN
 
 
 def _failure(rank: int, code: int, trace: str) -> str:
@@ -70,12 +72,21 @@ def test_commands_for_modules_and_scripts() -> None:
     assert command[command.index("--rdzv_conf=timeout=60") + 1 :] == ["-m", "steps.train", "--out", "x"]
     assert {"--nnodes=2", "--node_rank=1", "--nproc_per_node=4", "--master_addr=10.0.0.1"} <= set(command)
     assert torchrun_command("/repo/bench/inference.py", [], 2, rdzv)[-1] == "/repo/bench/inference.py"
-    assert cli_args(config="c.json", base_model=None, train_summary="s.json") == [
-        "--config",
-        "c.json",
-        "--train-summary",
-        "s.json",
+
+
+def test_every_entry_point_gets_the_same_command_line_from_its_spec() -> None:
+    inputs = {"dataset": Path("d"), "tokenizer": Path("t"), "base_model": None}  # an absent input is left out
+    where = CheckpointArgs("s3://b/train/checkpoints", Path("staging"), ("r1", "r2"))
+    assert entry_args(TRAIN, Path("c.json"), inputs, Path("o"), checkpoints=where) == [
+        *["--config", "c.json", "--dataset", "d", "--tokenizer", "t", "--out", "o"],
+        *["--checkpoint-uri", "s3://b/train/checkpoints", "--checkpoint-staging", "staging"],
+        *["--resume-from", "r1", "--resume-from", "r2"],
     ]
+    reads = {"read": [Path("r0"), Path("r1")]}  # a list input: one option, every folder
+    assert entry_args(PREPARE_DECIDE, Path("c.json"), reads, Path("o")) == [
+        *["--config", "c.json", "--phase", "decide", "--read", "r0", "r1", "--out", "o"]
+    ]
+    assert entry_args(PREPARE_READ, Path("c.json"), {}, Path("o"), {"shard": 3})[-2:] == ["--shard", "3"]
 
 
 def test_a_failing_module_raises_with_its_last_lines(capsys: pytest.CaptureFixture) -> None:

@@ -18,11 +18,17 @@ from pathlib import Path
 import pytest
 
 from steps.project_files import REPO_ROOT
+from steps.runtime.stage_spec import CheckpointArgs, entry_args
+from steps.stages import SPECS
 
 STEPS = REPO_ROOT / "steps"
 STAGES = ("prepare", "train", "convert", "evaluate")
 SHARED = ("config", "formats", "runtime", "results", "project_files")
-MAX_LINES = 300
+REGISTRY = ("stages", "dispatch")
+"""The stage specs (`steps/stages.py`) and the runner may name every stage; no stage and no shared package names
+them."""
+MAX_LINES = 600
+"""The style's hard limit ("split anything past ~600"); below it, files are cut by concept, not by count."""
 HEAVY = ("torch", "deepspeed", "transformers", "datasets", "tokenizers")
 OPTIONAL = ("torch.utils.tensorboard",)
 """Imported where a setting asks for them, inside the function, so that the pipeline runs without them."""
@@ -69,14 +75,14 @@ def test_stages_meet_only_through_shared_packages() -> None:
                 continue
             target = parts[1]
             stage_crossing = home in STAGES and target in STAGES and target != home
-            shared_leaning = home in SHARED and (target in STAGES or target == "dispatch")
+            shared_leaning = home in SHARED and (target in STAGES or target in REGISTRY)
             if stage_crossing or shared_leaning:
                 crossings.append(f"{path.relative_to(REPO_ROOT)} imports {name}")
     assert not crossings
 
 
 def test_every_module_belongs_to_a_stage_or_a_shared_package() -> None:
-    allowed = {*STAGES, *SHARED, "dispatch", "__init__"}
+    allowed = {*STAGES, *SHARED, *REGISTRY, "__init__"}
     assert {_package(p) for p in _modules()} <= allowed
 
 
@@ -106,8 +112,7 @@ def test_no_file_edits_the_import_path() -> None:
 def test_the_flow_and_the_stage_controllers_load_no_torch() -> None:
     """Nor the SageMaker SDK (about a second): every Metaflow step and card-refresh process imports the flow file."""
     code = (
-        "import sys, flows.tune_flow, steps.prepare.stage, steps.train.stage, steps.convert.stage, "
-        "steps.evaluate.stage, steps.dispatch.targets; "
+        "import sys, flows.tune_flow, steps.stages, steps.dispatch.runner; "
         f"print(sorted(m for m in {(*HEAVY, 'sagemaker')!r} if m in sys.modules))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -115,13 +120,24 @@ def test_the_flow_and_the_stage_controllers_load_no_torch() -> None:
     assert done.stdout.strip() == "[]"
 
 
+@pytest.mark.parametrize("name", sorted(SPECS))
+def test_every_spec_gives_its_entry_point_a_command_line_it_takes(name: str, tmp_path: Path) -> None:
+    """`python -m <module>` parses what the runner (here) and the SageMaker container build from the spec."""
+    spec = SPECS[name]
+    inputs = {key: tmp_path / key for key in spec.inputs}
+    params = {"shard": 0} if "{shard}" in spec.folder else {}
+    checkpoints = CheckpointArgs("s3://b/train/checkpoints", tmp_path / "staging") if spec.checkpoints else None
+    args = entry_args(spec, tmp_path / "config.json", inputs, tmp_path / "out", params, checkpoints)
+    parsed = importlib.import_module(f"{spec.module}.__main__").parser().parse_args(args)
+    assert parsed.out == tmp_path / "out" and parsed.config == tmp_path / "config.json"
+
+
 @pytest.mark.parametrize("stage", STAGES)
 def test_every_stage_has_a_command_line(stage: str, capsys: pytest.CaptureFixture) -> None:
     """`python -m steps.<stage>` runs `steps/<stage>/__main__.py`; its --help names the paths it takes."""
     entrypoint = importlib.import_module(f"steps.{stage}.__main__")
-    try:
-        entrypoint.main(["--help"])  # torchrun's @record turns a clean SystemExit into a return
-    except SystemExit as done:
-        assert done.code == 0
+    with pytest.raises(SystemExit) as done:
+        entrypoint.parser().parse_args(["--help"])
+    assert done.value.code == 0
     usage = capsys.readouterr().out
     assert "--config" in usage and "--out" in usage

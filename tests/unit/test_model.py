@@ -7,8 +7,8 @@ import torch
 
 from steps.config import ModelConfig
 from steps.formats.model import build_model, check_vocabulary, initial_model, state_dict_sha256
-from steps.formats.model_folder import resolve_base_model
 from steps.formats.tokenizer_folder import load_tokenizer
+from steps.prepare.base_model import store_base_model
 from steps.prepare.tokenizer_training import load_base_tokenizer
 
 TINY = ModelConfig(hidden_size=32, num_layers=1, num_heads=2, num_kv_heads=1, intermediate_size=64)
@@ -33,13 +33,19 @@ def test_base_model_folder_is_the_starting_point(prepared: Path, tmp_path: Path)
     base = build_model(TINY, len(tokenizer), tokenizer.eos_token_id, tokenizer.pad_token_id)
     base.save_pretrained(str(tmp_path / "base"))
     tokenizer.save_pretrained(str(tmp_path / "base"))
-    folder = resolve_base_model(str(tmp_path / "base"), tmp_path / "download")
+    (tmp_path / "base" / "pytorch_model.bin").write_bytes(b"pickled weights: never copied, never loaded")
+    folder = store_base_model(str(tmp_path / "base"), tmp_path / "stored")
+    assert folder == tmp_path / "stored" and not (folder / "pytorch_model.bin").exists()
     loaded = initial_model(TINY.model_copy(update={"hidden_size": 64}), folder, load_base_tokenizer(folder))
     assert state_dict_sha256(loaded) == state_dict_sha256(base)
     assert next(loaded.parameters()).dtype == torch.float32
 
 
 def test_a_folder_without_config_is_not_a_base_model(tmp_path: Path) -> None:
+    (tmp_path / "folder").mkdir()
     with pytest.raises(FileNotFoundError, match=r"model.base_model = .*\(no config.json\)"):
-        resolve_base_model(str(tmp_path), tmp_path / "download")
-    assert resolve_base_model(None, tmp_path) is None and resolve_base_model("", tmp_path) is None
+        store_base_model(str(tmp_path / "folder"), tmp_path / "stored")
+    assert not (tmp_path / "stored").exists()  # nothing half-copied left for the stage to publish
+    with pytest.raises(FileNotFoundError, match=r"model.base_model = .*: no such folder"):
+        store_base_model(str(tmp_path / "nowhere"), tmp_path / "stored")
+    assert store_base_model(None, tmp_path / "none") is None and store_base_model("", tmp_path / "none") is None

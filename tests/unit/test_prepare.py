@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from steps.config import DataConfig
-from steps.formats.dataset import SUMMARY_FILE
+from steps.formats.dataset import DATASET_SUMMARY_FILE
 from steps.formats.tokenizer_folder import load_tokenizer
 from steps.prepare.corpus import CorpusError
 from steps.prepare.pipeline import run_prepare, sample_blocks
@@ -14,7 +14,7 @@ from steps.results import PrepareSummary
 
 
 def test_prepared_cwe_corpus(prepared: Path) -> None:
-    summary = PrepareSummary.model_validate_json((prepared / "dataset" / SUMMARY_FILE).read_text())
+    summary = PrepareSummary.model_validate_json((prepared / "dataset" / DATASET_SUMMARY_FILE).read_text())
     assert summary.report.kept_documents > 900
     assert summary.vocab_size == 2048 and summary.blocks.validation > 10
     tokenizer = load_tokenizer(prepared / "tokenizer")

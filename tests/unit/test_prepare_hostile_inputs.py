@@ -11,7 +11,7 @@ import pytest
 
 from flows.cards import prepare_card
 from steps.config import DataConfig
-from steps.formats.dataset import REPORT_FILE, SUMMARY_FILE
+from steps.formats.dataset import DATASET_SUMMARY_FILE, REPORT_FILE
 from steps.prepare.corpus import CorpusError
 from steps.prepare.documents import load_corpus
 from steps.prepare.pipeline import run_prepare
@@ -71,11 +71,11 @@ def test_parser_errors_never_quote_the_input_and_a_bad_csv_row_drops_only_itself
     assert "header row has none of data.csv_columns" in skipped["headerless.csv"]
 
     ref = StoredDir(uri=str(out), sha256="0" * 64, files=1, bytes=1)
-    card = prepare_card(PrepareResult(dataset=ref, tokenizer=ref, summary=summary))
+    card = prepare_card(PrepareResult(dataset=ref, tokenizer=ref, prepare_summary=summary))
     published = [
         json.dumps([part.render() for part in card], default=str),
         (out / "dataset" / REPORT_FILE).read_text(),
-        (out / "dataset" / SUMMARY_FILE).read_text(),
+        (out / "dataset" / DATASET_SUMMARY_FILE).read_text(),
         summary.model_dump_json(),
     ]
     for secret in (CSV_ROW_SECRET, XML_TAG_SECRET, HEADERLESS_SECRET):

@@ -11,7 +11,7 @@ import pytest
 from flows.cards import prepare_card
 from steps.config import DataConfig
 from steps.formats.blocks import load_blocks
-from steps.formats.dataset import SUMMARY_FILE
+from steps.formats.dataset import DATASET_SUMMARY_FILE
 from steps.formats.tokenizer_folder import load_tokenizer
 from steps.prepare.corpus import CorpusError
 from steps.prepare.documents import load_corpus
@@ -113,13 +113,13 @@ def test_canary_secrets_never_reach_shards_report_or_card(tmp_path: Path) -> Non
     out = tmp_path / "out"
     summary = run_prepare(data, out)
     ref = StoredDir(uri=str(out), sha256="0" * 64, files=1, bytes=1)
-    card = prepare_card(PrepareResult(dataset=ref, tokenizer=ref, summary=summary))
+    card = prepare_card(PrepareResult(dataset=ref, tokenizer=ref, prepare_summary=summary))
     published = [
         json.dumps([part.render() for part in card], default=str),
         _decoded(out, "train"),
         _decoded(out, "validation"),
         (out / "dataset" / "report.jsonl").read_text(),
-        (out / "dataset" / SUMMARY_FILE).read_text(),
+        (out / "dataset" / DATASET_SUMMARY_FILE).read_text(),
         (out / "dataset" / "prompts.jsonl").read_text(),
         summary.model_dump_json(),
     ]

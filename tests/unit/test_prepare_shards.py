@@ -9,15 +9,16 @@ from pathlib import Path
 import pytest
 
 from steps.config import ConfigError, DataConfig, TuneConfig
-from steps.formats.dataset import REPORT_FILE, SUMMARY_FILE
+from steps.dispatch.runner import Place, run_stage
+from steps.formats.dataset import DATASET_SUMMARY_FILE, REPORT_FILE
 from steps.prepare import local_reads
 from steps.prepare.corpus import CorpusError
 from steps.prepare.pipeline import run_prepare
 from steps.prepare.shard_plan import plan_shards
 from steps.prepare.shard_read import ShardReadError, read_shard
-from steps.prepare.stage import prepare_read
 from steps.runtime.launch import LaunchError
 from steps.runtime.storage import open_storage
+from steps.stages import PREPARE_READ
 from tests.support.shard_corpus import write_hidden_duplicates
 
 SMALL = {"min_chars": 40, "vocab_size": 300, "block_size": 32, "num_proc": 1, "prompt_tokens": 8, "eval_prompts": 3}
@@ -26,10 +27,10 @@ SMALL = {"min_chars": 40, "vocab_size": 300, "block_size": 32, "num_proc": 1, "p
 def _outputs(out: Path) -> dict:
     """Everything prepare writes that a later stage or a person reads, timings aside."""
     dataset = out / "dataset"
-    summary = json.loads((dataset / SUMMARY_FILE).read_text())
+    summary = json.loads((dataset / DATASET_SUMMARY_FILE).read_text())
     summary.pop("timings_s")
     files = {p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
-    files.pop(f"dataset/{SUMMARY_FILE}")
+    files.pop(f"dataset/{DATASET_SUMMARY_FILE}")
     for side in ("train", "validation"):  # `datasets` writes a random fingerprint there on every save
         files.pop(f"dataset/{side}/state.json")
     return {"summary": summary, "files": files}
@@ -145,8 +146,8 @@ def test_a_failed_foreach_task_fails_naming_its_shards_files(tmp_path: Path) -> 
     plan = plan_shards(config.data, 4)
     failing = next(k for k in range(4) if "bad/binary.txt" in plan.files_of(k))
     with pytest.raises(LaunchError, match=rf"prepare shard {failing} failed; its files: .*bad/binary\.txt") as failed:
-        prepare_read(config, open_storage(tmp_path / "store"), failing)
-    assert not (tmp_path / "store" / "prepare").exists()  # nothing half-written published
+        run_stage(PREPARE_READ, config, Place(open_storage(tmp_path / "store")), params={"shard": failing})
+    assert not list((tmp_path / "store").rglob("_manifest.json"))  # nothing half-written published
     # What a card or a job's FailureReason may show: the shard and its files, without the child's own words.
     public = failed.value.public
     assert public.startswith(f"prepare shard {failing} failed; its files: ") and "bad/binary.txt" in public

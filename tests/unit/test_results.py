@@ -31,13 +31,14 @@ SUMMARY = {
 def test_what_the_flow_stores_is_plain_data_the_client_reads_without_our_package() -> None:
     result = TrainResult(
         checkpoint=StoredDir("/runs/1/files/train", "cd" * 32, 40, 10_000_000),
-        summary=TrainSummary(**SUMMARY),
-        metrics=[],
+        train_summary=TrainSummary(**SUMMARY),
+        train_metrics=[],
     )
-    artifacts = [result.checkpoint.to_dict(), result.summary.model_dump()]
+    artifacts = result.model_dump()  # what the flow keeps, one artifact per field (flows/step_place.keep)
+    assert set(artifacts) == {"checkpoint", "train_summary", "train_metrics", "train_job"}
     assert json.loads(json.dumps(artifacts)) == artifacts  # dicts, lists, numbers and strings only
     assert b"steps." not in pickle.dumps(artifacts)  # unpickling needs no module of ours
-    assert TrainSummary.model_validate(artifacts[1]) == result.summary
+    assert TrainSummary.model_validate(artifacts["train_summary"]) == result.train_summary
 
 
 def test_a_renamed_or_missing_field_fails_where_the_summary_is_read() -> None:

@@ -12,7 +12,7 @@ import pytest
 
 from steps.config import write_config
 from steps.dispatch.container import main, read_contract
-from steps.formats.model_folder import resolve_base_model
+from steps.prepare.base_model import store_base_model
 from steps.runtime.error_text import shown_message
 from steps.runtime.launch import LaunchError
 
@@ -65,7 +65,7 @@ def test_shown_messages_keep_ours_and_drop_the_rest() -> None:
 def test_a_missing_base_model_shows_what_to_fix(tmp_path) -> None:
     """A missing input named by the config is ours to explain: its message reaches cards and FailureReason."""
     with pytest.raises(FileNotFoundError) as missing:
-        resolve_base_model(str(tmp_path / "no-model"), tmp_path / "copy")
+        store_base_model(str(tmp_path / "no-model"), tmp_path / "copy")
     assert shown_message(missing.value).startswith("NotFound: model.base_model = ")
 
 

@@ -3,6 +3,7 @@ SageMaker and CloudWatch Logs (no hosts run)."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -18,17 +19,18 @@ from sagemaker.core.resources import TrainingJob
 from steps.config import TuneConfig
 from steps.dispatch.job_guard import StepInterrupted, stopped_on_exit
 from steps.dispatch.job_names import JobName, job_name_prefix, training_job_name
+from steps.dispatch.runner import Place, run_stage
 from steps.dispatch.sagemaker_job import (
+    OUTPUT_FOLDER,
     TrainingJobError,
-    common_channels,
-    job_prefixes,
+    job_channels,
     job_record,
     job_spec,
     run_job,
-    sagemaker_train_stage,
     wait_for_job,
 )
 from steps.runtime.storage import StoredDir, open_storage
+from steps.stages import CONVERT, EVALUATE, TRAIN
 from steps.train.progress_line import SAGEMAKER_METRIC_DEFINITIONS, progress_line
 from tests.support.aws import IMAGE, ROLE, STOP_CALLS, sagemaker_training_job
 
@@ -52,9 +54,9 @@ def _named_spec(debug_config: TuneConfig, run_id: str, attempt: int = 0) -> tupl
     config = TuneConfig.model_validate(_on_demand_sagemaker(debug_config))
     storage = open_storage(f"s3://runs-waiter/TuneFlow/{run_id}/files")
     name = training_job_name("TuneFlow", run_id, attempt)
-    prefixes = job_prefixes(storage, name)
-    channels = {"config": prefixes["config"], "dataset": storage.uri("d"), "tokenizer": storage.uri("t")}
-    return job_spec(config, name, channels, prefixes), name
+    channels = {"config": storage.uri(f"sagemaker/{name}/config"), "dataset": storage.uri("d")}
+    channels["tokenizer"] = storage.uri("t")
+    return job_spec(TRAIN, config, name, channels, storage.uri(OUTPUT_FOLDER), storage.uri("train/checkpoints")), name
 
 
 def _spec(debug_config: TuneConfig, run_id: str, attempt: int = 0) -> dict:
@@ -193,8 +195,8 @@ def test_job_names_fit_sagemaker_and_attempts_share_a_prefix_no_other_run_has() 
 def test_sagemaker_needs_s3_run_storage(debug_config, tmp_path) -> None:
     raw = _on_demand_sagemaker(debug_config)
     with pytest.raises(TrainingJobError, match="--datastore s3"):
-        name = training_job_name("TuneFlow", "1", 0)
-        sagemaker_train_stage(TuneConfig.model_validate(raw), open_storage(str(tmp_path)), NO_DIR, NO_DIR, name)
+        place = Place(open_storage(str(tmp_path)), training_job_name("TuneFlow", "1", 0))
+        run_stage(TRAIN, TuneConfig.model_validate(raw), place, {"dataset": NO_DIR, "tokenizer": NO_DIR})
 
 
 def test_the_job_metrics_read_the_progress_line_training_prints() -> None:
@@ -206,9 +208,10 @@ def test_the_job_metrics_read_the_progress_line_training_prints() -> None:
     assert line.endswith("eta 0:01:02")
 
 
-def test_each_step_gets_its_hosts_only_training_checkpoints_and_no_convert_base_model(aws_env, debug_config) -> None:
+def test_each_step_gets_its_hosts_its_inputs_and_only_training_checkpoints(aws_env, debug_config) -> None:
     """Convert and evaluate jobs would download every training checkpoint if they synced the checkpoint prefix;
-    a GGUF base model reaches a job as the run's dequantized copy, not as a local file it cannot read."""
+    every job gets the inputs its stage names, the base model as prepare stored it (a GGUF file dequantized, never a
+    local file a job cannot read), and the references of all of them, hashes included, in its config channel."""
     raw = _on_demand_sagemaker(debug_config)
     for step in ("convert", "evaluate"):
         raw["compute"][step] = dict(raw["compute"]["train"])
@@ -218,18 +221,21 @@ def test_each_step_gets_its_hosts_only_training_checkpoints_and_no_convert_base_
     config = TuneConfig.model_validate(raw)
     boto3.client("s3").create_bucket(Bucket="runs-gguf")
     storage = open_storage("s3://runs-gguf/TuneFlow/3/files")
-    folder = Path(tempfile.mkdtemp()) / "base"
-    folder.mkdir()
-    (folder / "config.json").write_text("{}")
-    copy = storage.publish(folder, "base_model")  # what prepare published after dequantizing the GGUF file
-    for step in ("train", "convert", "evaluate"):
-        name = training_job_name("TuneFlow", "3", 0, step)
-        channels = common_channels(config, storage, name, step)
-        spec = job_spec(config, name, channels, job_prefixes(storage, name), step=step)
-        assert ("checkpoint_config" in spec) == (step == "train"), step
-        assert spec["resource_config"].instance_count == {"train": 3, "convert": 1, "evaluate": 2}[step]
-        assert channels.get("base_model") == (None if step == "convert" else storage.uri("base_model")), step
-    # A resumed run (4) whose prepare is run 3's: its jobs read run 3's copy, and none is made in run 4.
-    resumed = open_storage("s3://runs-gguf/TuneFlow/4/files")
-    channels = common_channels(config, resumed, training_job_name("TuneFlow", "4", 0, "train"), "train", copy)
-    assert channels["base_model"] == storage.uri("base_model") and resumed.get_text("base_model/_manifest.json") is None
+    folders = {}
+    for name in ("dataset", "tokenizer", "base_model", "checkpoint", "model"):
+        folder = Path(tempfile.mkdtemp()) / name
+        folder.mkdir()
+        (folder / "config.json").write_text("{}")
+        folders[name] = storage.publish(folder, f"stored/{name}")  # as prepare, train and convert published them
+    for spec in (TRAIN, CONVERT, EVALUATE):
+        name = training_job_name("TuneFlow", "3", 0, spec.name)
+        channels = job_channels(spec, config, storage, name, folders)
+        checkpoints = storage.uri("train/checkpoints") if spec.checkpoints else None
+        request = job_spec(spec, config, name, channels, storage.uri(OUTPUT_FOLDER), checkpoints)
+        assert ("checkpoint_config" in request) == (spec is TRAIN), spec.name
+        assert request["resource_config"].instance_count == {"train": 3, "convert": 1, "evaluate": 2}[spec.name]
+        assert set(channels) == {"code", "config", *spec.inputs}, spec.name
+        assert all(channels[key] == folders[key].uri for key in spec.inputs)
+        refs = json.loads(open_storage(channels["config"]).get_text("inputs.json"))
+        assert refs == {key: folders[key].to_dict() for key in spec.inputs}
+        assert request["environment"]["TUNE_STAGE"] == spec.name

@@ -2,8 +2,9 @@
 
 Every test points the temporary folder (TMPDIR, and `tempfile.tempdir` for this process)
 at an empty folder of its own and looks at what is left in it afterwards. The stages'
-children are replaced by fakes that check their inputs arrived and write their outputs
-(or fail); the run's storage is S3 (the moto server), where every input is a download.
+entry points are replaced by fakes that check their inputs arrived (and that their own
+temporary folder is inside the stage's) and write their outputs (or fail); the run's storage
+is S3 (the moto server), where every input is a download.
 """
 
 from __future__ import annotations
@@ -16,17 +17,16 @@ import boto3
 import pytest
 
 from steps.config import DataConfig, TuneConfig
-from steps.convert import stage as convert_module
-from steps.evaluate import stage as evaluate_module
-from steps.formats.train_folder import SUMMARY_FILE
-from steps.prepare import stage as prepare_module
+from steps.dispatch import runner
+from steps.dispatch.runner import Place, run_stage
+from steps.formats.train_folder import TRAIN_SUMMARY_FILE
 from steps.prepare.corpus import CorpusError
 from steps.prepare.documents import iter_documents, load_corpus
 from steps.prepare.report import CorpusReport
 from steps.results import ConversionRecord, TrainSummary
-from steps.runtime.launch import LaunchError, Rendezvous
+from steps.runtime.launch import LaunchError
 from steps.runtime.storage import Storage, open_storage
-from steps.train import stage as train_module
+from steps.stages import CONVERT, EVALUATE, PREPARE, TRAIN
 from tests.unit.test_results import SUMMARY
 
 LONG = "Attackers abuse CVE-2024-3094 in xz-utils to backdoor sshd through a poisoned build script. " * 4
@@ -90,18 +90,27 @@ def _published(storage: Storage, tmp_path: Path, name: str, files: dict[str, str
     return storage.publish(folder, name)
 
 
-def _base_model(storage: Storage) -> str:
-    storage.put_text("base/config.json", "{}")
-    storage.put_text("base/model.safetensors", "weights")
-    return storage.uri("base")
-
-
 def _arguments(args: list[str]) -> dict[str, Path]:
     return {args[i].removeprefix("--"): Path(args[i + 1]) for i in range(0, len(args) - 1, 2)}
 
 
-def _config(storage: Storage) -> TuneConfig:
-    return TuneConfig().with_overrides(**{"model.base_model": _base_model(storage)})
+def _fake_entry(monkeypatch: pytest.MonkeyPatch, temp_root: Path, work) -> None:
+    """The runner's launch replaced by `work(given arguments)`, after checking where the child's temp files go."""
+
+    def launch(spec, config, args, rdzv=None, processes=None, log_file=None, env=None) -> None:
+        given = _arguments([a for a in args if a not in ("--resume-from", "--phase")])
+        remote = given.pop("checkpoint-uri", None)
+        assert remote is None or str(remote).startswith("s3:/")
+        # The child's own temporary files (an s3:// corpus, downloads) go inside the stage's scratch.
+        assert Path(env["TMPDIR"]).is_dir() and Path(env["TMPDIR"]).parent == given["config"].parent
+        assert all(temp_root in path.parents for path in given.values())
+        work(given)
+
+    monkeypatch.setattr(runner, "launch_entry", launch)
+
+
+def _place(storage: Storage) -> Place:
+    return Place(storage=storage)
 
 
 @pytest.mark.parametrize("fails", [False, True], ids=["success", "failure"])
@@ -111,28 +120,27 @@ def test_convert_removes_its_downloads_and_output(
     checkpoint = _published(s3_storage, tmp_path, "train", {"checkpoints/step-0000001/shard.pt": "x"})
     tokenizer = _published(s3_storage, tmp_path, "tokenizer", {"tokenizer.json": "{}"})
 
-    def child(module: str, args: list[str]) -> None:
-        given = _arguments(args)
-        assert (given["train"] / "checkpoints" / "step-0000001" / "shard.pt").is_file()
+    def child(given: dict[str, Path]) -> None:
+        assert (given["checkpoint"] / "checkpoints" / "step-0000001" / "shard.pt").is_file()
         assert (given["tokenizer"] / "tokenizer.json").is_file() and given["config"].is_file()
-        assert all(temp_root in path.parents for path in given.values())
-        given["out"].mkdir(parents=True)
+        given["out"].mkdir(parents=True, exist_ok=True)
         (given["out"] / "model.safetensors").write_text("weights")
         if fails:
             raise LaunchError("steps.convert exited with code 1")
         record = ConversionRecord(
-            checkpoint="step-0000001", step=1, zero_stage=2, trained_world_size=1, dtype="fp32", tensors=1,
-            parameters=1, written_bytes=4, shards=1, all_tensors_checked=True, max_logit_difference=0.0,
+            checkpoint="step-0000001", step=1, init_sha256="0" * 64, zero_stage=2, trained_world_size=1, dtype="fp32",
+            tensors=1, parameters=1, written_bytes=4, shards=1, all_tensors_checked=True, max_logit_difference=0.0,
             tolerance=1e-4, logits_match=True, files=["model.safetensors"], tensor_checks=[],
         )  # fmt: skip
         (given["out"] / "conversion.json").write_text(record.model_dump_json())
 
-    monkeypatch.setattr(convert_module, "run_module", child)
+    _fake_entry(monkeypatch, temp_root, child)
+    inputs = {"checkpoint": checkpoint, "tokenizer": tokenizer}
     if fails:
         with pytest.raises(LaunchError):
-            convert_module.convert_stage(TuneConfig(), s3_storage, checkpoint, tokenizer)
+            run_stage(CONVERT, TuneConfig(), _place(s3_storage), inputs)
     else:
-        result = convert_module.convert_stage(TuneConfig(), s3_storage, checkpoint, tokenizer)
+        result = run_stage(CONVERT, TuneConfig(), _place(s3_storage), inputs)
         assert s3_storage.get_text("convert/model/model.safetensors") == "weights" and result.conversion.step == 1
     assert _left(temp_root) == []
 
@@ -140,17 +148,16 @@ def test_convert_removes_its_downloads_and_output(
 def test_prepare_removes_its_base_model_copy_when_the_child_fails(
     s3_storage: Storage, temp_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def child(module: str, args: list[str]) -> None:
-        given = _arguments(args)
-        assert (given["base-model"] / "model.safetensors").read_text() == "weights"
-        given["out"].mkdir(parents=True)
+    def child(given: dict[str, Path]) -> None:
+        (given["out"] / "base_model").mkdir(parents=True)
+        (given["out"] / "base_model" / "model.safetensors").write_text("weights")
         (given["out"] / "half-written.arrow").write_text("...")
         raise LaunchError("steps.prepare exited with code 1")
 
-    monkeypatch.setattr(prepare_module, "run_module", child)
+    _fake_entry(monkeypatch, temp_root, child)
     with pytest.raises(LaunchError):
-        prepare_module.prepare_stage(_config(s3_storage), s3_storage)
-    assert _left(temp_root) == []
+        run_stage(PREPARE, TuneConfig(), _place(s3_storage))
+    assert _left(temp_root) == [] and s3_storage.list("prepare") == []
 
 
 def test_evaluate_removes_its_downloads_when_the_child_fails(
@@ -158,16 +165,16 @@ def test_evaluate_removes_its_downloads_when_the_child_fails(
 ) -> None:
     model = _published(s3_storage, tmp_path, "model", {"model.safetensors": "w"})
     dataset = _published(s3_storage, tmp_path, "dataset", {"train/data.arrow": "d"})
+    base = _published(s3_storage, tmp_path, "prepare/base_model", {"config.json": "{}"})
 
-    def child(module: str, args: list[str], nproc: int) -> None:
-        given = _arguments(args)
+    def child(given: dict[str, Path]) -> None:
         assert (given["model"] / "model.safetensors").is_file() and (given["dataset"] / "train/data.arrow").is_file()
         assert (given["base-model"] / "config.json").is_file()
         raise LaunchError("steps.evaluate under torchrun exited with code 1")
 
-    monkeypatch.setattr(evaluate_module, "run_torchrun", child)
+    _fake_entry(monkeypatch, temp_root, child)
     with pytest.raises(LaunchError):
-        evaluate_module.evaluate_stage(_config(s3_storage), s3_storage, model, dataset, TrainSummary(**SUMMARY))
+        run_stage(EVALUATE, TuneConfig(), _place(s3_storage), {"model": model, "dataset": dataset, "base_model": base})
     assert _left(temp_root) == []
 
 
@@ -177,22 +184,22 @@ def test_train_removes_its_downloads_staging_and_workdir(
 ) -> None:
     dataset = _published(s3_storage, tmp_path, "dataset", {"train/data.arrow": "d"})
     tokenizer = _published(s3_storage, tmp_path, "tokenizer", {"tokenizer.json": "{}"})
+    base = _published(s3_storage, tmp_path, "prepare/base_model", {"config.json": "{}"})
 
-    def child(module: str, args: list[str], nproc: int, rdzv, timeout_s, log_file) -> None:
-        given = _arguments([a for a in args if a != "--resume-from"])
-        assert given["checkpoint-staging"].is_dir() and (given["base-model"] / "config.json").is_file()
+    def child(given: dict[str, Path]) -> None:
+        assert (given["base-model"] / "config.json").is_file()
         assert (given["dataset"] / "train/data.arrow").is_file() and (given["tokenizer"] / "tokenizer.json").is_file()
-        (given["out"] / SUMMARY_FILE).write_text(TrainSummary(**SUMMARY).model_dump_json())
-        (given["checkpoint-staging"] / "checkpoints").mkdir()
+        (given["out"] / TRAIN_SUMMARY_FILE).write_text(TrainSummary(**SUMMARY).model_dump_json())
+        (given["checkpoint-staging"] / "checkpoints").mkdir(parents=True)
         if fails:
             raise LaunchError("steps.train under torchrun exited with code 1")
 
-    monkeypatch.setattr(train_module, "run_torchrun", child)
-    config, rdzv = _config(s3_storage), Rendezvous()
+    _fake_entry(monkeypatch, temp_root, child)
+    inputs = {"dataset": dataset, "tokenizer": tokenizer, "base_model": base}
     if fails:
         with pytest.raises(LaunchError):
-            train_module.train_stage(config, s3_storage, dataset, tokenizer, rdzv)
+            run_stage(TRAIN, TuneConfig(), _place(s3_storage), inputs)
     else:
-        result = train_module.train_stage(config, s3_storage, dataset, tokenizer, rdzv)
-        assert result.summary.steps == SUMMARY["steps"] and s3_storage.get_text(f"train/{SUMMARY_FILE}")
+        result = run_stage(TRAIN, TuneConfig(), _place(s3_storage), inputs)
+        assert result.train_summary.steps == SUMMARY["steps"] and s3_storage.get_text(f"train/{TRAIN_SUMMARY_FILE}")
     assert _left(temp_root) == []

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from flows.live_card import LiveStatusCard, LiveTrainCard
+from steps.formats.train_folder import read_metrics
 from steps.results import TrainMetric
 from steps.runtime.file_watcher import FileWatcher
-from steps.runtime.launch import LaunchError
-from steps.runtime.node_logs import collect_node_logs, mark_node_running, node_log_path, publish_node_log
+from steps.runtime.launch import LaunchError, Rendezvous
+from steps.runtime.node_logs import agreed_port, collect_node_logs, mark_node_running, publish_node_log
 from steps.runtime.storage import open_storage
-from steps.train.stage import read_metrics
 
 
 def _record(step: int) -> dict:
@@ -65,15 +65,15 @@ def test_the_watcher_hands_over_new_records_and_survives_a_failing_callback(tmp_
 
 def test_node_zero_replays_the_other_nodes_logs_and_names_a_silent_one(tmp_path: Path, capsys) -> None:
     logs = open_storage(str(tmp_path / "run" / "train" / "logs"))
-    out1, out0 = tmp_path / "node1", tmp_path / "node0"
+    log1, out0 = tmp_path / "node1" / "logs" / "node-1.log", tmp_path / "node0" / "logs"
     mark_node_running(logs, 1)
     mark_node_running(logs, 2)  # node 2 never finishes
-    node_log_path(out1, 1).parent.mkdir(parents=True)
-    node_log_path(out1, 1).write_text("step 8/8 on node 1\n")
+    log1.parent.mkdir(parents=True)
+    log1.write_text("step 8/8 on node 1\n")
 
     def node_one_finishes_later() -> None:
         time.sleep(0.2)
-        publish_node_log(out1, logs, 1, 0)
+        publish_node_log(log1, logs, 1, 0)
 
     thread = threading.Thread(target=node_one_finishes_later)
     thread.start()
@@ -83,6 +83,17 @@ def test_node_zero_replays_the_other_nodes_logs_and_names_a_silent_one(tmp_path:
     printed = capsys.readouterr().out
     assert "----- node 1 (exit code 0) -----\nstep 8/8 on node 1\n" in printed
     assert "(node 2 sent no log within 1 s)" in printed
+
+
+def test_the_nodes_meet_on_the_port_node_0_picked_for_this_attempt(tmp_path: Path) -> None:
+    logs = open_storage(str(tmp_path / "run" / "train" / "logs"))
+    worker = Rendezvous(num_nodes=2, node_rank=1, main_port=0)
+    with pytest.raises(LaunchError, match="node 1: node 0 named no rendezvous port within 0 s"):
+        agreed_port(logs, worker, attempt=0, wait_s=0.2, poll_s=0.05)
+    port = agreed_port(logs, Rendezvous(num_nodes=2, node_rank=0, main_port=0), attempt=1, wait_s=1)
+    assert agreed_port(logs, worker, attempt=1, wait_s=1) == port  # an earlier attempt's port is never taken
+    with pytest.raises(LaunchError):
+        agreed_port(logs, worker, attempt=2, wait_s=0.1, poll_s=0.05)
 
 
 class _Card:

@@ -7,7 +7,7 @@ determines the next, 9 times in 10, among 64 words in use), so a few steps show 
 falling. Writes the layout of `steps.formats.dataset` (train/, validation/, prompts.jsonl)
 plus a tokenizer folder.
 
-    python -m steps.formats.synthetic_dataset --out DIR --vocab 32000 --block 2048 --train-blocks 256
+    python -m tests.support.synthetic_dataset --out DIR --vocab 32000 --block 2048 --train-blocks 256
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
-"""A ZeRO checkpoint (any stage, any world size) to a verified Hugging Face folder.
+"""A ZeRO checkpoint (any stage, any world size) consolidated into a verified Hugging Face folder.
 
-The adapter between our training state and the Hugging Face layout. Tensors are
+Our training state mapped onto the Hugging Face layout. Tensors are
 gathered from the memory-mapped ZeRO partitions shard by shard
 (`steps.convert.zero_reader`), checked against the architecture the checkpoint
 describes, cast to `convert.dtype` and written as safetensors shards with an
@@ -177,7 +177,8 @@ def run_convert(config: TuneConfig, train_dir: Path, tokenizer_dir: Path, out_di
     tolerance = LOGITS_TOLERANCE[precision]
     record = ConversionRecord(
         checkpoint=folder.name,
-        step=checkpoint_record["step"],
+        step=checkpoint_record.step,
+        init_sha256=checkpoint_record.init_sha256,
         zero_stage=reader.stage,
         trained_world_size=reader.world_size,
         dtype=precision,

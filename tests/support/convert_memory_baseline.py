@@ -1,6 +1,6 @@
 """A no-op with conversion's footprint before any weight is read, the baseline its peak memory is measured against.
 
-    python -m steps.convert.memory_baseline CHECKPOINT_FOLDER
+    python -m tests.support.convert_memory_baseline CHECKPOINT_FOLDER
 
 It imports what conversion imports and builds the checkpoint's architecture on
 the meta device (importing a model's modelling code alone costs ~100 MB of RSS),
@@ -14,7 +14,7 @@ import sys
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM
 
-import steps.convert.adapter  # noqa: F401  (its imports are part of the baseline)
+import steps.convert.consolidate  # noqa: F401  (its imports are part of the baseline)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,13 +1,13 @@
 """A train folder with a ZeRO checkpoint of a model of chosen size, in seconds, without training.
 
-    python -m torch.distributed.run --nproc_per_node 2 -m steps.train.synthetic_checkpoint \
+    python -m torch.distributed.run --nproc_per_node 2 -m tests.support.synthetic_checkpoint \
         --out DIR --stage 2 --hidden 384 --layers 6 --vocab 8192
 
 Training a model of 50+ MB to a checkpoint would take minutes on CPU; conversion
 does not care whether the weights learned anything, only about their layout.
 So this builds the Llama of the pipeline, takes one optimizer step under
 DeepSpeed (so that Adam's states exist as in a real checkpoint) and saves it
-with `CheckpointStore`, plus the logits of the verify batch and a tokenizer
+with `CheckpointManager`, plus the logits of the verify batch and a tokenizer
 sized to the vocabulary, in the layout of `steps.formats.train_folder`. For
 conversion's tests and benchmarks (tests/distributed, bench/convert.py).
 """
@@ -22,11 +22,11 @@ import torch
 from tokenizers import Tokenizer, models
 from transformers import PreTrainedTokenizerFast
 
-from steps.config import ModelConfig
+from steps.config import ModelConfig, TrainConfig
 from steps.formats.model import build_model
 from steps.formats.train_folder import CHECKPOINTS, VERIFY_LOGITS_FILE
 from steps.runtime.distributed import init_distributed, shutdown
-from steps.train.checkpoint_store import CheckpointStore
+from steps.train.checkpoints import CheckpointManager, CheckpointPlace, TrainingPosition
 
 
 def _tokenizer() -> PreTrainedTokenizerFast:
@@ -64,8 +64,9 @@ def main() -> None:
     ids = torch.randint(0, args.vocab, (1, 16), generator=torch.Generator().manual_seed(0))
     engine.backward(engine(input_ids=ids, labels=ids).loss)
     engine.step()
-    store = CheckpointStore(str(args.out / CHECKPOINTS), args.out / "staging", keep=1, ctx=ctx)
-    store.save(engine, 1, {"tokens_seen": 16, "zero_stage": args.stage}, metrics_file=None)
+    place = CheckpointPlace(str(args.out / CHECKPOINTS), args.out / "staging")
+    manager = CheckpointManager(place, TrainConfig(max_steps=1, keep_checkpoints=1), ctx)
+    manager.save(engine, 1, "synthetic", TrainingPosition(tokens_seen=16, blocks_seen=1), metrics_file=None)
     engine.eval()
     with torch.no_grad():
         logits = engine(input_ids=ids).logits.float()

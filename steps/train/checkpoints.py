@@ -1,28 +1,41 @@
-"""Saving and resuming DeepSpeed checkpoints from every rank, in the layout of `steps.formats.train_folder`.
+"""The one owner of a training run's checkpoints, in every rank: when to save, saving, pruning, resuming.
 
-Every rank calls `save` (saving from rank 0 alone hangs under ZeRO). DeepSpeed writes
-into a local folder: the checkpoint root itself when the run's storage is on this
-machine, a staging folder of each machine otherwise, from which one process per
-machine stores what that machine's ranks wrote. The checkpoint record goes last.
+Layout and record are `steps.formats.train_folder`'s; this class is everything that
+happens to them while training runs:
+
+- **when**: every `train.checkpoint_every` steps and at the end (`should_save`);
+- **saving**: every rank calls `save` (saving from rank 0 alone hangs under ZeRO). DeepSpeed
+  writes into a local folder: the checkpoint root itself when the run's storage is on this
+  machine (a SageMaker host's /opt/ml/checkpoints too), a staging folder of each machine
+  otherwise, from which one process per machine stores what that machine's ranks wrote. The
+  checkpoint record goes last, written by rank 0 once every rank's files are stored;
+- **pruning**: rank 0 deletes all but the newest `train.keep_checkpoints` from the root, and the
+  first rank of every machine removes the same tags from its own local folder, so that hosts
+  whose disks are not the root's (SageMaker's hosts 1…N−1, staging folders) never fill up;
+- **resuming**: the newest complete checkpoint of this run or, failing that, of the runs it
+  resumes; every file is checked against its record before any rank unpickles one, and a
+  checkpoint written by another world size or ZeRO stage goes through DeepSpeed's universal format.
 """
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from steps.config import TrainConfig
 from steps.formats.train_folder import (
     CHECKPOINT_RECORD,
     METRICS_FILE,
+    CheckpointRecord,
     FoundCheckpoint,
     list_complete,
     newest_of,
@@ -36,6 +49,24 @@ from steps.runtime.storage.manifest import file_entry, local_target
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be saved or resumed from as asked."""
+
+
+@dataclass(frozen=True)
+class CheckpointPlace:
+    """Where checkpoints go, where this machine's ranks stage copies, and which earlier roots to resume from."""
+
+    uri: str
+    staging: Path | None = None
+    """A local folder of this machine for copies, the same for all its ranks; None: a private temporary one."""
+    resume_from: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class TrainingPosition:
+    """Where training stands: what a checkpoint records besides the weights and optimizer state."""
+
+    tokens_seen: int
+    blocks_seen: int
 
 
 def rng_states() -> dict[str, Any]:
@@ -71,31 +102,52 @@ def check_weights(engine, expected_shapes: dict[str, torch.Size], device: torch.
     return norm
 
 
-class CheckpointStore:
+def _machine_staging(given: Path | None, ctx: DistContext) -> tuple[Path, bool]:
+    """The staging folder all ranks of this machine share, and whether this manager made it (and removes it).
+
+    Not a predictable name in the system's temporary folder: a folder left by a crashed run, or made by
+    another user of the host, would be taken for ours. The first rank of each machine makes a private one
+    and the others learn its path.
+    """
+    if given is not None:
+        return given, False
+    made = tempfile.mkdtemp(prefix="tune-checkpoint-staging-") if ctx.local_rank == 0 else None
+    offers = all_gather_objects((ctx.node_rank, made))
+    return Path(next(path for node, path in offers if node == ctx.node_rank and path)), True
+
+
+class CheckpointManager:
     """Save to and resume from one training run's checkpoint root, on every rank."""
 
-    def __init__(self, root: str, staging: Path, keep: int, ctx: DistContext) -> None:
-        """`staging`: a local folder of this machine, the same for all its ranks, outside the run's storage."""
-        self.storage = open_storage(root)
+    def __init__(self, place: CheckpointPlace, train: TrainConfig, ctx: DistContext) -> None:
+        self.storage = open_storage(place.uri)
         self.root = self.storage.root
-        self.staging = staging
+        self.staging, self._owns_staging = _machine_staging(place.staging, ctx)
+        self.resume_from = place.resume_from
         # DeepSpeed writes local files; where the storage is on this machine they are the stored files.
         self.in_place = self.storage.local_path is not None
-        self.local = self.storage.local_path or staging / "checkpoints"
+        self.local = self.storage.local_path or self.staging / "checkpoints"
         self.local.mkdir(parents=True, exist_ok=True)
-        self.keep, self.ctx = keep, ctx
+        self.every, self.keep, self.max_steps = train.checkpoint_every, train.keep_checkpoints, train.max_steps
+        self.ctx = ctx
 
     @property
     def _node_leader(self) -> bool:
         return self.ctx.local_rank == 0
 
-    def save(self, engine, step: int, state: dict[str, Any], metrics_file: Path | None) -> str:
+    def should_save(self, step: int) -> bool:
+        """Every `checkpoint_every` steps, and always the last (the one convert reads)."""
+        return step == self.max_steps or step % self.every == 0
+
+    def save(self, engine, step: int, init_sha256: str, position: TrainingPosition, metrics_file: Path | None) -> str:
         tag = tag_for(step)
         folder = self.local / tag
         if self._start_fresh(tag):
             if self.ctx.is_main:
                 print(f"{self.root}/{tag} is already complete; it is kept as it is, not saved again", flush=True)
             return f"{self.root}/{tag}"
+        zero_stage = engine.zero_optimization_stage()
+        state = {"init_sha256": init_sha256, "zero_stage": zero_stage, **vars(position)}
         engine.save_checkpoint(str(self.local), tag=tag, client_state=state, save_latest=False)
         torch.save(rng_states(), folder / f"rng-rank{self.ctx.rank}.pt")
         if self.ctx.is_main:
@@ -106,19 +158,25 @@ class CheckpointStore:
         # One process per machine hashes (and, where the storage is elsewhere, uploads) the files its ranks wrote.
         entries = self._publish_node_files(folder) if self._node_leader else []
         files = {e["path"]: e for node in all_gather_objects(entries) for e in node}
+        kept: list[str] = []
         if self.ctx.is_main:
-            record = {"tag": tag, "step": step, "world_size": self.ctx.world_size, **state}
-            record["files"] = sorted(files.values(), key=lambda e: e["path"])
-            self.storage.put_text(f"{tag}/{CHECKPOINT_RECORD}", json.dumps(record, indent=1))
-            for old in list_complete(self.storage)[: -self.keep]:
-                self.storage.delete(old.record["tag"])
-        barrier()
-        if not self.in_place and self._node_leader:
-            kept = {c.record["tag"] for c in list_complete(self.storage)}
-            for stale in self.local.glob("step-*"):
-                if stale.name not in kept:
-                    shutil.rmtree(stale, ignore_errors=True)
+            files = [files[path] for path in sorted(files)]
+            record = CheckpointRecord(tag=tag, step=step, world_size=self.ctx.world_size, files=files, **state)
+            self.storage.put_text(f"{tag}/{CHECKPOINT_RECORD}", record.model_dump_json(indent=1))
+            complete = [c.record.tag for c in list_complete(self.storage)]
+            for old in complete[: -self.keep]:
+                self.storage.delete(old)
+            kept = complete[-self.keep :]
+        kept = next(k for k in all_gather_objects(kept) if k)
+        if self._node_leader:
+            self._prune_local(kept)
         return f"{self.root}/{tag}"
+
+    def _prune_local(self, kept: list[str]) -> None:
+        """This machine's own copies of checkpoints rank 0 no longer keeps (a no-op where they are the root's)."""
+        for stale in self.local.glob("step-*"):
+            if stale.name not in kept:
+                shutil.rmtree(stale, ignore_errors=True)
 
     def _start_fresh(self, tag: str) -> bool:
         """True when `tag` is already complete (it must never be written into); else clears what a torn save left.
@@ -133,7 +191,7 @@ class CheckpointStore:
             return True
         if self.ctx.is_main:
             self.storage.delete(tag)
-        if not self.in_place and self._node_leader:
+        if self._node_leader:
             shutil.rmtree(self.local / tag, ignore_errors=True)
         barrier()
         return False
@@ -148,43 +206,49 @@ class CheckpointStore:
             entries.append(file_entry(path, relative))
         return entries
 
-    def find(self, earlier_roots: Sequence[str]) -> FoundCheckpoint | None:
+    def find(self) -> FoundCheckpoint | None:
         """The newest complete checkpoint of this run or, failing that, of the runs it resumes."""
-        return newest_of([self.root, *earlier_roots])
+        return newest_of([self.root, *self.resume_from])
 
     def reshapes(self, found: FoundCheckpoint, zero_stage: int) -> bool:
         """Whether `found` was written by another number of ranks or ZeRO stage than this run has."""
-        return found.record["world_size"] != self.ctx.world_size or found.record.get("zero_stage") != zero_stage
+        return found.record.world_size != self.ctx.world_size or found.record.zero_stage != zero_stage
 
     def _to_universal(self, local_root: Path, found: FoundCheckpoint) -> Path:
-        """DeepSpeed's universal checkpoint of `found`, which loads on any world size and stage."""
-        tag = found.record["tag"]
+        """DeepSpeed's universal checkpoint of `found`, which loads on any world size and stage.
+
+        Always made anew in this manager's staging folder, never taken from an earlier one: its
+        pickles are loaded with `weights_only=False`, and only the verified checkpoint is trusted.
+        """
+        tag = found.record.tag
         target = self.staging / "universal"
-        if self._node_leader and not (target / tag).is_dir():
+        if self._node_leader:
+            shutil.rmtree(target / tag, ignore_errors=True)
             command = [sys.executable, "-m", "deepspeed.checkpoint.ds_to_universal", "--inject_missing_state"]
             command += ["--input_folder", str(local_root / tag), "--output_folder", str(target / tag)]
             done = subprocess.run(command, capture_output=True, text=True)
             if done.returncode != 0:
                 tail = "\n".join((done.stdout + done.stderr).splitlines()[-15:])
                 raise CheckpointError(
-                    f"checkpoint {found.uri} was written by {found.record['world_size']} ranks and this run has "
+                    f"checkpoint {found.uri} was written by {found.record.world_size} ranks and this run has "
                     f"{self.ctx.world_size}; converting it to a universal checkpoint failed (exit "
                     f"{done.returncode}). Resume with train.num_nodes x train.nproc_per_node = "
-                    f"{found.record['world_size']} instead.\n{tail}"
+                    f"{found.record.world_size} instead.\n{tail}"
                 )
         barrier()
         return target
 
-    def materialize(self, found: FoundCheckpoint) -> Path:
+    def _materialize(self, found: FoundCheckpoint) -> Path:
         """A local folder holding `found` for DeepSpeed to load; remote files are downloaded once per machine."""
         storage = open_storage(found.root)
         if storage.local_path is not None:
             return storage.local_path
-        tag = found.record["tag"]
+        tag = found.record.tag
         target = self.staging / f"resume-{tag}"
         if self._node_leader:
-            for entry in found.record["files"]:
-                storage.get_file(f"{tag}/{entry['path']}", local_target(target / tag, entry["path"]))
+            shutil.rmtree(target, ignore_errors=True)
+            for entry in found.record.files:
+                storage.get_file(f"{tag}/{entry.path}", local_target(target / tag, entry.path))
         barrier()
         return target
 
@@ -193,21 +257,21 @@ class CheckpointStore:
         problem = None
         if self._node_leader:
             try:
-                verify_checkpoint(local_root / found.record["tag"], found.record)
+                verify_checkpoint(local_root / found.record.tag, found.record)
             except StorageError as exc:
                 problem = str(exc)
         problems = [p for p in all_gather_objects(problem) if p]
         if problems:
             raise StorageError(problems[0])  # on every rank, so none waits in a collective for the others
 
-    def load(self, engine, found: FoundCheckpoint, metrics_file: Path, universal: bool) -> None:
+    def load(self, engine, found: FoundCheckpoint, metrics_file: Path, universal: bool) -> TrainingPosition:
         """Model, optimizer, scheduler and this rank's RNG states; the metrics log up to that step.
 
         `universal`: the checkpoint is converted first and the engine was configured with
         `checkpoint.load_universal`; RNG states stay fresh, as ranks no longer map one to one.
         """
-        tag = found.record["tag"]
-        local_root = self.materialize(found)
+        tag = found.record.tag
+        local_root = self._materialize(found)
         self._verify(local_root, found)
         saved_metrics = local_root / tag / METRICS_FILE
         if universal:
@@ -223,3 +287,10 @@ class CheckpointStore:
                 shutil.copyfile(saved_metrics, metrics_file)
             else:
                 metrics_file.unlink(missing_ok=True)
+        return TrainingPosition(found.record.tokens_seen, found.record.blocks_seen)
+
+    def close(self) -> None:
+        """Remove the private staging folder once every rank is done with it (a given one is the caller's)."""
+        barrier()
+        if self._owns_staging and self._node_leader:
+            shutil.rmtree(self.staging, ignore_errors=True)

@@ -1,0 +1,164 @@
+"""Every stage of the pipeline, declared once: entry module, launch, named inputs, outputs and summary.
+
+A stage is its spec here and its work in `steps/<stage>/`; `steps.dispatch.runner.run_stage`
+runs any spec wherever `compute.<section>` says, and the flow's steps only name the spec and
+its inputs. Inputs and outputs are folders by name: `dataset`, `tokenizer`, `base_model`,
+`checkpoint` (the train folder), `model`; an output becomes the result's field of the same
+name and the input of that name in later stages.
+
+    spec            entry / phase     launch    inputs                          outputs (in the run's storage)
+    PREPARE         steps.prepare     process   -                               dataset, tokenizer, base_model
+    PREPARE_READ    --phase read      process   -                               read (prepare/read/<shard>)
+    PREPARE_DECIDE  --phase decide    process   read (every shard's)            decisions, tokenizer, base_model
+    PREPARE_ENCODE  --phase encode    process   read, decisions, tokenizer      encoded (prepare/encoded/<shard>)
+    PREPARE_PACK    --phase pack      process   encoded (all), decisions, tok.  dataset (+ the decide join's)
+    TRAIN           steps.train       torchrun  dataset, tokenizer, base_model  checkpoint (train/)
+    CONVERT         steps.convert     process   checkpoint, tokenizer           model (convert/model/)
+    EVALUATE        steps.evaluate    torchrun  model, dataset, base_model      evaluation (evaluate/)
+"""
+
+from __future__ import annotations
+
+from steps.config import TuneConfig
+from steps.evaluate.evaluation_folder import EVAL_SUMMARY_FILE, PROGRESS_FILE, read_tables
+from steps.evaluate.progress import read_progress_line
+from steps.formats.dataset import DATASET_SUMMARY_FILE
+from steps.formats.model_folder import CONVERSION_FILE
+from steps.formats.train_folder import METRICS_FILE, TRAIN_SUMMARY_FILE, read_metrics
+from steps.prepare.plan_file import failed_shard_headline
+from steps.results import (
+    ConvertResult,
+    EvaluateResult,
+    PrepareDecisions,
+    PrepareResult,
+    ShardEncoded,
+    ShardRead,
+    TrainResult,
+)
+from steps.runtime.stage_spec import Live, Output, StageSpec
+
+_PREPARED = (Output("dataset", "dataset"), Output("tokenizer", "tokenizer"), Output("base_model", "base_model", True))
+_PREPARE_SUMMARY = ("prepare_summary", f"dataset/{DATASET_SUMMARY_FILE}")
+
+PREPARE = StageSpec(
+    name="prepare",
+    module="steps.prepare",
+    launch="process",
+    compute="prepare",
+    folder="prepare",
+    result=PrepareResult,
+    outputs=_PREPARED,
+    summary=_PREPARE_SUMMARY,
+)
+PREPARE_READ = StageSpec(
+    name="prepare_read",
+    module="steps.prepare",
+    launch="process",
+    compute="prepare",
+    folder="prepare/read/{shard}",
+    result=ShardRead,
+    outputs=(Output("read"),),
+    args=("--phase", "read"),
+    explain_failure=failed_shard_headline,
+)
+PREPARE_DECIDE = StageSpec(
+    name="prepare_decide",
+    module="steps.prepare",
+    launch="process",
+    compute="prepare",
+    folder="prepare",
+    result=PrepareDecisions,
+    inputs=("read",),
+    outputs=(Output("decisions", "decisions"), *_PREPARED[1:]),
+    args=("--phase", "decide"),
+)
+PREPARE_ENCODE = StageSpec(
+    name="prepare_encode",
+    module="steps.prepare",
+    launch="process",
+    compute="prepare",
+    folder="prepare/encoded/{shard}",
+    result=ShardEncoded,
+    inputs=("read", "decisions", "tokenizer"),
+    outputs=(Output("encoded"),),
+    args=("--phase", "encode"),
+)
+PREPARE_PACK = StageSpec(
+    name="prepare_pack",
+    module="steps.prepare",
+    launch="process",
+    compute="prepare",
+    folder="prepare",
+    result=PrepareResult,
+    inputs=("encoded", "decisions", "tokenizer"),
+    outputs=(Output("dataset", "dataset"),),
+    summary=_PREPARE_SUMMARY,
+    passes=("tokenizer", "base_model"),  # the decide join's, handed on in the one PrepareResult
+    args=("--phase", "pack"),
+)
+
+
+def _train_processes(config: TuneConfig) -> int:
+    return config.train.nproc_per_node
+
+
+def _evaluate_hosts(config: TuneConfig) -> int:
+    """A SageMaker evaluate job spreads its ranks over several hosts; everywhere else evaluate runs on one."""
+    evaluate = config.compute.evaluate
+    return evaluate.instance_count if evaluate.target == "sagemaker" else 1
+
+
+TRAIN = StageSpec(
+    name="train",
+    module="steps.train",
+    launch="torchrun",
+    compute="train",
+    folder="train",
+    result=TrainResult,
+    inputs=("dataset", "tokenizer", "base_model"),
+    outputs=(Output("checkpoint"),),
+    summary=("train_summary", TRAIN_SUMMARY_FILE),
+    read_more=lambda out: {"train_metrics": read_metrics(out / METRICS_FILE)},
+    processes=_train_processes,
+    hosts=lambda config: config.train.num_nodes,
+    hosts_field="train.num_nodes",
+    failure_timeout_s=lambda config: config.train.failure_timeout_s,
+    checkpoints=True,
+    live=Live(METRICS_FILE, read_metrics, publish=True),
+    on_sagemaker=True,
+)
+CONVERT = StageSpec(
+    name="convert",
+    module="steps.convert",
+    launch="process",
+    compute="convert",
+    folder="convert/model",
+    result=ConvertResult,
+    inputs=("checkpoint", "tokenizer"),
+    outputs=(Output("model"),),
+    summary=("conversion", CONVERSION_FILE),
+    # The train folder holds every kept checkpoint; convert checks the files of the one it reads.
+    trusted_inputs=("checkpoint",),
+    on_sagemaker=True,
+)
+EVALUATE = StageSpec(
+    name="evaluate",
+    module="steps.evaluate",
+    launch="torchrun",
+    compute="evaluate",
+    folder="evaluate",
+    result=EvaluateResult,
+    inputs=("model", "dataset", "base_model"),
+    outputs=(Output("evaluation"),),
+    summary=("eval_summary", EVAL_SUMMARY_FILE),
+    read_more=read_tables,
+    processes=lambda config: config.evaluate.nproc,
+    hosts=_evaluate_hosts,
+    hosts_field="compute.evaluate.instance_count",
+    live=Live(PROGRESS_FILE, read_progress_line),
+    on_sagemaker=True,
+)
+
+SPECS = {spec.name: spec for spec in (PREPARE, PREPARE_READ, PREPARE_DECIDE, PREPARE_ENCODE, PREPARE_PACK)}
+SPECS |= {spec.name: spec for spec in (TRAIN, CONVERT, EVALUATE)}
+"""By name, for the SageMaker container (`TUNE_STAGE`)."""
