@@ -36,7 +36,6 @@ _CRYPT_HASH = re.compile(
 )
 _AWS_SECRET_SHAPE = re.compile(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])")
 _AWS_KEY_ID = re.compile(r"(?:A3T[A-Z0-9]|ABIA|ACCA|AKIA|ASIA)[0-9A-Z]{16}")
-_SECRET_WORD = re.compile(r"(?i)secret")
 _HEX = re.compile(r"[0-9a-fA-F]+")
 _AWS_NEAR = 256  # an access key ID this close makes a 40-character base64 word its secret
 
@@ -101,14 +100,20 @@ def _netrc_passwords(text: str) -> list[Span]:
 
 
 def _aws_secret_keys(text: str) -> list[Span]:
-    spans = []
-    for match in _AWS_SECRET_SHAPE.finditer(text):
-        start, end = match.span()
-        if _HEX.fullmatch(text, start, end):
-            continue  # a SHA-1: an indicator
-        near_id = _AWS_KEY_ID.search(text, max(0, start - _AWS_NEAR), min(len(text), end + _AWS_NEAR))
-        if near_id or _SECRET_WORD.search(text, max(0, start - 64), start):
-            spans.append((start, end, "aws_secret_key"))
+    """Looked for only near an access key ID or after the word "secret": windows of bounded size around each."""
+    windows = [(max(0, m.start() - _AWS_NEAR), m.end() + _AWS_NEAR) for m in _AWS_KEY_ID.finditer(text)]
+    for word in ("ecret", "ECRET"):  # "secret", "Secret", "SECRET", found with str.find (a regex is 15x slower)
+        at = text.find(word)
+        while at != -1:
+            windows.append((at + len(word), at + len(word) + 64 + 40))
+            at = text.find(word, at + len(word))
+    spans: list[Span] = []
+    reached = 0
+    for start, end in sorted(windows):
+        for match in _AWS_SECRET_SHAPE.finditer(text, max(start, reached), min(end, len(text))):
+            if not _HEX.fullmatch(match.group()):  # a 40-digit hex string is a SHA-1: an indicator
+                spans.append((*match.span(), "aws_secret_key"))
+        reached = max(reached, end)
     return spans
 
 

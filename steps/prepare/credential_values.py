@@ -94,11 +94,17 @@ _PLACEHOLDER = re.compile(
 _CODE = re.compile(r"[A-Za-z_]\w*(?:\.\w+)*[(\[].*|[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+")
 
 
-def _classify(name: str, previous_word: str) -> tuple[str, bool] | None:
+def _names_a_cipher(text: str, name_start: int) -> bool:
+    """Whether the word before the name names a cipher (`RC4 key: ...`, `The AES-256 key = ...`)."""
+    previous = _PREVIOUS_WORD.search(text, max(0, name_start - 30), name_start)
+    return previous is not None and _CIPHER.search(previous.group(1)) is not None
+
+
+def _classify(name: str) -> tuple[str, bool] | None:
     """(type, strong) for a credential's name; strong names take short values. None for other names."""
     parts = {part.lower() for part in _NAME_PARTS.findall(name)}
     whole = name.lower()
-    if parts & _INDICATOR_PARTS or _CIPHER.search(name) or _CIPHER.search(previous_word):
+    if parts & _INDICATOR_PARTS or _CIPHER.search(name):
         return None
     last = _NAME_PARTS.findall(name)[-1].lower() if parts else ""
     if last in _NOT_A_VALUE_SUFFIXES:
@@ -222,8 +228,9 @@ def credential_positions(text: str) -> list[CredentialPosition]:
                 name_start -= 1
             resume = max(name_end, at + 1)
             name = text[name_start:name_end].lstrip("-")
-            previous = _PREVIOUS_WORD.search(text, max(0, name_start - 30), name_start)
-            classified = _classify(name, previous.group(1) if previous else "") if name else None
+            classified = _classify(name) if name else None
+            if classified and _names_a_cipher(text, name_start):
+                classified = None
             if classified:
                 value, read_to = _value(text, name_start, name_end, classified[1])
                 if value:

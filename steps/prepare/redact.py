@@ -232,7 +232,9 @@ def _vendor_type(text: str, name_start: int, start: int, end: int, kind: str) ->
 
 def find_secrets(text: str) -> list[Span]:
     """(start, end, type) of every secret in `text`, overlapping spans merged."""
-    spans = _token_spans(text) + credential_format_spans(text) + private_key_spans(text)
+    spans = _token_spans(text) + credential_format_spans(text)
+    if "PRIVATE KEY" in text or "PuTTY-User-Key-File" in text:
+        spans += private_key_spans(text)
     if "earer" in text:
         spans += [(*m.span(1), "bearer_token") for m in _BEARER.finditer(text)]
     positions = [(p.start, p.end, _vendor_type(text, *p)) for p in credential_positions(text)]
