@@ -250,19 +250,24 @@ def find_secrets(text: str) -> list[Span]:
     return merged
 
 
+def _is_word(character: str) -> bool:
+    return character.isalnum() or character == "_"
+
+
 def _emails(text: str) -> list[tuple[int, int]]:
     """E-mail addresses, read around each `@` (a local part of at most 64 characters, as RFC 5321 allows)."""
-    found, at = [], text.find("@")
+    found, at, floor = [], text.find("@"), 0
     while at != -1:
         left = at
-        while left > max(at - 64, 0) and text[left - 1] in _EMAIL_LOCAL:
+        while left > max(at - 64, floor) and text[left - 1] in _EMAIL_LOCAL:
             left -= 1
         # The address starts at a word boundary, as `\b` before the local part requires.
-        while left < at and not (left == 0 or text[left - 1].isalnum() != text[left].isalnum()):
+        while left < at and (left > 0 and _is_word(text[left - 1])) == _is_word(text[left]):
             left += 1
         match = _EMAIL.match(text, left, min(len(text), at + 256)) if left < at else None
         if match and match.end() > at:
             found.append(match.span())
+            floor = match.end()  # the next address starts after this one, as `finditer`'s would
         at = text.find("@", match.end() if match else at + 1)
     return found
 
