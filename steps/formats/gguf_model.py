@@ -7,13 +7,11 @@ model built from the same config, which saves like any other; the tokenizer is s
 beside them and `gguf_source.json` records where the weights came from, with the note
 the cards show: quantized weights have lost precision that dequantizing cannot restore.
 
-Run as `python -m steps.formats.gguf_model --gguf FILE --out FOLDER` (the controllers
-import no torch, so they start this in a child process; see `model_folder.py`).
+Prepare calls `dequantize_gguf` to store a GGUF base model (`steps.prepare.base_model`).
 """
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 from collections.abc import Iterator
@@ -62,8 +60,8 @@ def dequantize_gguf(gguf_file: Path, out_dir: Path) -> Path:
 def _each_made_once() -> Iterator[None]:
     """transformers parses the GGUF file's metadata anew for the weights (twice), the config and the tokenizer,
     and builds gguf's tensor-name map once per module of the model (397 times for SmolLM2); made once each,
-    SmolLM2-135M dequantizes in 12.6 s instead of 28.4 s on 2 CPU cores (bench/gguf_dequantize.py), into the
-    same bytes. Within one dequantization the file and the map are the same each time. transformers imports
+    SmolLM2-135M dequantizes in well under half the time, into the same bytes (bench/gguf_dequantize.py measures
+    both). Within one dequantization the file and the map are the same each time. transformers imports
     both from `gguf` when it calls them, and only reads what they return."""
     reader, name_map = gguf.GGUFReader, gguf.get_tensor_name_map
     gguf.GGUFReader = functools.cache(reader)
@@ -73,14 +71,3 @@ def _each_made_once() -> Iterator[None]:
     finally:
         gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
 
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Dequantize a GGUF causal LM into a Hugging Face safetensors folder.")
-    parser.add_argument("--gguf", required=True, type=Path)
-    parser.add_argument("--out", required=True, type=Path)
-    args = parser.parse_args()
-    dequantize_gguf(args.gguf, args.out)
-
-
-if __name__ == "__main__":
-    main()
