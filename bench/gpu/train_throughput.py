@@ -19,6 +19,7 @@ import tempfile
 from pathlib import Path
 
 from steps.config import TuneConfig, write_config
+from steps.formats.train_folder import TRAIN_SUMMARY_FILE
 from steps.runtime.launch import run_torchrun
 from tests.support.synthetic_dataset import write_synthetic_dataset
 
@@ -71,7 +72,7 @@ def main() -> None:
         train_args += ["--dataset", str(dataset), "--tokenizer", str(tokenizer)]
         run_torchrun("steps.train", train_args, nproc_per_node=1)
         records = [json.loads(line) for line in (work / "train" / "metrics.jsonl").read_text().splitlines()]
-        summary = json.loads((work / "train" / "train_summary.json").read_text())
+        summary = json.loads((work / "train" / TRAIN_SUMMARY_FILE).read_text())
     steady = records[1:] or records
     tflops = statistics.median(r["tflops"] for r in steady)
     result = {

@@ -251,3 +251,36 @@ def test_every_host_prunes_its_own_copies_to_what_rank_0_keeps(tmp_path: Path, m
         manager.save(FakeEngine(float(step)), step, "0" * 64, TrainingPosition(0, 0), None)
     assert sorted(p.name for p in root.iterdir()) == [tag_for(6), tag_for(9)]
     assert list_complete(root) == []  # the records are on the first host only
+
+
+def test_the_default_staging_is_private_and_fresh_never_a_name_someone_could_plant(tmp_path: Path) -> None:
+    """Without a staging folder given (the entry point run by hand), each run makes its own: a predictable
+    `tune-checkpoint-staging-<hash of out>` in the system's temporary folder could hold a crashed run's or another
+    user's files, which a resume would then load."""
+    root = str(tmp_path / "checkpoints")
+    first, second = (CheckpointManager(CheckpointPlace(root), TrainConfig(), CTX) for _ in range(2))
+    assert first.staging != second.staging and first.staging.is_dir() and not any(first.staging.iterdir())
+    assert oct(first.staging.stat().st_mode & 0o777) == "0o700"  # mkdtemp: this user's alone
+    first.close()
+    assert not first.staging.exists() and second.staging.exists()  # each removes its own, at the end
+
+
+def test_a_universal_checkpoint_is_made_anew_never_taken_from_the_staging_folder(tmp_path: Path, monkeypatch) -> None:
+    """A universal checkpoint already in the staging folder (a crashed earlier attempt, or planted) is removed and
+    converted again from the verified checkpoint: its pickles are loaded with weights_only=False."""
+    save(str(tmp_path / "checkpoints"), tmp_path / "staging", FakeEngine(1.0), 10)
+    manager = CheckpointManager(CheckpointPlace(str(tmp_path / "checkpoints"), tmp_path / "staging"), TrainConfig(), CTX)
+    planted = tmp_path / "staging" / "universal" / tag_for(10)
+    planted.mkdir(parents=True)
+    (planted / "mp_rank_00_model_states.pt").write_bytes(b"planted")
+    converted: list[list[str]] = []
+
+    def ds_to_universal(command, **kwargs):
+        converted.append(command)
+        assert not planted.exists()  # gone before the conversion writes there
+        planted.mkdir(parents=True)
+        return SimpleNamespace(returncode=0, stdout="", stderr="")
+
+    monkeypatch.setattr("steps.train.checkpoints.subprocess.run", ds_to_universal)
+    manager._to_universal(tmp_path / "checkpoints", manager.find())
+    assert len(converted) == 1 and not (planted / "mp_rank_00_model_states.pt").exists()
