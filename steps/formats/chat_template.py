@@ -50,6 +50,11 @@ class ChatTemplateError(ValueError):
 class ConversationError(ValueError):
     """A conversation that cannot be trained on as it is; the message never quotes its text."""
 
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        """`control_token` or `no_answer_tokens`: the report's drop reason."""
+
 
 @dataclass(frozen=True)
 class TokenizedConversation:
@@ -109,8 +114,9 @@ def check_messages(tokenizer: PreTrainedTokenizerBase, messages: list[dict]) -> 
         found = next((token for token in tokens if token in message["content"]), None)
         if found is not None:
             raise ConversationError(
+                "control_token",
                 f"message {number} ({message['role']}) holds the tokenizer's control token {found}, which would "
-                "forge a turn boundary"
+                "forge a turn boundary",
             )
 
 
@@ -177,7 +183,7 @@ def tokenize_conversation(tokenizer: PreTrainedTokenizerBase, messages: list[dic
         for first, stop in turns:
             mask[first:stop] = [1] * (stop - first)
     if not turns:
-        raise ConversationError("no assistant tokens: the conversation has nothing to learn")
+        raise ConversationError("no_answer_tokens", "no assistant tokens: the conversation has nothing to learn")
     labels = [token if keep else IGNORE_INDEX for token, keep in zip(ids, mask, strict=True)]
     return TokenizedConversation(ids, labels, turns)
 
