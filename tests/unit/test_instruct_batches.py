@@ -9,7 +9,7 @@ import torch
 from transformers import LlamaForCausalLM
 
 from steps.formats.chat_template import IGNORE_INDEX
-from steps.formats.instruction_dataset import ConversationWriter, load_conversations
+from steps.formats.instruction_dataset import ConversationWriter, TokenizedSplit, load_conversations
 from steps.train.sft_batches import ConversationBatches
 from tests.support.tiny_llama import save_tiny_tied_llama
 
@@ -109,3 +109,36 @@ def test_a_resumed_stream_continues_where_it_stopped_on_another_world_size(split
         for step in range(6)
         for rank in range(2)
     )
+
+
+def test_the_dataset_refuses_rows_a_causal_model_cannot_train_on(tmp_path) -> None:
+    writer = ConversationWriter(tmp_path / "train")
+    with pytest.raises(ValueError, match="c0: 3 tokens but 2 labels"):
+        writer.add("c0", [5, 6, 7], [IGNORE_INDEX, 7])
+    # Nothing predicts a first token: its label would be counted in the loss's denominator but never trained.
+    with pytest.raises(ValueError, match="c1: a conversation must start with an unlabelled"):
+        writer.add("c1", [5, 6, 7], [5, 6, 7])
+
+
+def test_a_split_whose_labels_do_not_fit_its_tokens_is_refused(tmp_path) -> None:
+    from datasets import Dataset
+
+    from steps.formats.instruction_dataset import CONVERSATION_FEATURES
+
+    rows = {"conversation_id": ["a"], "input_ids": [[1, 2, 3]], "labels": [[IGNORE_INDEX, 2]]}
+    Dataset.from_dict(rows, features=CONVERSATION_FEATURES).save_to_disk(str(tmp_path / "bad"))
+    with pytest.raises(ValueError, match="input_ids and labels differ in length; prepare it again"):
+        load_conversations(tmp_path / "bad")
+
+
+def test_a_step_without_any_label_has_a_zero_loss_not_nan(tmp_path, model) -> None:
+    writer = ConversationWriter(tmp_path / "train")
+    for number in range(4):
+        writer.add(f"c{number}", [1, 2, 3, 4], [IGNORE_INDEX] * 4)
+    writer.close()
+    batches = ConversationBatches(load_conversations(tmp_path / "train"), PAD, 0, 2, 1, 1)
+    assert batches.step_label_tokens(0) == 0
+    assert model(**batches.batch(0, 0, 0).model_inputs()).loss.item() == 0.0
+    empty = TokenizedSplit([], np.zeros(1, dtype=np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32))
+    with pytest.raises(ValueError, match="no conversations to train on"):
+        ConversationBatches(empty, PAD, 0, 2, 1, 1)

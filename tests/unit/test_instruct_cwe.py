@@ -79,3 +79,32 @@ def test_cwe_source_through_load_instructions(weaknesses) -> None:
     assert len(loaded.questions) == 12 and loaded.held_out_subjects
     assert report.kept == len(loaded.train) + len(loaded.validation) and report.files_by_format == {"cwe": 1}
     assert not report.dropped  # generated text is clean, and no two conversations are the same
+
+
+def weakness(number: int, name: str) -> Weakness:
+    return Weakness(
+        id=str(number),
+        name=name,
+        status="Stable",
+        abstraction="Base",
+        description=f"Weakness {number} described.",
+        extended_description="",
+        related=(),
+        consequences=(),
+        mitigations=(),
+        observed_examples=(),
+        demonstrative_intros=(),
+    )
+
+
+def test_a_small_catalogue_still_holds_one_out_and_shared_names_are_not_asked_for_an_id() -> None:
+    catalogue = [weakness(1, "Twin Name"), weakness(2, "Twin Name"), weakness(3, "Own Name")]
+    generated = cwe_instructions(catalogue, 0.01, 1234, 1, 8, 2)
+    assert len(generated.held_out) == 1  # 1% of 3 rounds to none: one is held out all the same
+    kinds = {cid.split("/")[0]: set() for cid, _ in generated.train + generated.validation}
+    for cid, _ in generated.train + generated.validation:
+        kinds[cid.split("/")[0]].add(cid.split("/")[1])
+    # A name shared by two weaknesses has two IDs: no name -> ID question for either of them.
+    assert "name_to_id" not in kinds["cwe#CWE-1"] | kinds["cwe#CWE-2"] and "name_to_id" in kinds["cwe#CWE-3"]
+    with pytest.raises(ValueError, match="1 usable weaknesses cannot be split into training and held-out ones"):
+        cwe_instructions(catalogue[:1], 0.5, 1234, 1, 8, 2)

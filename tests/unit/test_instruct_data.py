@@ -15,9 +15,10 @@ from steps.config.instruct import InstructConfig
 from steps.formats.chat_template import ensure_chat_template
 from steps.formats.instruction_dataset import SPLITS, load_conversations, read_questions, read_summary
 from steps.prepare.corpus import CorpusError
-from steps.prepare.instructions import load_instructions
+from steps.prepare.instructions import content_key, load_instructions
 from steps.prepare.instructions_write import prepare_instructions
 from steps.prepare.report import CorpusReport
+from steps.prepare.split import is_validation
 from steps.prepare.tokenizer_training import train_bpe_tokenizer
 from tests.support.corpus_files import CANARIES, CANARY_VALUES, prose
 
@@ -174,3 +175,22 @@ def test_a_split_left_empty_by_tokenization_is_a_clear_error(tmp_path: Path) -> 
     config = InstructConfig(instructions=str(folder), seq_length=16)
     with pytest.raises(CorpusError, match=r"left no train conversation .*'too_long': 14.*raise instruct.seq_length"):
         prepare_instructions(config, DATA, tokenizer, tmp_path / "prepared")
+
+
+def test_a_held_out_conversation_too_long_to_store_is_not_asked_either(tmp_path: Path) -> None:
+    def long_chat(n: int) -> dict:
+        return chat(f"Summarise report {n}.", prose(n, 100))
+
+    # A long conversation that the split holds out, so that it would become a question.
+    held = next(n for n in range(100, 300) if is_validation(content_key(long_chat(n)["messages"]), 0.25, 1234))
+    folder = tmp_path / "instructions"
+    folder.mkdir()
+    (folder / "a.jsonl").write_text("\n".join(json.dumps(r) for r in [*GOOD, long_chat(held)]) + "\n")
+    tokenizer = train_bpe_tokenizer([prose(n) for n in range(40)], 500)
+    ensure_chat_template(tokenizer, add_tokens=True)
+    config = InstructConfig(instructions=str(folder), validation_fraction=0.25, seq_length=160, eval_questions=50)
+    summary = prepare_instructions(config, DATA, tokenizer, tmp_path / "prepared")
+    assert summary.report.dropped == {"too_long": 1, "question_too_long": 1}
+    asked = {q.subject for q in read_questions(tmp_path / "prepared")}
+    assert f"a.jsonl#{len(GOOD)}" not in asked
+    assert asked == set(load_conversations(tmp_path / "prepared" / "validation").conversation_ids)
