@@ -3,9 +3,9 @@
 Train, convert and evaluate load it the same way, so that the converted model
 carries a tokenizer set up for batched generation.
 
-Its pre-tokenizer may bound the length of a word (`bound_word_length`): BPE training and encoding cost grows with
-the square of a word's length, so a word longer than a limit is cut into pieces before the BPE model sees it.
-The bound is part of the folder: `load_tokenizer` keeps it where transformers would drop it.
+Its pre-tokenizer may bound the length of a word (`bound_word_length`): BPE training time grows with the square
+of a word's length, so a word longer than a limit is cut into pieces before the BPE model sees it, in training
+and in every encoding. The bound is part of the folder: `load_tokenizer` keeps it where transformers drops it.
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def word_bound(max_chars: int) -> pre_tokenizers.Split:
     """A pre-tokenizer step that cuts each piece into pieces of at most `max_chars` characters, from its start.
 
     `[\\s\\S]{1,N}` matches wherever it is tried, so the cut is linear in the text; a pattern that must be N long
-    (`.{N}`) is retried at each position of a shorter piece: quadratic in pieces just under N (2.9 s a MB).
+    (`.{N}`) would be retried at each position of a shorter piece: quadratic in pieces just under N.
     """
     return pre_tokenizers.Split(Regex(rf"[\s\S]{{1,{max_chars}}}"), behavior="isolated")
 
@@ -79,10 +79,10 @@ def bound_word_length(backend: Tokenizer, max_chars: int | None) -> bool:
     The bound is saved in tokenizer.json, so that training and every later encoding cut the same way. A
     byte-level pre-tokenizer's own regex is bounded (`bounded_byte_level_words`): the same pieces for ordinary
     text at the same cost. Any other pre-tokenizer that splits text into words gets a last step that cuts its
-    pieces (`word_bound`, counting bytes after a byte-level step; it costs about half as much again as the
-    pre-tokenization). A bound already there is replaced. A pre-tokenizer that keeps the whole text as one piece
-    (none, or a Metaspace that does not split) is left as it is: cutting it would cut ordinary text. `max_chars`
-    None leaves every tokenizer as it is.
+    pieces (`word_bound`, counting bytes after a byte-level step; a pass of its own over every piece). A bound
+    already there is replaced. A pre-tokenizer that keeps the whole text as one piece (none, or a Metaspace that
+    does not split) is left as it is: cutting it would cut ordinary text. `max_chars` None leaves every tokenizer
+    as it is.
     """
     current = backend.pre_tokenizer
     if max_chars is None or current is None or len(current.pre_tokenize_str(PROBE)) < 2:

@@ -22,14 +22,14 @@ PAD = "<|pad|>"
 MAX_WORD_CHARS = 256
 """Longest word, in characters, that the BPE model of prepare's tokenizers sees; longer ones are cut into pieces.
 
-BPE training and encoding cost grows with the square of a word's length (tokenizers 0.23, byte-level
-pre-tokenizer: a 200k-character run without whitespace took 20 s to train on, a 400k one 1 s to encode), so one
-long run of letters, digits, symbols or whitespace (a payload dump, a 300 KB CSV field) could stall prepare for
-hours. Cut into pieces this long, such a run costs what the same characters cost in short words
-(`bench/tokenizer_long_words.py`). Ordinary words are far shorter (the longest token of SmolLM2's 49k vocabulary
-is 81 characters: a newline and 80 spaces; the CWE catalogue has no word this long, so its tokenizer's vocabulary
-and its dataset are unchanged). A longer limit costs more per long word: 1024 took 2.4 times as long as 256 to
-train on a 2 MB run of random letters.
+BPE training time grows with the square of the longest word (tokenizers 0.23, byte-level pre-tokenizer, 4096
+tokens: one run of 50k, 100k or 200k characters without whitespace added 1.9, 6.3 or 25 s to training on 500k
+characters of prose; `bench/tokenizer_long_words.py`), so one long run of letters, digits, symbols or whitespace
+(a payload dump, a 300 KB CSV field) could stall prepare for hours. Cut into pieces this long, such a run costs
+about what the same characters cost as short words, in training and in encoding, which cuts the same way (the
+bound is saved in tokenizer.json). Ordinary words are far shorter: the CWE catalogue's longest is 31 characters
+(its tokenizer's vocabulary and its dataset are unchanged), the longest token of SmolLM2's 49k vocabulary 81 (a
+newline and 80 spaces).
 """
 
 
