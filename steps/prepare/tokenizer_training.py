@@ -14,14 +14,33 @@ from pathlib import Path
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from steps.formats.tokenizer_folder import bound_word_length
+
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
 
+MAX_WORD_CHARS = 256
+"""Longest word, in characters, that the BPE model of prepare's tokenizers sees; longer ones are cut into pieces.
 
-def train_bpe_tokenizer(texts: Iterable[str], vocab_size: int) -> PreTrainedTokenizerFast:
-    """A byte-level BPE over the texts, with EOS and PAD as special tokens."""
+BPE training time grows with the square of the longest word (tokenizers 0.23, byte-level pre-tokenizer, 4096
+tokens: one run of 50k, 100k or 200k characters without whitespace added 1.9, 6.3 or 25 s to training on 500k
+characters of prose; `bench/tokenizer_long_words.py`), so one long run of letters, digits, symbols or whitespace
+(a payload dump, a 300 KB CSV field) could stall prepare for hours. Cut into pieces this long, such a run costs
+about what the same characters cost as short words, in training and in encoding, which cuts the same way (the
+bound is saved in tokenizer.json). Ordinary words are far shorter: the CWE catalogue's longest is 31 characters
+(its tokenizer's vocabulary and its dataset are unchanged), the longest token of SmolLM2's 49k vocabulary 81 (a
+newline and 80 spaces).
+"""
+
+
+def train_bpe_tokenizer(
+    texts: Iterable[str], vocab_size: int, max_word_chars: int | None = MAX_WORD_CHARS
+) -> PreTrainedTokenizerFast:
+    """A byte-level BPE over the texts, with EOS and PAD as special tokens, its words cut at `max_word_chars`
+    characters in training and in every encoding (None keeps them whole, as before the bound)."""
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bound_word_length(bpe, max_word_chars)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -60,9 +79,13 @@ def sample_training_texts(texts: Iterable[str], char_budget: int | None, seed: i
         yield text
 
 
-def load_base_tokenizer(model_dir: str | Path) -> PreTrainedTokenizerBase:
-    """The tokenizer of a local Hugging Face model folder, with a pad token for batching."""
+def load_base_tokenizer(model_dir: str | Path, max_word_chars: int | None = MAX_WORD_CHARS) -> PreTrainedTokenizerBase:
+    """The tokenizer of a local Hugging Face model folder, with a pad token for batching, its words cut at
+    `max_word_chars` as a trained tokenizer's are (`bound_word_length`): the same ids for ordinary text, and an
+    encoding cost that grows with a long word's length, not its square."""
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    if getattr(tokenizer, "is_fast", False):
+        bound_word_length(tokenizer.backend_tokenizer, max_word_chars)
     if tokenizer.eos_token_id is None:
         raise ValueError(f"the tokenizer in {model_dir} has no EOS token; packing needs one between documents")
     if tokenizer.pad_token_id is None:
