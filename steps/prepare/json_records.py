@@ -1,144 +1,32 @@
-"""Documents out of JSON text without building the JSON: memory bounded by the text, not by its structure.
+"""Documents out of JSON text, in memory bounded by the text, not by its structure.
 
 `json.loads` builds every value: `[{},{},...]` grows to ~25 times its size (a 256 MiB file, ~6 GB per
-reading process), and nesting deeper than the interpreter's recursion limit raises. Here the structure is
-walked iteratively, scalars are decoded by the standard library's own C scanner (so strings, numbers and
-escapes, lone surrogates included, decode exactly as `json.loads` decodes them), and only the text of the
-wanted fields is kept: a record's `data.text_fields`, a STIX object's name, description and the like.
-Everything else is skipped without being built.
+reading process), and nesting deeper than the interpreter's recursion limit raises. Measured with
+tracemalloc, what it allocates stays under `2 x len(text) + _BYTES_PER_TOKEN x tokens`, counting `,` `:` `[`
+`{` as tokens (empty dicts 36 bytes a token, short strings 59, nested maps 77). So a text is parsed by
+`json.loads` only where that estimate is at most `_LOADS_MULTIPLE` times the text (or `_LOADS_FLOOR_BYTES`):
+records of real prose, nearly all JSON, at C speed. Denser text is walked instead: the structure is read
+iteratively, scalars are decoded by the standard library's own C scanner (so strings, numbers and escapes,
+lone surrogates included, decode exactly as `json.loads` decodes them), and only the wanted fields' text is
+kept; everything else is passed over without being built. The walk holds the text, one stack entry per
+open container and the kept text; it reads 0.4-14 MB/s where `json.loads` reads ~70 MB/s.
 
-Memory while reading one JSON text: the text itself, the walk's stack (one entry per open container) and the
-kept text, so at most about three times the file (one of bytes, one or up to four of str, the kept text).
+Either way the same documents come out (a unit test holds the two paths equal): a record's `data.text_fields`,
+a STIX object's name, description and the like, a container's scalars one per line.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator
-from json.decoder import JSONDecodeError, scanstring
 
-_SCALAR = json.JSONDecoder().scan_once  # the C scanner: numbers, true/false/null, NaN/Infinity
-_BLANK = re.compile(r"[ \t\n\r]*")
+from steps.prepare.json_walk import END_ARRAY, END_MAP, START_ARRAY, START_MAP, events, leaves, map_fields, skip
 
-START_MAP, END_MAP, START_ARRAY, END_ARRAY, KEY, SCALAR = range(6)
-_STARTS = (START_MAP, START_ARRAY)
-_ENDS = (END_MAP, END_ARRAY)
-
+_BYTES_PER_TOKEN = 128  # above the most measured (77), for the kinds of value not measured
+_LOADS_MULTIPLE = 6
+_LOADS_FLOOR_BYTES = 64 << 20
 STIX_FIELDS = ("type", "id", "name", "aliases", "description", "pattern", "kill_chain_phases", "x_mitre_detection")
 _STIX_LINES = ("aliases", "description", "pattern", "kill_chain_phases", "x_mitre_detection")
-
-
-def _key(text: str, at: int) -> tuple[str, int]:
-    if text[at : at + 1] != '"':
-        raise JSONDecodeError("Expecting property name enclosed in double quotes", text, at)
-    key, at = scanstring(text, at + 1)
-    at = _BLANK.match(text, at).end()
-    if text[at : at + 1] != ":":
-        raise JSONDecodeError("Expecting ':' delimiter", text, at)
-    return key, _BLANK.match(text, at + 1).end()
-
-
-def events(text: str) -> Iterator[tuple[int, object]]:
-    """(kind, value) for each token of one JSON value, like a SAX parser; JSONDecodeError where it is malformed."""
-    blank = _BLANK.match
-    at = blank(text, 0).end()
-    in_map: list[bool] = []  # one entry per open container: the walk's only state
-    while True:
-        char = text[at : at + 1]
-        if char == "{" or char == "[":
-            yield (START_MAP if char == "{" else START_ARRAY), None
-            at = blank(text, at + 1).end()
-            if text[at : at + 1] == ("}" if char == "{" else "]"):
-                yield (END_MAP if char == "{" else END_ARRAY), None
-                at += 1
-            else:
-                in_map.append(char == "{")
-                if char == "{":
-                    key, at = _key(text, at)
-                    yield KEY, key
-                continue
-        elif char == '"':
-            value, at = scanstring(text, at + 1)
-            yield SCALAR, value
-        else:
-            try:
-                value, at = _SCALAR(text, at)
-            except StopIteration as stop:
-                raise JSONDecodeError("Expecting value", text, stop.value) from None
-            yield SCALAR, value
-        while True:  # after a value: a comma, the end of its container(s), or the end of the text
-            at = blank(text, at).end()
-            if not in_map:
-                if at != len(text):
-                    raise JSONDecodeError("Extra data", text, at)
-                return
-            char = text[at : at + 1]
-            if char == ",":
-                at = blank(text, at + 1).end()
-                if in_map[-1]:
-                    key, at = _key(text, at)
-                    yield KEY, key
-                break
-            if char == ("}" if in_map[-1] else "]"):
-                yield (END_MAP if in_map.pop() else END_ARRAY), None
-                at += 1
-                continue
-            raise JSONDecodeError("Expecting ',' delimiter", text, at)
-
-
-def _skip(first: int, stream: Iterator[tuple[int, object]]) -> None:
-    """Pass over the value that starts with event `first`, building nothing."""
-    if first not in _STARTS:
-        return
-    depth = 1
-    for kind, _ in stream:
-        if kind in _STARTS:
-            depth += 1
-        elif kind in _ENDS:
-            depth -= 1
-            if depth == 0:
-                return
-
-
-def _leaves(first: tuple[int, object], stream: Iterator[tuple[int, object]], under: str | None = None):
-    """The value's scalar (a scalar value's own), or the list of its non-null scalars (those directly under
-    map key `under` only, when given) for a container."""
-    kind, value = first
-    if kind == SCALAR:
-        return value
-    found: list[str] = []
-    keys: list[str | None] = [None]
-    depth = 1
-    for kind, value in stream:
-        if kind == SCALAR:
-            if value is not None and (under is None or keys[-1] == under):
-                found.append(value if isinstance(value, str) else str(value))
-        elif kind == KEY:
-            keys[-1] = value
-        elif kind in _STARTS:
-            depth += 1
-            keys.append(None)
-        else:
-            depth -= 1
-            keys.pop()
-            if depth == 0:
-                return found
-    return found
-
-
-def _fields(stream: Iterator[tuple[int, object]], wanted: tuple[str, ...], under: dict[str, str]) -> dict:
-    """A map's wanted fields (after its START_MAP), each as `_leaves` gives it; the rest skipped."""
-    fields: dict = {}
-    for kind, value in stream:
-        if kind == END_MAP:
-            return fields
-        first = next(stream)
-        if value in wanted:
-            fields[value] = _leaves(first, stream, under.get(value))
-        else:
-            _skip(first[0], stream)
-    return fields
 
 
 def field_text(value: object) -> str:
@@ -177,15 +65,36 @@ def _stix_objects(stream: Iterator[tuple[int, object]]) -> Iterator[tuple[str, s
         if kind == END_ARRAY:
             return
         if kind == START_MAP:
-            obj = _fields(stream, STIX_FIELDS, {"kill_chain_phases": "phase_name"})
+            obj = map_fields(stream, STIX_FIELDS, {"kill_chain_phases": "phase_name"})
             if obj.get("description"):
                 yield _stix_key(obj, index), stix_text(obj)
         else:
-            _skip(kind, stream)
+            skip(kind, stream)
         index += 1
 
 
 def json_documents(text: str, text_fields: tuple[str, ...]) -> Iterator[tuple[str, str, str]]:
+    """(key, text, format) of each document in one JSON value; JSONDecodeError if malformed (see
+    `walked_documents`), parsed by `json.loads` where that is bounded."""
+    if _loads_bounded(text):
+        try:
+            loaded = json.loads(text)
+        except RecursionError:  # nested deeper than the interpreter allows: the walk has no such limit
+            pass
+        else:
+            yield from loaded_documents(loaded, text_fields)
+            return
+    yield from walked_documents(text, text_fields)
+
+
+def _loads_bounded(text: str) -> bool:
+    """Whether `json.loads(text)` stays within `_LOADS_MULTIPLE` times the text (or the floor)."""
+    tokens = text.count(",") + text.count(":") + text.count("[") + text.count("{")
+    estimate = 2 * len(text) + _BYTES_PER_TOKEN * tokens
+    return estimate <= max(_LOADS_MULTIPLE * len(text), _LOADS_FLOOR_BYTES)
+
+
+def walked_documents(text: str, text_fields: tuple[str, ...]) -> Iterator[tuple[str, str, str]]:
     """(key, text, format) of each document in one JSON value: a STIX 2.1 bundle's described objects (`stix`),
     else each record of a top-level array, or the one top-level record (`json`); JSONDecodeError if malformed.
 
@@ -200,7 +109,7 @@ def json_documents(text: str, text_fields: tuple[str, ...]) -> Iterator[tuple[st
         for kind, _ in stream:
             if kind == END_ARRAY:
                 break
-            fields = _fields(stream, text_fields, {}) if kind == START_MAP else _skip(kind, stream) or {}
+            fields = map_fields(stream, text_fields, {}) if kind == START_MAP else skip(kind, stream) or {}
             yield str(index), record_text(fields, text_fields), "json"
             index += 1
         for _ in stream:  # the rest is only checked: trailing data makes the file malformed, as json.loads says
@@ -229,9 +138,9 @@ def json_documents(text: str, text_fields: tuple[str, ...]) -> Iterator[tuple[st
             else:
                 held.extend(found)
         elif key == "type" or key in text_fields:
-            fields[key] = _leaves(first, stream)
+            fields[key] = leaves(first, stream)
         else:
-            _skip(first[0], stream)
+            skip(first[0], stream)
     for _ in stream:
         pass
     if fields.get("type") == "bundle" and objects:
@@ -243,9 +152,60 @@ def json_documents(text: str, text_fields: tuple[str, ...]) -> Iterator[tuple[st
 
 def record_line_text(text: str, text_fields: tuple[str, ...]) -> str:
     """The text of one JSON Lines record (its `text_fields`; empty when the line is not a map)."""
+    if _loads_bounded(text):
+        try:
+            loaded = json.loads(text)
+        except RecursionError:
+            pass
+        else:
+            return record_text(_loaded_fields(loaded, text_fields, {}), text_fields)
     stream = events(text)
     kind, _ = next(stream)
-    fields = _fields(stream, text_fields, {}) if kind == START_MAP else (_skip(kind, stream) or {})
+    fields = map_fields(stream, text_fields, {}) if kind == START_MAP else (skip(kind, stream) or {})
     for _ in stream:
         pass
     return record_text(fields, text_fields)
+
+
+def _children(container) -> Iterator[tuple[str | None, object]]:
+    return iter(container.items()) if isinstance(container, dict) else ((None, item) for item in container)
+
+
+def _loaded_leaves(value: object, under: str | None = None):
+    """`json_walk.leaves` of a value `json.loads` built: the scalar, or a container's non-null scalars in order (those
+    directly under map key `under` only, when given), iteratively."""
+    if not isinstance(value, (dict, list)):
+        return value
+    found: list[str] = []
+    pending = [_children(value)]
+    while pending:
+        for key, child in pending[-1]:
+            if isinstance(child, (dict, list)):
+                pending.append(_children(child))
+                break
+            if child is not None and (under is None or key == under):
+                found.append(child if isinstance(child, str) else str(child))
+        else:
+            pending.pop()
+    return found
+
+
+def _loaded_fields(value: object, wanted: tuple[str, ...], under: dict[str, str]) -> dict:
+    if not isinstance(value, dict):
+        return {}
+    return {name: _loaded_leaves(value[name], under.get(name)) for name in wanted if name in value}
+
+
+def loaded_documents(loaded: object, text_fields: tuple[str, ...]) -> Iterator[tuple[str, str, str]]:
+    """`walked_documents` of a value `json.loads` built."""
+    if isinstance(loaded, list):
+        for index, record in enumerate(loaded):
+            yield str(index), record_text(_loaded_fields(record, text_fields, {}), text_fields), "json"
+        return
+    if isinstance(loaded, dict) and loaded.get("type") == "bundle" and isinstance(loaded.get("objects"), list):
+        for index, item in enumerate(loaded["objects"]):
+            obj = _loaded_fields(item, STIX_FIELDS, {"kill_chain_phases": "phase_name"})
+            if obj.get("description"):
+                yield _stix_key(obj, index), stix_text(obj), "stix"
+        return
+    yield "0", record_text(_loaded_fields(loaded, text_fields, {}), text_fields), "json"
