@@ -60,6 +60,12 @@ def _stream_bytes(obj) -> int:
     return len(obj.get_data()) if hasattr(obj, "get_data") else 0
 
 
+def _resolved(container, key):
+    """`container[key]` resolved, or None where either is missing or not a dictionary."""
+    value = container.get(key) if hasattr(container, "get") else None
+    return value.get_object() if value is not None else None
+
+
 def _forms(resources, seen: set[int]):
     """The form XObjects reachable from a resources dictionary (each once, at most `_MAX_FORMS_WALKED`)."""
     resources = resources.get_object() if resources is not None else None
@@ -94,9 +100,7 @@ class _Budget:
     def form_bytes(self, name) -> int:
         """A drawn form's content: the page's form of that name, else the largest form in the file (a form
         drawn from inside another form is named in that form's resources)."""
-        xobjects = self.page.get("/Resources", {}).get_object().get("/XObject") if self.page is not None else None
-        form = xobjects.get_object().get(name) if xobjects is not None else None
-        form = form.get_object() if form is not None else None
+        form = _resolved(_resolved(_resolved(self.page, "/Resources"), "/XObject"), name)
         if form is not None and form.get("/Subtype") == "/Form":
             return len(form.get_data())
         if form is not None:

@@ -167,6 +167,42 @@ def shared_stream_pdf(path: Path, pages: int, content_bytes: int) -> None:
     pdf_bomb(path, pages=pages, chars_per_page=content_bytes)
 
 
+def repeated_form_pdf(path: Path, draws: int, form_lines: int) -> None:
+    """A small PDF whose one page draws one form XObject of `form_lines` text lines `draws` times."""
+    from pypdf import PdfWriter
+    from pypdf.generic import ArrayObject, DecodedStreamObject, DictionaryObject, NameObject, NumberObject
+
+    writer = PdfWriter()
+    font = DictionaryObject(
+        {
+            NameObject("/Type"): NameObject("/Font"),
+            NameObject("/Subtype"): NameObject("/Type1"),
+            NameObject("/BaseFont"): NameObject("/Helvetica"),
+        }
+    )
+    form = DecodedStreamObject()
+    lines = " ".join(f"({prose(i, 10)}) Tj" for i in range(form_lines))
+    form.set_data(f"BT /F1 9 Tf 30 760 Td {lines} ET".encode())
+    fonts = DictionaryObject({NameObject("/F1"): writer._add_object(font)})
+    form.update(
+        {
+            NameObject("/Type"): NameObject("/XObject"),
+            NameObject("/Subtype"): NameObject("/Form"),
+            NameObject("/BBox"): ArrayObject([NumberObject(0)] * 4),
+            NameObject("/Resources"): DictionaryObject({NameObject("/Font"): fonts}),
+        }
+    )
+    page = writer.add_blank_page(612, 792)
+    xobjects = DictionaryObject({NameObject("/Fm1"): writer._add_object(form.flate_encode())})
+    page[NameObject("/Resources")] = DictionaryObject({NameObject("/XObject"): xobjects})
+    contents = DecodedStreamObject()
+    contents.set_data(b"/Fm1 Do\n" * draws)
+    page[NameObject("/Contents")] = writer._add_object(contents)
+    buffer = io.BytesIO()
+    writer.write(buffer)
+    path.write_bytes(buffer.getvalue())
+
+
 def small_pdf(path: Path, seed: int) -> None:
     path.write_bytes(pdf_bytes([prose(seed, 12), prose(seed + 1, 12)]))
 

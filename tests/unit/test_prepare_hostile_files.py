@@ -32,6 +32,7 @@ from tests.support.hostile_files import (
     odd_members_zip,
     overlapping_zip,
     random_binary,
+    repeated_form_pdf,
     run_with_deadline,
     shared_stream_pdf,
     small_pdf,
@@ -196,8 +197,9 @@ def test_a_small_pdf_drawing_one_big_stream_on_every_page_is_skipped_quickly(tmp
     corpus = tmp_path / "corpus"
     _fillers(corpus)
     shared_stream_pdf(corpus / "shared.pdf", pages=5, content_bytes=1_200_000)
+    repeated_form_pdf(corpus / "forms.pdf", draws=400, form_lines=2000)  # 400 draws of a 200 kB form
     small_pdf(corpus / "fine.pdf", 970)
-    assert (corpus / "shared.pdf").stat().st_size < 16 << 10
+    assert (corpus / "shared.pdf").stat().st_size < 16 << 10 and (corpus / "forms.pdf").stat().st_size < 64 << 10
     verdict = tmp_path / "verdict.json"
 
     def read() -> None:
@@ -208,7 +210,8 @@ def test_a_small_pdf_drawing_one_big_stream_on_every_page_is_skipped_quickly(tmp
     assert finished and code == 0, "reading a 5 kB PDF took more than 2 minutes"
     result = json.loads(verdict.read_text())
     assert "fine.pdf" in result["ids"]
-    assert "page content" in result["skipped"].get("shared.pdf", ""), result["skipped"]
+    for name in ("shared.pdf", "forms.pdf"):
+        assert "bytes of page content" in result["skipped"].get(name, ""), result["skipped"]
 
 
 # Item 7 -------------------------------------------------------------------------------------------------------
