@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, NamedTuple
 
-from steps.prepare.read_guard import SkipFile, bounded
+from steps.prepare.read_guard import SkipFile, bounded, error_reason
 
 _LOCAL_HEADER_BYTES = 30  # a local file header's fixed part; its name and extra field come on top
 _SPOOL_BYTES = 16 << 20
@@ -150,8 +150,8 @@ def _entries(archive: zipfile.ZipFile, name: str, chain: tuple[int, ...], depth:
                     yield from _entries(inner, member, where, depth + 1, tally)
             except ArchiveLimit:
                 raise
-            except SkipFile as exc:
-                yield ArchiveEntry(member, where, 0, str(exc))
+            except Exception as exc:  # a damaged nested archive: skipped on its own, named by kind, never quoted
+                yield ArchiveEntry(member, where, 0, error_reason(exc))
 
 
 def reading_tally(limits: ArchiveLimits) -> _Tally:

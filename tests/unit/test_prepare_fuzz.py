@@ -24,7 +24,12 @@ def _seeds() -> dict[str, bytes]:
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("a.md", prose(1010, 40))
         archive.writestr("b.jsonl", "\n".join(json.dumps({"text": prose(1011 + i, 20)}) for i in range(2)))
+    nested = io.BytesIO()
+    with zipfile.ZipFile(nested, "w", zipfile.ZIP_STORED) as archive:  # stored: mutations reach the inner zip
+        archive.writestr("inner.zip", buffer.getvalue())
+        archive.writestr("c.md", prose(1012, 40))
     return {
+        "nested.zip": nested.getvalue(),
         "pdf": pdf_bytes([prose(1020, 12), prose(1021, 12)]),
         "json": records,
         "stix.json": json.dumps(STIX_BUNDLE).encode(),
