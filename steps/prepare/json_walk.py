@@ -1,8 +1,11 @@
 """A JSON text walked token by token, building nothing it is not asked for (`steps.prepare.json_records`).
 
 `events` yields (kind, value) per token like a SAX parser, iteratively (any nesting depth), with scalars
-decoded by the standard library's C scanner; `map_fields` and `leaves` keep only the scalars of wanted fields,
-`skip` passes over a value.
+decoded by the standard library's C scanner; `map_fields` and `leaves` keep only the scalars of wanted fields.
+`skip` passes over a value without a token per element: sent `SKIP` right after a container opens, the walk
+jumps to its end, counting brackets in C (numpy) between strings and stepping over each string with the
+scanner. A skipped value is checked for well-formed strings and balanced brackets only, as skipping
+readers do: the rest of its grammar is not (`[1,,2]` inside an unwanted field passes).
 """
 
 from __future__ import annotations
@@ -12,12 +15,59 @@ import re
 from collections.abc import Iterator
 from json.decoder import JSONDecodeError, scanstring
 
+import numpy as np
+
 _SCALAR = json.JSONDecoder().scan_once  # the C scanner: numbers, true/false/null, NaN/Infinity
 _BLANK = re.compile(r"[ \t\n\r]*")
 
-START_MAP, END_MAP, START_ARRAY, END_ARRAY, KEY, SCALAR = range(6)
+START_MAP, END_MAP, START_ARRAY, END_ARRAY, KEY, SCALAR, SKIPPED = range(7)
 _STARTS = (START_MAP, START_ARRAY)
 _ENDS = (END_MAP, END_ARRAY)
+SKIP = object()
+"""Sent to `events` right after it yields a START: it jumps past the container and yields SKIPPED."""
+_BRACKETS = re.compile(r"[\[\]{}]")
+_DEPTH_STEP = np.zeros(128, dtype=np.int8)
+_DEPTH_STEP[[ord("["), ord("{")]] = 1
+_DEPTH_STEP[[ord("]"), ord("}")]] = -1
+_NUMPY_CHARS = 256  # shorter stretches between strings are cheaper to scan with the regex
+_CHUNK_CHARS = 1 << 20  # bounds numpy's work arrays
+
+
+def _close_in(text: str, start: int, end: int, depth: int) -> tuple[int | None, int]:
+    """(the position just past the bracket that closes depth `depth` in text[start:end], or None; the depth at
+    `end` when none does). The stretch is outside strings, so valid JSON has only ASCII there."""
+    if end - start < _NUMPY_CHARS:
+        for match in _BRACKETS.finditer(text, start, end):
+            depth += 1 if match.group() in "[{" else -1
+            if depth == 0:
+                return match.end(), 0
+        return None, depth
+    for low in range(start, end, _CHUNK_CHARS):
+        high = min(low + _CHUNK_CHARS, end)
+        try:
+            codes = np.frombuffer(text[low:high].encode("ascii"), dtype=np.uint8)
+        except UnicodeEncodeError as exc:
+            raise JSONDecodeError("Expecting value", text, low + exc.start) from None
+        levels = np.cumsum(_DEPTH_STEP[codes], dtype=np.int64) + depth
+        closed = np.flatnonzero(levels == 0)
+        if closed.size:
+            return low + int(closed[0]) + 1, 0
+        depth = int(levels[-1])
+    return None, depth
+
+
+def _after_container(text: str, at: int) -> int:
+    """The position just past the container whose opening bracket ends just before `at`."""
+    depth = 1
+    while True:
+        quote = text.find('"', at)
+        end = len(text) if quote < 0 else quote
+        closed, depth = _close_in(text, at, end, depth)
+        if closed is not None:
+            return closed
+        if quote < 0:
+            raise JSONDecodeError("Expecting value", text, len(text))
+        _, at = scanstring(text, quote + 1)
 
 def _key(text: str, at: int) -> tuple[str, int]:
     if text[at : at + 1] != '"':
@@ -37,17 +87,21 @@ def events(text: str) -> Iterator[tuple[int, object]]:
     while True:
         char = text[at : at + 1]
         if char == "{" or char == "[":
-            yield (START_MAP if char == "{" else START_ARRAY), None
-            at = blank(text, at + 1).end()
-            if text[at : at + 1] == ("}" if char == "{" else "]"):
-                yield (END_MAP if char == "{" else END_ARRAY), None
-                at += 1
+            command = yield (START_MAP if char == "{" else START_ARRAY), None
+            if command is SKIP:
+                at = _after_container(text, at + 1)
+                yield SKIPPED, None  # what `send` returns
             else:
-                in_map.append(char == "{")
-                if char == "{":
-                    key, at = _key(text, at)
-                    yield KEY, key
-                continue
+                at = blank(text, at + 1).end()
+                if text[at : at + 1] == ("}" if char == "{" else "]"):
+                    yield (END_MAP if char == "{" else END_ARRAY), None
+                    at += 1
+                else:
+                    in_map.append(char == "{")
+                    if char == "{":
+                        key, at = _key(text, at)
+                        yield KEY, key
+                    continue
         elif char == '"':
             value, at = scanstring(text, at + 1)
             yield SCALAR, value
@@ -77,18 +131,10 @@ def events(text: str) -> Iterator[tuple[int, object]]:
             raise JSONDecodeError("Expecting ',' delimiter", text, at)
 
 
-def skip(first: int, stream: Iterator[tuple[int, object]]) -> None:
-    """Pass over the value that starts with event `first`, building nothing."""
-    if first not in _STARTS:
-        return
-    depth = 1
-    for kind, _ in stream:
-        if kind in _STARTS:
-            depth += 1
-        elif kind in _ENDS:
-            depth -= 1
-            if depth == 0:
-                return
+def skip(first: int, stream) -> None:
+    """Pass over the value that starts with event `first` (the `events` generator's last), building nothing."""
+    if first in _STARTS:
+        stream.send(SKIP)
 
 
 def leaves(first: tuple[int, object], stream: Iterator[tuple[int, object]], under: str | None = None):

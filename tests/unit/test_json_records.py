@@ -29,6 +29,10 @@ CASES = {
         "type": "bundle",
     },
     "map not a bundle": {"type": "report", "objects": [{"description": "x"}], "text": "kept"},
+    "skipped values with brackets in strings": [
+        {"junk": ["]", "{", '"[', [[[]]] * 200, {"a": "}"}, "\\"], "text": "after", "more": [{}] * 300},
+        {"text": "next"},
+    ],
     "top scalar": '"just a string"',
     "top empty": "[]",
 }
