@@ -89,6 +89,7 @@ def prepare_card(result: PrepareResult, workers: int = 1) -> list:
         rows.append(["document separator", f"{s.separator} (id {s.separator_id})"])
     mix = [["files", fmt, n] for fmt, n in sorted(report.files_by_format.items())]
     mix += [["documents kept", fmt, n] for fmt, n in sorted(report.documents_by_format.items())]
+    mix += [["documents kept, decoded from", enc, n] for enc, n in sorted(report.documents_by_encoding.items())]
     redactions = [[kind, count] for kind, count in sorted(report.redactions.items())] or [["none", 0]]
     parts = [
         Markdown(

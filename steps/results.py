@@ -41,6 +41,9 @@ class CorpusReportSummary(Record):
 
     files_by_format: dict[str, int]
     documents_by_format: dict[str, int]
+    documents_by_encoding: dict[str, int] = {}
+    """Kept documents by the text encoding they were decoded from (`utf-8`, `utf-16`, `cp1252`, ...); PDF and XML
+    documents, decoded by their parsers, are not counted."""
     dropped: dict[str, int]
     duplicates: DuplicateCounts
     redactions: dict[str, int]

@@ -30,6 +30,19 @@ class DataConfig(Section):
     max_file_bytes: int = Field(256 * 2**20, ge=1024)
     """Largest file parsed whole (PDF, JSON, STIX bundle, XML, zip member), and most a .gz file or zip member may
     decompress to; larger ones are skipped. (Symbolic links in a corpus folder are skipped too: not followed.)"""
+    max_archive_bytes: int = Field(4 * 2**30, ge=1024)
+    """Most the members of one zip archive (nested archives' members included) may declare to expand to in all;
+    a larger archive is skipped whole (a zip bomb reads as many times its size)."""
+    max_archive_members: int = Field(100_000, ge=1)
+    """Most members one zip archive may hold, nested archives' members included; more skips it whole (each
+    member's entry is held in memory while the archive is open)."""
+    max_archive_depth: int = Field(3, ge=1)
+    """Archives read inside one another: 1 reads no zip inside a zip, 3 reads a zip in a zip in a zip. A deeper
+    one is skipped with the reason; all levels count toward the limits above."""
+    pdf_content_per_byte: int = Field(4, ge=1)
+    """Bytes of page content (drawing operators) a PDF may make the reader parse per byte of the file, beyond a
+    first MiB: a few kB of PDF whose pages share one huge content stream would otherwise take minutes. pypdf
+    parses 0.1-0.3 MB of content a second, so 4 keeps a PDF to well under a minute per MiB."""
     near_duplicate_threshold: float = Field(0.85, gt=0.0, le=1.0)
     """Estimated Jaccard similarity (word 5-grams, MinHash LSH) at or above which a document is a near duplicate;
     1.0 turns near-duplicate removal off."""

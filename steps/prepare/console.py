@@ -57,6 +57,8 @@ def reading_summary(report: CorpusReport, corpus: str) -> None:
         f"documents: {documents_seen(report):,} read, {report.kept:,} kept "
         f"({_counts(report.documents_by_format)}); dropped {sum(dropped.values()):,}: {_counts(dropped)}"
     )
+    if report.documents_by_encoding:
+        say(f"text encodings of kept documents: {_counts(report.documents_by_encoding)}")
     if report.redactions:
         secrets = _n(sum(report.redactions.values()), "secret")
         say(f"redacted {secrets} in {_n(report.redacted_documents, 'document')}: {_counts(report.redactions)}")

@@ -16,8 +16,6 @@ import multiprocessing
 import os
 import re
 import shutil
-import zipfile
-import zlib
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,9 +23,10 @@ from pathlib import Path
 
 from steps.config import DEFAULT_CORPUS, DataConfig
 from steps.formats.cwe_catalogue import bundled_catalogue_path
+from steps.prepare.archives import ArchiveLimits
 from steps.prepare.clean import CleanSettings, clean_batch
 from steps.prepare.corpus_files import folder_files, outside_links
-from steps.prepare.extract import Limits, SkipFile, Source
+from steps.prepare.extract import Limits, Source
 from steps.prepare.report import CorpusReport
 from steps.runtime.storage import open_storage
 
@@ -35,12 +34,6 @@ __all__ = ["CorpusError", "corpus_sources", "resolve_sources"]
 
 _BATCH_DOCS = 256
 _BATCH_CHARS = 4 << 20
-# What a damaged file raises while being read: a truncated gzip (EOFError, zlib.error, BadGzipFile is an
-# OSError), broken XML (lxml's XMLSyntaxError is a SyntaxError), bad text or JSON or CSV (ValueError and its
-# subclasses), an encrypted zip member (RuntimeError, zipfile's choice).
-READ_ERRORS = (SkipFile, OSError, EOFError, zlib.error, SyntaxError, ValueError, zipfile.BadZipFile, RuntimeError)
-
-
 LINK_REASON = "symbolic link, not followed (it can point outside the corpus folder); copy the file in instead"
 
 
@@ -101,10 +94,22 @@ def document_batches(raw: Iterator[tuple[object, str]]) -> Iterator[tuple[list, 
         yield metas, texts
 
 
+def _cleaning_failed(metas: list, exc: BaseException) -> CorpusError:
+    """What a failure while cleaning a batch says: the batch's files and the exception's type, never its text (a
+    UnicodeEncodeError holds its whole document, other exceptions may quote one: a secret)."""
+    names = sorted({str(getattr(meta, "source", meta)) for meta in metas})
+    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return CorpusError(f"cleaning the documents of {shown} failed ({type(exc).__name__})")
+
+
 def cleaned_batches(batches: Iterator[tuple[list, list[str]]], settings: CleanSettings, num_proc: int):
     if num_proc == 1:
         for metas, texts in batches:
-            yield metas, clean_batch(texts, settings)
+            try:
+                cleaned = clean_batch(texts, settings)
+            except Exception as exc:
+                raise _cleaning_failed(metas, exc) from None
+            yield metas, cleaned
         return
     # Pool.imap would read every batch ahead into its task queue; apply_async with a bounded window keeps
     # at most 2 batches per worker in flight, which is what bounds memory. gc.freeze keeps the workers'
@@ -113,14 +118,20 @@ def cleaned_batches(batches: Iterator[tuple[list, list[str]]], settings: CleanSe
     gc.freeze()
     with multiprocessing.get_context("fork").Pool(num_proc) as pool:
         pending: deque = deque()
+
+        def done() -> tuple[list, list]:
+            metas_done, result = pending.popleft()
+            try:
+                return metas_done, result.get()
+            except Exception as exc:
+                raise _cleaning_failed(metas_done, exc) from None
+
         for metas, texts in batches:
             pending.append((metas, pool.apply_async(clean_batch, (texts, settings))))
             if len(pending) >= 2 * num_proc:
-                metas_done, result = pending.popleft()
-                yield metas_done, result.get()
+                yield done()
         while pending:
-            metas_done, result = pending.popleft()
-            yield metas_done, result.get()
+            yield done()
     gc.unfreeze()
 
 
@@ -134,8 +145,20 @@ def reading_processes(data: DataConfig) -> int:
     return os.cpu_count() or 1
 
 
+def archive_limits(data: DataConfig) -> ArchiveLimits:
+    return ArchiveLimits(data.max_archive_bytes, data.max_archive_members, data.max_archive_depth, data.max_file_bytes)
+
+
 def read_limits(data: DataConfig) -> Limits:
-    return Limits(data.max_document_bytes, data.max_file_bytes, tuple(data.text_fields), tuple(data.csv_columns))
+    return Limits(
+        data.max_document_bytes,
+        data.max_file_bytes,
+        tuple(data.text_fields),
+        tuple(data.csv_columns),
+        archive_limits(data),
+        data.pdf_content_per_byte,
+        data.redact_emails,
+    )
 
 
 def clean_settings(data: DataConfig) -> CleanSettings:

@@ -1,33 +1,39 @@
 """Text out of one corpus file, whatever its format, with a bounded read.
 
-A file (or a zip member) is a `Source`; `read_source` yields `(key, text, format)` for
+A file (or a zip member) is a `Source`; `read_source` yields `(key, text, format, encoding)` for
 each document in it, or `RecordSkip` for a record it had to leave out (an
 over-long line, a malformed JSON line or CSV row). A whole file that cannot be read raises
 `SkipFile` with the reason. Nothing larger than the configured limits is ever
 held in memory: whole-file reads stop one byte past the limit, what a compressed file or zip
 member expands to is bounded by `max_file_bytes` (XML files too), and a document longer than
 `max_document_bytes` is left out whatever format it came from. Reasons never quote the input
-(`steps.prepare.read_guard`).
+(`steps.prepare.read_guard`). Text is decoded from the encoding `steps.prepare.text_encoding` finds, JSON
+is walked without being built (`steps.prepare.json_records`), and what a zip archive may expand to in all is
+bounded by `steps.prepare.archives`.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import gzip
-import json
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
+from json import JSONDecodeError
 from pathlib import Path
 from typing import IO, NamedTuple
 
 import trafilatura
 
 from steps.formats.cwe_catalogue import looks_like_cwe_catalogue
+from steps.prepare.archives import ArchiveLimits
 from steps.prepare.csv_rows import csv_rows
 from steps.prepare.cwe_documents import cwe_documents
+from steps.prepare.json_records import json_documents, record_line_text
 from steps.prepare.pdf_text import pdf_text
 from steps.prepare.read_guard import SkipFile, bounded, utf8_length
+from steps.prepare.source_names import UniqueKeys, without_surrogates
+from steps.prepare.text_encoding import decode_text, utf8_stream
 
 FORMATS = {
     ".txt": "text",
@@ -44,8 +50,6 @@ FORMATS = {
     ".pdf": "pdf",
     ".xml": "xml",
 }
-_STIX_TEXT_FIELDS = ("name", "aliases", "description", "pattern", "kill_chain_phases", "x_mitre_detection")
-_BINARY_SNIFF = 8192
 __all__ = ["Extracted", "Limits", "RecordSkip", "SkipFile", "Source", "open_zip", "read_source", "zip_members"]
 
 
@@ -54,6 +58,9 @@ class Extracted(NamedTuple):
     """Where the document is inside its file ("" for a one-document file)."""
     text: str
     format: str
+    encoding: str | None = None
+    """The text encoding its bytes were decoded from (`utf-8`, `utf-16`, `cp1252`); None where a parser decoded
+    them (PDF, XML)."""
 
 
 class RecordSkip(NamedTuple):
@@ -67,6 +74,9 @@ class Limits:
     max_file_bytes: int
     text_fields: tuple[str, ...]
     csv_columns: tuple[str, ...]
+    archives: ArchiveLimits | None = None
+    pdf_content_per_byte: int = 4
+    redact_emails: bool = False
 
 
 @dataclass(frozen=True)
@@ -137,50 +147,18 @@ def read_bounded(source: Source, limit: int, field: str) -> bytes:
     return data
 
 
-def decode_text(data: bytes) -> str:
-    """UTF-8 text, or SkipFile naming why the bytes are not text."""
-    if b"\x00" in data[:_BINARY_SNIFF]:
-        raise SkipFile("binary content (NUL bytes), not text")
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise SkipFile(f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start}") from None
-
-
 def _html_main_text(html: str) -> str:
     return trafilatura.extract(html, include_comments=False, include_tables=True, favor_recall=True) or ""
 
 
-def _record_text(record: object, fields: tuple[str, ...]) -> str:
-    if not isinstance(record, dict):
-        return ""
-    return "\n".join(str(record[f]) for f in fields if record.get(f))
-
-
-def _stix_object_text(obj: dict) -> str:
-    lines = [f"{obj.get('type', 'object')}: {obj.get('name', obj.get('id', ''))}"]
-    for field in _STIX_TEXT_FIELDS[1:]:
-        value = obj.get(field)
-        if isinstance(value, list):
-            value = ", ".join(v.get("phase_name", str(v)) if isinstance(v, dict) else str(v) for v in value)
-        if value:
-            lines.append(f"{field.replace('_', ' ')}: {value}" if field != "description" else str(value))
-    return "\n".join(lines)
-
-
 def _json_documents(data: bytes, limits: Limits) -> Iterator[Extracted]:
+    text, encoding = decode_text(data)
+    del data  # the text is what is walked: the bytes need not stay
     try:
-        loaded = json.loads(decode_text(data))
-    except json.JSONDecodeError as exc:  # msg is the json module's own fixed text, never the input
+        for key, doc, fmt in json_documents(text, limits.text_fields):
+            yield Extracted(key, doc, fmt, encoding)
+    except JSONDecodeError as exc:  # msg is the json module's own fixed text, never the input
         raise SkipFile(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    if isinstance(loaded, dict) and loaded.get("type") == "bundle" and isinstance(loaded.get("objects"), list):
-        # STIX 2.1: one document per object that describes something.
-        for obj in loaded["objects"]:
-            if isinstance(obj, dict) and obj.get("description"):
-                yield Extracted(str(obj.get("id")), _stix_object_text(obj), "stix")
-        return
-    for index, record in enumerate(loaded if isinstance(loaded, list) else [loaded]):
-        yield Extracted(str(index), _record_text(record, limits.text_fields), "json")
 
 
 def _drain(source: Source, limits: Limits) -> None:
@@ -195,7 +173,8 @@ def _drain(source: Source, limits: Limits) -> None:
 def _jsonl_documents(source: Source, limits: Limits) -> Iterator[Extracted | RecordSkip]:
     limit = limits.max_document_bytes
     _drain(source, limits)
-    with source.open(limits.max_file_bytes if source.expands else None) as handle:
+    with source.open(limits.max_file_bytes if source.expands else None) as raw:
+        handle, encoding = utf8_stream(raw)
         for index, line in enumerate(iter(lambda: handle.readline(limit + 1), b"")):
             if len(line) > limit and not line.endswith(b"\n"):
                 while (rest := handle.readline(1 << 20)) and not rest.endswith(b"\n"):
@@ -205,21 +184,22 @@ def _jsonl_documents(source: Source, limits: Limits) -> Iterator[Extracted | Rec
             if not line.strip():
                 continue
             try:
-                record = json.loads(line)
-            except json.JSONDecodeError as exc:  # msg is the json module's own fixed text, never the input
+                text = record_line_text(line.decode("utf-8"), limits.text_fields)
+            except JSONDecodeError as exc:  # msg is the json module's own fixed text, never the input
                 yield RecordSkip(str(index), f"malformed JSON line {index + 1}: {exc.msg} at column {exc.colno}")
                 continue
             except UnicodeDecodeError as exc:
                 yield RecordSkip(str(index), f"JSON line {index + 1} is not UTF-8 text (byte {exc.start})")
                 continue
-            yield Extracted(str(index), _record_text(record, limits.text_fields), "jsonl")
+            yield Extracted(str(index), text, "jsonl", encoding)
 
 
 def _csv_documents(source: Source, limits: Limits) -> Iterator[Extracted | RecordSkip]:
     _drain(source, limits)
-    with source.open(limits.max_file_bytes if source.expands else None) as handle:
+    with source.open(limits.max_file_bytes if source.expands else None) as raw:
+        handle, encoding = utf8_stream(raw)
         for key, text, reason in csv_rows(handle, limits.csv_columns, limits.max_document_bytes):
-            yield RecordSkip(key, reason) if reason is not None else Extracted(key, text, "csv")
+            yield RecordSkip(key, reason) if reason is not None else Extracted(key, text, "csv", encoding)
 
 
 def _cwe_xml_documents(source: Source, limits: Limits) -> Iterator[Extracted]:
@@ -234,14 +214,20 @@ def _cwe_xml_documents(source: Source, limits: Limits) -> Iterator[Extracted]:
 
 
 def read_source(source: Source, limits: Limits) -> Iterator[Extracted | RecordSkip]:
-    """(key inside the file, raw text, format) per document; raises SkipFile for a file it cannot read.
+    """(key inside the file, raw text, format, encoding) per document; raises SkipFile for a file it cannot read.
 
-    A document longer than data.max_document_bytes is left out: a record as a RecordSkip, a
-    one-document file (key "") as a SkipFile.
+    Where text enters prepare: a lone surrogate becomes U+FFFD in text and key alike, and keys are made safe
+    and distinct (`steps.prepare.source_names`). A document longer than data.max_document_bytes is left
+    out: a record as a RecordSkip, a one-document file (key "") as a SkipFile.
     """
     limit = limits.max_document_bytes
-    for item in _documents(source, limits):
-        if isinstance(item, RecordSkip) or utf8_length(item.text) <= limit:
+    keys = UniqueKeys(limits.redact_emails)
+    for number, item in enumerate(_documents(source, limits)):
+        if isinstance(item, RecordSkip):
+            yield item._replace(key=keys(item.key, number))
+            continue
+        item = item._replace(key=keys(item.key, number), text=without_surrogates(item.text))
+        if utf8_length(item.text) <= limit:
             yield item
         elif not item.key:
             raise SkipFile(f"text larger than data.max_document_bytes ({limit} bytes); raise it to include this file")
@@ -252,13 +238,14 @@ def read_source(source: Source, limits: Limits) -> Iterator[Extracted | RecordSk
 def _documents(source: Source, limits: Limits) -> Iterator[Extracted | RecordSkip]:
     fmt = source.format
     if fmt in ("text", "markdown", "rst"):
-        yield Extracted("", decode_text(read_bounded(source, limits.max_document_bytes, "max_document_bytes")), fmt)
+        text, encoding = decode_text(read_bounded(source, limits.max_document_bytes, "max_document_bytes"))
+        yield Extracted("", text, fmt, encoding)
     elif fmt == "html":
-        html = decode_text(read_bounded(source, limits.max_document_bytes, "max_document_bytes"))
-        yield Extracted("", _html_main_text(html), fmt)
+        html, encoding = decode_text(read_bounded(source, limits.max_document_bytes, "max_document_bytes"))
+        yield Extracted("", _html_main_text(html), fmt, encoding)
     elif fmt == "pdf":
         data = read_bounded(source, limits.max_file_bytes, "max_file_bytes")
-        yield Extracted("", pdf_text(data, limits.max_document_bytes), fmt)
+        yield Extracted("", pdf_text(data, limits.max_document_bytes, limits.pdf_content_per_byte), fmt)
     elif fmt == "json":
         yield from _json_documents(read_bounded(source, limits.max_file_bytes, "max_file_bytes"), limits)
     elif fmt == "jsonl":

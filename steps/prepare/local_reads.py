@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import json
 import multiprocessing
+import sys
 import time
 import traceback
 from multiprocessing.connection import Connection, wait
@@ -65,9 +66,10 @@ def _read_in_processes(
                 process.start()
                 send.close()
                 running[shard] = process, receive
-            ended = wait([process.sentinel for process, _ in running.values()])
+            # A message comes before its process ends: either wakes the parent, which fails at the first one.
+            ended = wait([handle for process, receive in running.values() for handle in (process.sentinel, receive)])
             for shard, (process, receive) in list(running.items()):
-                if process.sentinel in ended:
+                if process.sentinel in ended or receive in ended:
                     del running[shard]
                     _check(shard, process, receive, plan)
     finally:
@@ -77,27 +79,37 @@ def _read_in_processes(
         gc.unfreeze()
 
 
+_MESSAGE_CHARS = 8192
+"""Longest failure message a reading process sends: far below what a pipe holds (64 KiB on Linux), so that its
+send never blocks, whatever the parent is doing."""
+
+
 def _read_one(send: Connection, data: DataConfig, plan: ShardPlan, shard: int, folder: Path, *args) -> None:
     try:
         read_shard(data, plan, shard, folder, *args)
     except BaseException as exc:
-        if not isinstance(exc, CorpusError):  # ours say what to do; anything else goes to the log whole
-            traceback.print_exc()
-        try:
-            send.send(exc)
-        except Exception:  # an exception that does not pickle: its type is what can be said without its text
-            send.send(CorpusError(f"prepare shard {shard} ({files_of_shard(plan, shard)}): {type(exc).__name__}"))
+        if isinstance(exc, CorpusError):  # ours: written to name the file and the reason, never the input
+            message = str(exc)
+        else:
+            # Anything else: the shard, its files and the type. Not the exception itself: it may not pickle, may
+            # pickle to more than the pipe holds (a UnicodeEncodeError carries its whole document, and a child
+            # blocked on a full pipe never exits), and its text may quote a document (a secret). The log gets
+            # the stack without the message.
+            message = f"prepare shard {shard} ({files_of_shard(plan, shard)}): failed ({type(exc).__name__})"
+            frames = "".join(traceback.format_tb(exc.__traceback__))
+            print(f"{frames}{type(exc).__name__} (message withheld: it may quote the corpus)", file=sys.stderr)
+        send.send(message[:_MESSAGE_CHARS])
         raise SystemExit(1) from None
 
 
 def _check(shard: int, process: multiprocessing.Process, receive: Connection, plan: ShardPlan) -> None:
     process.join()
     try:
-        error = receive.recv() if receive.poll() else None
+        message = receive.recv() if receive.poll() else None
     except EOFError:  # ended without a word: poll() also says "ready" once the child's end is closed
-        error = None
-    if error is not None:
-        raise error
+        message = None
+    if message is not None:
+        raise CorpusError(message)
     if process.exitcode != 0:
         # Killed (the kernel's OOM killer, most likely): nothing of its own says so.
         raise CorpusError(

@@ -37,6 +37,8 @@ class CorpusReport:
     rows: IO[str] | None = None
     files_by_format: Counter = field(default_factory=Counter)
     documents_by_format: Counter = field(default_factory=Counter)
+    documents_by_encoding: Counter = field(default_factory=Counter)
+    """Kept documents by the text encoding prepare decoded them from (not PDF or XML, which parsers decode)."""
     dropped: Counter = field(default_factory=Counter)
     redactions: Counter = field(default_factory=Counter)
     redacted_documents: int = 0
@@ -75,6 +77,7 @@ class CorpusReport:
         return CorpusReportSummary(
             files_by_format=dict(self.files_by_format),
             documents_by_format=dict(self.documents_by_format),
+            documents_by_encoding=dict(self.documents_by_encoding),
             dropped=dict(self.dropped),
             duplicates=DuplicateCounts(exact=self.dropped["exact_duplicate"], near=self.dropped["near_duplicate"]),
             redactions=dict(self.redactions),

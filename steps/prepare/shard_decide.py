@@ -29,7 +29,7 @@ from steps.prepare.split import DocumentSplit
 from steps.runtime.progress_clock import ProgressClock
 
 DECISIONS_FILE = "decisions.json"
-_COLUMNS = ("unit", "item", "kind", "source", "doc_id", "format", "reason", "redactions", "chars", "digest")
+_COLUMNS = ("unit", "item", "kind", "source", "doc_id", "format", "reason", "encoding", "redactions", "chars", "digest")
 
 
 @dataclass
@@ -139,6 +139,8 @@ def _replay(row: dict, report: CorpusReport, index: DuplicateIndex) -> bool:
     report.kept += 1
     report.kept_chars += row["chars"]
     report.documents_by_format[row["format"]] += 1
+    if row["encoding"] is not None:
+        report.documents_by_encoding[row["encoding"]] += 1
     return True
 
 

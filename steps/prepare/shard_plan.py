@@ -12,15 +12,18 @@ as one process does.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from steps.config import DataConfig
-from steps.prepare.corpus import LINK_REASON, corpus_sources, file_name, strict_error
-from steps.prepare.extract import SkipFile, open_zip
+from steps.prepare.archives import archive_entries
+from steps.prepare.corpus import LINK_REASON, archive_limits, corpus_sources, file_name, strict_error
 from steps.prepare.plan_file import PLAN_FILE
+from steps.prepare.read_guard import SkipFile
+from steps.prepare.source_names import safe_name, unique_names
 
 Sources = tuple[Path, list[Path], list[Path]]
 """The corpus root, its files and the links not followed (`steps.prepare.corpus.corpus_sources`)."""
@@ -31,13 +34,22 @@ class Unit:
     """One source of the corpus: a file, or one member of a zip archive (`member` is its index in the archive)."""
 
     name: str
-    """The name reports and document ids use: path below the corpus root, `archive.zip!member` in a zip."""
+    """The name reports and document ids use: path below the corpus root, `archive.zip!member` in a zip; made
+    safe (no surrogate, no secret) and unique (`steps.prepare.source_names`)."""
     path: str
     """The file, relative to the corpus root where it is below it (the root differs per machine for s3://)."""
     member: int | None
     bytes: int
     skip: str | None = None
     """Why the whole unit is skipped (a broken zip archive), found while planning."""
+    nested: list[int] | None = None
+    """For a member of a zip inside the zip: its index in each nested archive on the way (`member` is the
+    nested archive's index in the outer one)."""
+
+    @property
+    def chain(self) -> tuple[int, ...]:
+        """The member's index in each archive on the way, outermost first."""
+        return (self.member, *(self.nested or ())) if self.member is not None else ()
 
 
 @dataclass(frozen=True)
@@ -101,31 +113,34 @@ def corpus_units(
         with corpus_sources(data.corpus) as opened:
             return corpus_units(data, opened, sizes)
     root, files, links = sources
-    link_names = [file_name(root, link) for link in links]
+    link_names = [safe_name(file_name(root, link), data.redact_emails) for link in links]
     if link_names and data.strict:
         raise strict_error(link_names[0], LINK_REASON)
-    return _units(root, files, data.strict, sizes), link_names
+    return _units(root, files, data, sizes), link_names
 
 
-def _units(root: Path, files: list[Path], strict: bool, sizes: dict[str, int] | None) -> list[Unit]:
+def _units(root: Path, files: list[Path], data: DataConfig, sizes: dict[str, int] | None) -> list[Unit]:
     units: list[Unit] = []
     for path in files:
-        name, relative = file_name(root, path), _relative(root, path)
+        name, relative = safe_name(file_name(root, path), data.redact_emails), _relative(root, path)
         if path.suffix.lower() != ".zip":
             units.append(Unit(name, relative, None, path.stat().st_size if sizes is None else sizes[relative]))
             continue
         try:
-            archive = open_zip(path)
+            entries = archive_entries(path, name, archive_limits(data))
         except SkipFile as exc:
-            if strict:
+            if data.strict:
                 raise strict_error(name, str(exc)) from None
             units.append(Unit(name, relative, None, 0, skip=str(exc)))
             continue
-        with archive:
-            for index, member in enumerate(archive.infolist()):
-                if not member.is_dir():
-                    units.append(Unit(f"{name}!{member.filename}", relative, index, member.file_size))
-    return units
+        for entry in entries:
+            if entry.skip is not None and data.strict:
+                raise strict_error(safe_name(entry.name, data.redact_emails), entry.skip)
+            nested = list(entry.chain[1:]) or None
+            member_name = safe_name(entry.name, data.redact_emails)
+            units.append(Unit(member_name, relative, entry.chain[0], entry.bytes, entry.skip, nested))
+    names = unique_names([unit.name for unit in units])
+    return [dataclasses.replace(unit, name=name) for unit, name in zip(units, names, strict=True)]
 
 
 def plan_shards(

@@ -20,9 +20,9 @@ import numpy as np
 
 from steps.config import DataConfig
 from steps.formats.dataset import document_id
+from steps.prepare.archives import nested_zip, reading_tally
 from steps.prepare.console import say
 from steps.prepare.corpus import (
-    READ_ERRORS,
     CorpusError,
     clean_settings,
     cleaned_batches,
@@ -49,6 +49,7 @@ class _Item(NamedTuple):
     doc_id: str
     format: str
     reason: str | None = None
+    encoding: str | None = None
 
 
 class ShardReadError(CorpusError):
@@ -85,19 +86,8 @@ def read_shard(
     writer = RowWriter(path, ROW_SCHEMA)
     progress = ProgressClock(progress_every_s)
     try:
-        with ExitStack() as archives:
-            opened: dict[Path, zipfile.ZipFile] = {}
-
-            def source_of(unit: Unit) -> Source:
-                file = root / unit.path
-                if unit.member is None:
-                    return Source(unit.name, file)
-                if file not in opened:
-                    opened[file] = archives.enter_context(open_zip(file))
-                archive = opened[file]
-                return Source(unit.name, file, archive.infolist()[unit.member], archive)
-
-            items = _items(plan, shard, source_of, read_limits(data), data.strict)
+        with _Archives(data) as archives:
+            items = _items(plan, shard, archives.source_of(root), read_limits(data), data.strict)
             cleaned = cleaned_batches(document_batches(items), clean_settings(data), reading_processes(data))
             for metas, docs in cleaned:
                 writer.write([_row(meta, doc) for meta, doc in zip(metas, docs, strict=True)])
@@ -110,6 +100,44 @@ def read_shard(
     finally:
         writer.close()
     return path
+
+
+class _Archives(ExitStack):
+    """The zip archives a shard reads from: each on disk opened once; of nested ones, the last chain opened
+    (a shard's members of one nested archive come one after another, so each is copied out once)."""
+
+    def __init__(self, data: DataConfig) -> None:
+        super().__init__()
+        self._limits = read_limits(data).archives
+        self._outer: dict[Path, zipfile.ZipFile] = {}
+        self._nested_key: tuple | None = None
+        self._nested = ExitStack()
+        self._nested_archive: zipfile.ZipFile | None = None
+        self.callback(self._nested.close)
+
+    def source_of(self, root: Path):
+        def source_of(unit: Unit) -> Source:
+            file = root / unit.path
+            if unit.member is None:
+                return Source(unit.name, file)
+            archive = self._archive(file, unit.chain[:-1])
+            return Source(unit.name, file, archive.infolist()[unit.chain[-1]], archive)
+
+        return source_of
+
+    def _archive(self, file: Path, chain: tuple[int, ...]) -> zipfile.ZipFile:
+        if file not in self._outer:
+            self._outer[file] = self.enter_context(open_zip(file))
+        if not chain:
+            return self._outer[file]
+        if self._nested_key != (file, chain):
+            self._nested.close()
+            self._nested_key, archive = None, self._outer[file]
+            tally = reading_tally(self._limits)
+            for index in chain:
+                archive = self._nested.enter_context(nested_zip(archive, archive.infolist()[index], tally))
+            self._nested_key, self._nested_archive = (file, chain), archive
+        return self._nested_archive
 
 
 def files_of_shard(plan: ShardPlan, shard: int, shown: int = 5) -> str:
@@ -127,13 +155,16 @@ def _items(plan: ShardPlan, shard: int, source_of, limits: Limits, strict: bool)
             if part.stripe == 0:
                 yield _Item(part.unit, END, "skip_file", unit.name, unit.name, "", unit.skip), ""
             continue
-        yield from _unit_items(part, unit, source_of(unit), limits, strict)
+        yield from _unit_items(part, unit, source_of, limits, strict)
 
 
-def _unit_items(part: ShardPart, unit: Unit, source: Source, limits: Limits, strict: bool):
-    if part.stripe == 0:
-        yield _Item(part.unit, -1, "source", unit.name, unit.name, format_label(source)), ""
+def _unit_items(part: ShardPart, unit: Unit, source_of, limits: Limits, strict: bool):
+    """One source's rows. Whatever reading it raises (a parser's assertion, an integer overflow, a bug) leaves
+    out this source alone, with the exception's type as the reason: one file never aborts a corpus."""
     try:
+        source = source_of(unit)
+        if part.stripe == 0:
+            yield _Item(part.unit, -1, "source", unit.name, unit.name, format_label(source)), ""
         for number, item in enumerate(read_source(source, limits)):
             if number % part.stripes != part.stripe:
                 continue  # another stripe's document
@@ -143,16 +174,17 @@ def _unit_items(part: ShardPart, unit: Unit, source: Source, limits: Limits, str
                 doc_id = document_id(source.name, item.key)
                 yield _Item(part.unit, number, "record_skip", source.name, doc_id, "", item.reason), ""
                 continue
-            key, text, fmt = item
+            key, text, fmt, encoding = item
             fmt = f"{fmt}.gz" if source.compressed else fmt
-            yield _Item(part.unit, number, "document", source.name, document_id(source.name, key), fmt), text
+            doc_id = document_id(source.name, key)
+            yield _Item(part.unit, number, "document", source.name, doc_id, fmt, None, encoding), text
     except CorpusError:
         raise
-    except READ_ERRORS as exc:
+    except Exception as exc:
         if strict:
-            raise strict_error(source.name, error_reason(exc)) from None
+            raise strict_error(unit.name, error_reason(exc)) from None
         if part.stripe == 0:  # every stripe meets the failure; one reports it
-            yield _Item(part.unit, END, "skip_file", source.name, source.name, "", error_reason(exc)), ""
+            yield _Item(part.unit, END, "skip_file", unit.name, unit.name, "", error_reason(exc)), ""
 
 
 def _row(meta: _Item, doc) -> dict:

@@ -33,6 +33,7 @@ ROW_SCHEMA = pa.schema(
         ("doc_id", pa.string()),
         ("format", pa.string()),
         ("reason", pa.string()),  # skip reasons; a document's drop reason before dedupe (too_short ...)
+        ("encoding", pa.string()),  # the text encoding a document was decoded from, where prepare decoded it
         ("redactions", pa.string()),  # `kind=n` pairs, comma-separated
         ("chars", pa.int64()),
         ("digest", pa.binary()),

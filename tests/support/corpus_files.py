@@ -170,7 +170,8 @@ def write_bad_files(root: Path) -> dict[str, str]:
     """Every kind of unreadable file; returns the expected reason fragment per file name."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "binary.txt").write_bytes(b"MZ\x90\x00\x03\x00\x00\x00" * 64)
-    (root / "latin1.txt").write_bytes("caf\xe9 ".encode("latin-1") * 100)
+    noise = random.Random(52)
+    (root / "noise.txt").write_bytes(bytes(noise.randrange(1, 256) for _ in range(16384)))
     (root / "empty.md").write_bytes(b"")
     (root / "truncated.txt.gz").write_bytes(gzip.compress(prose(50).encode() * 20)[:-30])
     (root / "broken.json").write_text('{"text": "unterminated')
@@ -179,7 +180,7 @@ def write_bad_files(root: Path) -> dict[str, str]:
     (root / "truncated.xml").write_text(CWE_XML[:150])
     return {
         "binary.txt": "binary content",
-        "latin1.txt": "not UTF-8",
+        "noise.txt": "not text in any encoding",
         "empty.md": "empty file",
         "truncated.txt.gz": "",
         "broken.json": "malformed JSON",
