@@ -174,6 +174,8 @@ class ZeroCheckpointReader:
             if lo < hi:
                 chunks.append(flat_groups[rank][piece.group][lo - start : hi - start])
             start += size
+        if not chunks:  # a parameter with no elements: conversion's shape check names it, not torch.cat
+            return torch.empty(piece.shape)
         return torch.cat(chunks).view(piece.shape)
 
     def gather(self, names: list[str]) -> Iterator[tuple[str, torch.Tensor]]:

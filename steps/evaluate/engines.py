@@ -39,6 +39,8 @@ class InferenceEngine:
     """True when ranks must call generate together (ZeRO-3 gathers parameters across ranks)."""
     notes: list[str] = field(default_factory=list)
     """What the engine could not do as configured, and why (shown on the card)."""
+    kernel_injected: bool = False
+    """DeepSpeed-Inference runs its fused CUDA kernels; False: plain modules (AutoTP), the notes say why."""
 
     @torch.no_grad()
     def generate(
@@ -111,6 +113,7 @@ def deepspeed_inference_engine(model_dir: Path, ctx: DistContext, settings: Eval
         )
         if inject:
             _smoke_generate(engine.module, ctx)
+        injected = inject
     except Exception as exc:
         if not inject:
             raise
@@ -123,8 +126,11 @@ def deepspeed_inference_engine(model_dir: Path, ctx: DistContext, settings: Eval
         engine = deepspeed.init_inference(
             model, tensor_parallel={"tp_size": degree}, dtype=_dtype(settings), replace_with_kernel_inject=False
         )
+        injected = False
     split = degree > 1
-    return InferenceEngine("deepspeed", engine.module.eval(), shards_prompts=not split, notes=notes)
+    return InferenceEngine(
+        "deepspeed", engine.module.eval(), shards_prompts=not split, notes=notes, kernel_injected=injected
+    )
 
 
 def _smoke_generate(model, ctx: DistContext) -> None:

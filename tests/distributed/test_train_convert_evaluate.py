@@ -8,11 +8,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from steps.config import TuneConfig, write_config
 from steps.convert.consolidate import run_convert
 from steps.formats.dataset import DATASET_SUMMARY_FILE
+from steps.formats.train_folder import tag_for
 from steps.runtime.launch import LaunchError, run_torchrun
 
 pytestmark = pytest.mark.distributed
@@ -183,6 +185,16 @@ def test_a_failing_rank_fails_the_launch_with_code_and_log(tmp_path: Path) -> No
 
 
 def test_verify_logits_are_the_engine_output(trained) -> None:
-    _, out, _ = trained
+    """The logits convert must reproduce are the trained weights' own: DeepSpeed's zero_to_fp32 consolidates the final
+    checkpoint independently of our converter, and that model gives the same values on the verify batch."""
+    config, out, _ = trained
     reference = torch.load(out / "verify_logits.pt", weights_only=True)
     assert reference["logits"].shape[:2] == reference["input_ids"].shape
+    final = out / "checkpoints" / tag_for(config.train.max_steps)
+    state = get_fp32_state_dict_from_zero_checkpoint(str(final.parent), tag=final.name)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(str(final)), dtype=torch.float32).eval()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and set(missing) <= {"lm_head.weight"}  # a tied head is the embedding
+    with torch.no_grad():
+        logits = model(input_ids=reference["input_ids"]).logits
+    assert torch.allclose(logits, reference["logits"], atol=1e-4), float((logits - reference["logits"]).abs().max())

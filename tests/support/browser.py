@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ from html import unescape
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
 from metaflow.plugins.cards.card_modules.basic import BlankCard
 
 WINDOW = (1400, 900)
@@ -30,6 +32,17 @@ window.addEventListener("load", () => setTimeout(() => {
 
 def chromium() -> str | None:
     return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def required_chromium() -> str:
+    """Chromium's path; without one, a skip on a developer's machine and a failure in CI (`CI=true`, as .ci/run
+    sets it), where a browser test that skips would let every card go unseen while the run stays green."""
+    found = chromium()
+    if found is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail("no chromium on PATH in CI: .ci/run installs Debian's chromium; the card tests must run")
+        pytest.skip("no chromium on PATH (apt-get install -y chromium)")
+    return found
 
 
 def card_html(components: list) -> str:

@@ -12,10 +12,12 @@ import pytest
 
 from flows import cards
 from tests.support import card_results as results
-from tests.support.browser import WINDOW, card_html, chromium, open_in_chromium
+from tests.support.browser import WINDOW, card_html, open_in_chromium, required_chromium
 
-BROWSER = chromium()
-pytestmark = pytest.mark.skipif(BROWSER is None, reason="no chromium on PATH (apt-get install -y chromium)")
+
+@pytest.fixture(scope="module")
+def browser() -> str:
+    return required_chromium()
 
 
 def _cards() -> dict[str, tuple[list, list[str]]]:
@@ -43,17 +45,27 @@ def _cards() -> dict[str, tuple[list, list[str]]]:
 
 
 @pytest.mark.parametrize("step", ["prepare", "train", "convert", "evaluate", "end"])
-def test_each_card_fits_the_window_and_shows_its_values(step: str, tmp_path: Path) -> None:
+def test_each_card_fits_the_window_and_shows_its_values(step: str, tmp_path: Path, browser: str) -> None:
     components, expected = _cards()[step]
-    page = open_in_chromium(BROWSER, card_html(components), screenshot=tmp_path / f"{step}.png")
+    page = open_in_chromium(browser, card_html(components), screenshot=tmp_path / f"{step}.png")
     assert page.scroll_width <= WINDOW[0] == page.client_width, f"{step} card is {page.scroll_width} px wide"
     missing = [value for value in expected if value not in page.text]
     assert not missing, f"{step} card does not show {missing}"
     assert (tmp_path / f"{step}.png").stat().st_size > 0
 
 
-def test_the_evaluate_card_shows_only_the_decoding_settings_in_effect() -> None:
+def test_the_evaluate_card_shows_only_the_decoding_settings_in_effect(browser: str) -> None:
     components, _ = _cards()["evaluate"]
-    text = open_in_chromium(BROWSER, card_html(components)).text
+    text = open_in_chromium(browser, card_html(components)).text
     assert "decoding greedy" in text
     assert "num_beams" not in text and "temperature" not in text
+
+
+def test_without_chromium_the_card_tests_skip_on_a_laptop_and_fail_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("tests.support.browser.shutil.which", lambda name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="no chromium on PATH in CI"):
+        required_chromium()
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception):
+        required_chromium()

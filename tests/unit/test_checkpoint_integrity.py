@@ -66,12 +66,12 @@ class FakeEngine:
         return 2
 
 
-def manager(root: str, staging: Path, keep: int = 2) -> CheckpointManager:
+def manager_for(root: str, staging: Path, keep: int = 2) -> CheckpointManager:
     return CheckpointManager(CheckpointPlace(root, staging), TrainConfig(keep_checkpoints=keep), CTX)
 
 
 def save(root: str, staging: Path, engine: FakeEngine, step: int) -> str:
-    return manager(root, staging).save(engine, step, "0" * 64, TrainingPosition(0, 0), None)
+    return manager_for(root, staging).save(engine, step, "0" * 64, TrainingPosition(0, 0), None)
 
 
 @pytest.fixture
@@ -119,7 +119,7 @@ def test_resume_refuses_a_changed_file_before_unpickling_it(
     _flip_a_byte(local)
     stored.put_file(local, f"{tag_for(10)}/{damaged}")
 
-    resumed = manager(checkpoint_root, tmp_path / "staging-2")
+    resumed = manager_for(checkpoint_root, tmp_path / "staging-2")
     engine, found = FakeEngine(0.0), resumed.find()
     unpickled.clear()
     with pytest.raises(StorageError, match=f"changed {damaged}"):
@@ -129,7 +129,7 @@ def test_resume_refuses_a_changed_file_before_unpickling_it(
 
 def test_resume_loads_an_intact_checkpoint(checkpoint_root: str, tmp_path: Path) -> None:
     save(checkpoint_root, tmp_path / "staging", FakeEngine(1.0), 10)
-    engine, store = FakeEngine(0.0), manager(checkpoint_root, tmp_path / "staging")
+    engine, store = FakeEngine(0.0), manager_for(checkpoint_root, tmp_path / "staging")
     store.load(engine, store.find(), tmp_path / "metrics.jsonl", universal=False)
     assert engine.loads == 1
 
@@ -223,7 +223,7 @@ def test_resume_refuses_a_record_that_names_a_file_outside_the_checkpoint(aws_en
     stored.put_text(f"{tag_for(10)}/{CHECKPOINT_RECORD}", json.dumps(record))
     key = f"run/train/checkpoints/{tag_for(10)}/../../../escaped.pt"  # object keys are plain strings
     boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"planted")
-    resumed = manager(root, tmp_path / "work" / "staging")
+    resumed = manager_for(root, tmp_path / "work" / "staging")
     with pytest.raises(StorageError, match="leads outside"):
         resumed.load(FakeEngine(0.0), resumed.find(), tmp_path / "metrics.jsonl", universal=False)
     assert not list(tmp_path.rglob("escaped.pt"))
@@ -269,7 +269,7 @@ def test_a_universal_checkpoint_is_made_anew_never_taken_from_the_staging_folder
     """A universal checkpoint already in the staging folder (a crashed earlier attempt, or planted) is removed and
     converted again from the verified checkpoint: its pickles are loaded with weights_only=False."""
     save(str(tmp_path / "checkpoints"), tmp_path / "staging", FakeEngine(1.0), 10)
-    manager = CheckpointManager(CheckpointPlace(str(tmp_path / "checkpoints"), tmp_path / "staging"), TrainConfig(), CTX)
+    manager = manager_for(str(tmp_path / "checkpoints"), tmp_path / "staging")
     planted = tmp_path / "staging" / "universal" / tag_for(10)
     planted.mkdir(parents=True)
     (planted / "mp_rank_00_model_states.pt").write_bytes(b"planted")

@@ -8,7 +8,7 @@ from transformers import LlamaConfig, LlamaForCausalLM
 
 from steps.config import EvaluateConfig
 from steps.evaluate.engines import InferenceEngine
-from steps.evaluate.generation import _trim, agreement_rates, batches_per_rank, shard_indices
+from steps.evaluate.generation import _trim, agreement_rates, batches_per_rank, check_agreement, shard_indices
 
 
 @pytest.mark.parametrize("count", [0, 1, 3, 5, 8, 13])
@@ -50,3 +50,14 @@ def test_each_search_returns_only_new_tokens(decoding: str) -> None:
 def test_agreement_is_the_share_of_prompts_matching_the_first_engine() -> None:
     rates = agreement_rates({"hf": [[1, 2], [3]], "deepspeed": [[1, 2], [3]], "zero": [[1, 2], [4]]})
     assert rates == {"hf": 1.0, "deepspeed": 1.0, "zero": 0.5}
+
+
+def test_engines_that_disagree_under_greedy_fp32_on_cpu_fail_the_evaluation() -> None:
+    """On CPU in fp32 with greedy search every engine computes the same model: one that generates other tokens is
+    broken (a wrong split of heads, stale weights), and the evaluation fails naming it instead of reporting it."""
+    rates = {"hf": 1.0, "deepspeed": 1.0, "zero": 0.5}
+    with pytest.raises(RuntimeError, match=r"engines disagree under greedy fp32 decoding on CPU .*'zero': 0.5"):
+        check_agreement(rates, EvaluateConfig(decoding="greedy"))
+    assert check_agreement({"hf": 1.0, "deepspeed": 1.0}, EvaluateConfig(decoding="greedy")) is True
+    # Sampling draws differently per engine: reported, not required.
+    assert check_agreement(rates, EvaluateConfig(decoding="sampling")) is False

@@ -57,6 +57,7 @@ def test_kernel_injection_breaking_in_generate_falls_back_to_autotp_with_a_note(
     engine = engines.deepspeed_inference_engine(tmp_path, DistContext(0, 1, 0, torch.device("cpu")), settings)
     assert engine.model is model  # AutoTP's plain module, not the broken injected one
     assert len(engine.notes) == 1 and "TypeError" in engine.notes[0] and "using AutoTP" in engine.notes[0]
+    assert engine.kernel_injected is False  # which path ran is recorded, so the GPU test can insist on the kernels
     ids = torch.tensor([[5, 6, 7]])
     assert engine.generate(ids, torch.ones_like(ids), settings, [0], 1).shape == (1, settings.max_new_tokens)
 

@@ -144,6 +144,29 @@ def test_a_job_that_outlasts_the_wait_is_stopped(aws_env, debug_config) -> None:
     assert sagemaker_training_job(job.training_job_name).training_job_status == "Stopped"
 
 
+@pytest.mark.parametrize("how", ["exception", "sigterm"])
+def test_run_job_stops_its_job_when_the_step_fails_while_waiting(aws_env, debug_config, monkeypatch, how) -> None:
+    """The product's own path (run_job), not a guard built in the test: whatever ends the wait but completion (the
+    connection lost, Metaflow's SIGTERM to the task) stops the job it created, so none outlives its step."""
+    created: list[str] = []
+
+    def held_in_progress(job, poll_s, echo=print, timeout_s=None):
+        created.append(job.training_job_name)
+        record = sagemaker_training_job(job.training_job_name)
+        record.training_job_status, record.secondary_status = "InProgress", "Training"
+        if how == "sigterm":
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler raises in this thread before the sleep ends
+        raise ConnectionError("lost the SageMaker endpoint")
+
+    monkeypatch.setattr("steps.dispatch.sagemaker_job.wait_for_job", held_in_progress)
+    expected = {"exception": ConnectionError, "sigterm": StepInterrupted}[how]
+    with pytest.raises(expected):
+        run_job(*_named_spec(debug_config, f"16{how[:3]}"), boto3.Session(), poll_s=0.01)
+    (name,) = created
+    assert name in STOP_CALLS and sagemaker_training_job(name).training_job_status == "Stopped"
+
+
 def test_a_throttled_describe_is_retried_not_fatal(aws_env, debug_config) -> None:
     session = boto3.Session()
     throttled: list[str] = []
