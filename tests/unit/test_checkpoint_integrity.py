@@ -284,3 +284,29 @@ def test_a_universal_checkpoint_is_made_anew_never_taken_from_the_staging_folder
     monkeypatch.setattr("steps.train.checkpoints.subprocess.run", ds_to_universal)
     manager._to_universal(tmp_path / "checkpoints", manager.find())
     assert len(converted) == 1 and not (planted / "mp_rank_00_model_states.pt").exists()
+
+
+def test_a_fetched_train_folder_whose_manifest_does_not_list_the_checkpoint_is_refused(
+    tmp_path: Path, unpickled: list[str]
+) -> None:
+    """A reference resolves to the very files it was made for: a checkpoint added beside a published train folder
+    (its record and files self-consistent, but in no manifest) is never converted."""
+    train = tmp_path / "train"
+    _train_folder(train)
+    (train / VERIFY_LOGITS_FILE).write_bytes(b"logits")
+    published = open_storage(tmp_path / "store").publish(train, "train")
+    planted = write_zero_checkpoint(train / CHECKPOINTS / tag_for(20), {"embed.weight": torch.ones(7, 5)}, 2, 2)
+    files = [file_entry(p, p.name) for p in sorted(planted.iterdir())]
+    record = CheckpointRecord(
+        tag=planted.name, step=20, world_size=2, zero_stage=2, init_sha256="0" * 64, tokens_seen=0, blocks_seen=0,
+        files=files,
+    )  # fmt: skip
+    stored = tmp_path / "store" / "train" / CHECKPOINTS / planted.name
+    stored.mkdir(parents=True)
+    for path in planted.iterdir():
+        (stored / path.name).write_bytes(path.read_bytes())
+    (stored / CHECKPOINT_RECORD).write_text(record.model_dump_json())
+    fetched = fetch(published, verify=False)  # how convert takes its train folder: the manifest checked, files not
+    with pytest.raises(StorageError, match=rf"{tag_for(20)}/{CHECKPOINT_RECORD}: not in the train folder's"):
+        run_convert(TuneConfig(), fetched, tmp_path / "tokenizer", tmp_path / "out")
+    assert unpickled == []

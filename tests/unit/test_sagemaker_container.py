@@ -5,6 +5,7 @@ failed step's live card shows: our own messages, never a library's, whose text m
 from __future__ import annotations
 
 import json
+import shutil
 import tempfile
 
 import botocore.exceptions
@@ -104,3 +105,28 @@ def test_an_evaluate_job_whose_hosts_are_not_the_configs_fails_naming_the_field(
     other = read_contract()
     assert other.rendezvous().node_rank == 1 and other.rendezvous().num_nodes == 2
     assert other.model_output() != tmp_path / "model"
+
+
+def test_a_channel_that_is_not_the_folder_the_step_sent_fails_the_job(tmp_path, monkeypatch, debug_config) -> None:
+    """The container takes each channel's manifest hash to the reference the step sent in the config channel:
+    whatever else lies under the prefix (a folder published again since, a file changed) never reaches a stage."""
+    from steps.runtime.storage import open_storage
+
+    failure = _host(tmp_path, monkeypatch, SM_NUM_GPUS="0")
+    monkeypatch.setenv("TUNE_STAGE", "convert")
+    data = tmp_path / "input" / "data"
+    (data / "config").mkdir(parents=True)
+    write_config(debug_config, data / "config" / "config.json")
+    refs = {}
+    for name in ("checkpoint", "tokenizer"):
+        source = tmp_path / "published" / name
+        source.mkdir(parents=True)
+        (source / "file.json").write_text("{}")
+        refs[name] = open_storage(tmp_path / "store").publish(source, name).to_dict()
+        shutil.copytree(tmp_path / "store" / name, data / name)  # what SageMaker downloads: the prefix, manifest too
+    (data / "tokenizer" / "file.json").write_text('{"changed": true}')
+    (data / "config" / "inputs.json").write_text(json.dumps(refs))
+    assert main() == 1
+    reason = failure.read_text()
+    assert reason.startswith("ContainerError: input channel 'tokenizer' is not the folder the step sent")
+    assert "files differ from the manifest: changed file.json" in reason
