@@ -28,7 +28,6 @@ import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from steps.formats.cwe_catalogue import bundled_catalogue_path  # noqa: E402
 from steps.prepare.clean import normalise  # noqa: E402

@@ -17,7 +17,11 @@ def parser():
     return entrypoint_parser(__doc__, ["config", "checkpoint", "tokenizer", "out"], optional=())
 
 
-if __name__ == "__main__":
-    args = parser().parse_args()
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     record = run_convert(load_config(args.config), args.checkpoint, args.tokenizer, args.out)
     print(record.model_dump_json(exclude={"tensor_checks"}))
+
+
+if __name__ == "__main__":
+    main()

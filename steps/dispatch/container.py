@@ -40,8 +40,8 @@ import torch
 from steps.config import TuneConfig, load_config
 from steps.dispatch.sagemaker_job import INPUTS_FILE, SECRET_SOURCES_ENV, STAGE_ENV
 from steps.runtime.error_text import shown_message
-from steps.runtime.launch import Rendezvous
-from steps.runtime.stage_spec import CheckpointArgs, StageSpec, entry_args, launch_entry
+from steps.runtime.launch import Rendezvous, run_module, run_torchrun
+from steps.runtime.stage_spec import CheckpointArgs, StageSpec, entry_args
 from steps.runtime.storage import StorageError, StoredDir, open_storage
 from steps.stages import SPECS
 
@@ -164,10 +164,11 @@ def run_host(contract: HostContract, spec: StageSpec) -> Path:
         earlier = contract.channel("resume", required=False)
         checkpoints = CheckpointArgs(str(local), resume_from=(str(earlier),) if earlier else ())
     args = entry_args(spec, config_channel / "config.json", inputs, out, checkpoints=checkpoints)
-    if spec.launch == "torchrun":
-        launch_entry(spec, config, args, contract.rendezvous(), processes=contract.gpus or None)
+    if spec.launch == "torchrun":  # one process per GPU of the host (on CPU, the config's)
+        nproc = contract.gpus or spec.processes(config)
+        run_torchrun(spec.module, args, nproc, contract.rendezvous(), timeout_s=spec.failure_timeout_s(config))
     elif len(contract.hosts) == 1:
-        launch_entry(spec, config, args)
+        run_module(spec.module, args)
     else:
         raise ContainerError(f"stage {spec.name} runs as one process: its job must have one host")
     if contract.node_rank == 0 and spec.summary is not None and not (out / spec.summary[1]).is_file():

@@ -22,7 +22,7 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -33,10 +33,10 @@ from steps.config import TuneConfig, write_config
 from steps.dispatch.job_names import JobName
 from steps.formats.train_folder import CHECKPOINTS, checkpoint_entries
 from steps.runtime.file_watcher import FileWatcher
-from steps.runtime.launch import LaunchError, Rendezvous, free_port
+from steps.runtime.launch import LaunchError, Rendezvous, free_port, run_module, run_torchrun
 from steps.runtime.node_logs import agreed_port, collect_node_logs, mark_node_running, publish_node_log
 from steps.runtime.scratch import stage_scratch
-from steps.runtime.stage_spec import CheckpointArgs, InputPath, StageSpec, entry_args, launch_entry
+from steps.runtime.stage_spec import CheckpointArgs, InputPath, StageSpec, entry_args
 from steps.runtime.storage import Storage, StoredDir, fetch
 
 Reference = StoredDir | dict[str, Any]
@@ -47,6 +47,12 @@ LIVE_INTERVAL_S = 5.0
 
 class StageError(RuntimeError):
     """A stage that ended without what its spec promises (an output folder, a valid summary)."""
+
+
+@dataclass(frozen=True)
+class _Node:
+    rdzv: Rendezvous
+    log_file: Path | None
 
 
 @dataclass(frozen=True)
@@ -86,7 +92,24 @@ def run_stage(
         from steps.dispatch.sagemaker_job import run_as_job  # noqa: PLC0415
 
         return run_as_job(spec, config, place, inputs, params)
-    return _run_here(spec, config, place, inputs, params, on_progress)
+    storage, folder = place.storage, spec.stored_as(params)
+    with stage_scratch(spec.name) as scratch:  # fetched inputs, staging, copies: gone when the stage ends
+        out = storage.workdir(folder, under=scratch)  # the stored folder itself where this machine holds it
+        args = _command_line(spec, config, place, folder, out, scratch, inputs, params)
+        (scratch / "tmp").mkdir()
+        # Every temporary file of the entry point (a downloaded corpus among them) stays in the stage's scratch.
+        env = {"TMPDIR": str(scratch / "tmp")}
+        following = _following(spec, storage, folder, out, on_progress if place.node.node_rank == 0 else None)
+        with _explained(spec, out, params), _nodes(spec, config, place, folder, out) as node, following:
+            if spec.launch == "torchrun":
+                timeout = spec.failure_timeout_s(config)
+                nproc = spec.processes(config)
+                run_torchrun(spec.module, args, nproc, node.rdzv, timeout_s=timeout, log_file=node.log_file, env=env)
+            else:
+                run_module(spec.module, args, env=env)
+        if place.node.node_rank != 0:
+            return None
+        return publish_result(spec, storage, folder, out, inputs)
 
 
 def _references(inputs: Inputs) -> dict[str, StoredDir | list[StoredDir] | None]:
@@ -125,56 +148,39 @@ def _clear_outputs(spec: StageSpec, out: Path) -> None:
             shutil.rmtree(target)
 
 
-def _run_here(
-    spec: StageSpec,
-    config: TuneConfig,
-    place: Place,
-    inputs: Inputs,
-    params: dict[str, Any],
-    on_progress: Callable[[Any], None] | None,
-) -> BaseModel | None:
-    storage, folder = place.storage, spec.stored_as(params)
-    with stage_scratch(spec.name) as scratch:  # fetched inputs, staging, copies: gone when the stage ends
-        out = storage.workdir(folder, under=scratch)  # the stored folder itself where this machine holds it
-        if not spec.checkpoints and storage.local_path is not None:
-            _clear_outputs(spec, out)
-        checkpoints = None
-        if spec.checkpoints:
-            resumed = (place.resumes.uri(f"{folder}/{CHECKPOINTS}"),) if place.resumes is not None else ()
-            staging = scratch / "checkpoint-staging"  # one per machine, shared by its ranks
-            checkpoints = CheckpointArgs(storage.uri(f"{folder}/{CHECKPOINTS}"), staging, resumed)
-        paths = _fetch_inputs(spec, inputs, scratch / "inputs")
-        args = entry_args(spec, write_config(config, scratch / "config.json"), paths, out, params, checkpoints)
-        (scratch / "tmp").mkdir()
-        # Every temporary file of the entry point (a downloaded corpus among them) stays in the stage's scratch.
-        env = {"TMPDIR": str(scratch / "tmp")}
-        try:
-            _launch(spec, config, place, folder, out, args, env, on_progress)
-        except LaunchError as exc:
-            if spec.explain_failure is None:
-                raise
-            # Whatever killed the child (an error it names, or the OOM killer), say what it was working on.
-            headline = spec.explain_failure(out, params)
-            raise LaunchError(f"{headline}\n{exc}", public=f"{headline}; {exc.public or 'see the log'}") from None
-        if place.node.node_rank != 0:
-            return None
-        return publish_result(spec, storage, folder, out, inputs)
+def _command_line(
+    spec: StageSpec, config: TuneConfig, place: Place, folder: str, out: Path, scratch: Path, inputs: Inputs, params
+) -> list[str]:
+    """The entry point's arguments: its inputs fetched (every file checked), its config, where it writes."""
+    if not spec.checkpoints and place.storage.local_path is not None:
+        _clear_outputs(spec, out)
+    checkpoints = None
+    if spec.checkpoints:
+        resumed = (place.resumes.uri(f"{folder}/{CHECKPOINTS}"),) if place.resumes is not None else ()
+        staging = scratch / "checkpoint-staging"  # one per machine, shared by its ranks
+        checkpoints = CheckpointArgs(place.storage.uri(f"{folder}/{CHECKPOINTS}"), staging, resumed)
+    paths = _fetch_inputs(spec, inputs, scratch / "inputs")
+    return entry_args(spec, write_config(config, scratch / "config.json"), paths, out, params, checkpoints)
 
 
-def _launch(
-    spec: StageSpec,
-    config: TuneConfig,
-    place: Place,
-    folder: str,
-    out: Path,
-    args: list[str],
-    env: dict[str, str],
-    on_progress: Callable[[Any], None] | None,
-) -> None:
-    """Launch on this node; on several nodes, meet the others and gather their logs into node 0's."""
+@contextlib.contextmanager
+def _explained(spec: StageSpec, out: Path, params: Mapping[str, Any]) -> Iterator[None]:
+    """A failed launch headed by what the entry point was working on (prepare: a shard's files), where it says."""
+    try:
+        yield
+    except LaunchError as exc:
+        if spec.explain_failure is None:
+            raise
+        # Whatever killed the child (an error it names, or the OOM killer), say what it was working on.
+        headline = spec.explain_failure(out, params)
+        raise LaunchError(f"{headline}\n{exc}", public=f"{headline}; {exc.public or 'see the log'}") from None
+
+
+@contextlib.contextmanager
+def _nodes(spec: StageSpec, config: TuneConfig, place: Place, folder: str, out: Path) -> Iterator[_Node]:
+    """This node's rendezvous and log file; on several nodes, the port agreed and every node's log in node 0's."""
     if spec.launch != "torchrun":
-        with _following(spec, place.storage, folder, out, on_progress):
-            launch_entry(spec, config, args, env=env)
+        yield _Node(place.node, None)
         return
     logs = place.storage.child(f"{folder}/logs")
     node, timeout = place.node, spec.failure_timeout_s(config) or 600
@@ -186,20 +192,16 @@ def _launch(
     log_file.write_text("")  # this attempt's log only
     if node.node_rank != 0:
         mark_node_running(logs, node.node_rank)
-    failure: LaunchError | None = None
+    failed = True
     try:
-        following = _following(spec, place.storage, folder, out, on_progress)
-        with following if node.node_rank == 0 else contextlib.nullcontext():
-            launch_entry(spec, config, args, node, log_file=log_file, env=env)
-    except LaunchError as exc:
-        failure = exc
-    if node.node_rank != 0:
-        publish_node_log(log_file, logs, node.node_rank, 1 if failure else 0)
-    elif node.num_nodes > 1:
-        # Healthy peers finish within seconds of us; a dead one never writes its marker.
-        collect_node_logs(out / "logs", logs, node.num_nodes, wait_s=min(timeout, 60) if failure else timeout)
-    if failure:
-        raise failure
+        yield _Node(node, log_file)
+        failed = False
+    finally:
+        if node.node_rank != 0:
+            publish_node_log(log_file, logs, node.node_rank, 1 if failed else 0)
+        elif node.num_nodes > 1:
+            # Healthy peers finish within seconds of us; a dead one never writes its marker.
+            collect_node_logs(out / "logs", logs, node.num_nodes, wait_s=min(timeout, 60) if failed else timeout)
 
 
 def _following(

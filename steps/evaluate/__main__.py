@@ -23,7 +23,12 @@ def parser():
     return entrypoint_parser(__doc__, ["config", "model", "dataset", "out"])
 
 
+# @record makes torchrun's failure summary carry this rank's exception, not only its exit code.
+@record
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
+    run_evaluation(load_config(args.config), args.model, args.dataset, args.out, args.base_model)
+
+
 if __name__ == "__main__":
-    args = parser().parse_args()
-    # @record makes torchrun's failure summary carry this rank's exception, not only its exit code.
-    record(run_evaluation)(load_config(args.config), args.model, args.dataset, args.out, args.base_model)
+    main()

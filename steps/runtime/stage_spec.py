@@ -19,7 +19,6 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from steps.config import TuneConfig
-from steps.runtime.launch import Rendezvous, run_module, run_torchrun
 
 Launch = Literal["process", "torchrun"]
 InputPath = Path | Sequence[Path] | None
@@ -136,20 +135,3 @@ def entry_args(
             args += ["--resume-from", root]
     return args
 
-
-def launch_entry(
-    spec: StageSpec,
-    config: TuneConfig,
-    args: Sequence[str],
-    rdzv: Rendezvous | None = None,
-    processes: int | None = None,
-    log_file: Path | None = None,
-    env: Mapping[str, str] | None = None,
-) -> None:
-    """Start the entry point (under torchrun on this node, or as one process) and wait for it."""
-    if spec.launch == "torchrun":
-        nproc = processes or spec.processes(config)
-        timeout = spec.failure_timeout_s(config)
-        run_torchrun(spec.module, args, nproc, rdzv, timeout_s=timeout, log_file=log_file, env=env)
-    else:
-        run_module(spec.module, args, env=env)

@@ -36,13 +36,19 @@ def parser():
     return parser
 
 
-if __name__ == "__main__":
-    args = parser().parse_args()
+# @record makes torchrun's failure summary carry this rank's exception (a config it cannot read among them), not
+# only its exit code.
+@record
+def main(argv: list[str] | None = None) -> None:
+    args = parser().parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     place = CheckpointPlace(
         uri=args.checkpoint_uri or str(args.out / "checkpoints"),
         staging=args.checkpoint_staging,
         resume_from=tuple(args.resume_from),
     )
-    # @record makes torchrun's failure summary carry this rank's exception, not only its exit code.
-    record(run_training)(load_config(args.config), args.dataset, args.tokenizer, args.out, args.base_model, place)
+    run_training(load_config(args.config), args.dataset, args.tokenizer, args.out, args.base_model, place)
+
+
+if __name__ == "__main__":
+    main()

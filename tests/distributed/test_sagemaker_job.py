@@ -115,8 +115,8 @@ def test_job_on_two_emulated_hosts_trains_and_convert_consumes_it(
     assert converted.conversion.trained_world_size == 2
     # convert as a SageMaker job (compute.convert.target: sagemaker) publishes the same model folder.
     place = Place(storage, training_job_name("TuneFlow", "7", 0, "convert"))
-    inputs = {"checkpoint": result.checkpoint, "tokenizer": tokenizer}
-    remote = run_as_job(CONVERT, config, place, inputs, {}, poll_s=0.1)
+    to_convert = {"checkpoint": result.checkpoint, "tokenizer": tokenizer}
+    remote = run_as_job(CONVERT, config, place, to_convert, {}, poll_s=0.1)
     assert client.requests[-1]["Environment"][STAGE_ENV] == "convert"
     assert client.requests[-1]["ResourceConfig"]["InstanceCount"] == 1
     assert remote.convert_job.status == "Completed" and remote.conversion.logits_match is True

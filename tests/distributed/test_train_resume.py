@@ -144,7 +144,7 @@ def test_two_nodes_without_shared_files_store_every_rank_on_s3(
     assert not errors, errors
     complete = list_complete(uri)
     assert [c.step for c in complete] == [4, 8]
-    files = {e["path"] for e in complete[-1].record["files"]}
+    files = {e.path for e in complete[-1].record.files}
     assert {f"zero_pp_rank_{r}_mp_rank_00_optim_states.pt" for r in (0, 1)} <= files
     stored = {o["Key"] for o in s3.list_objects_v2(Bucket="runs", Prefix="TuneFlow/7/")["Contents"]}
     assert {f"TuneFlow/7/files/train/checkpoints/{tag_for(8)}/{f}" for f in files} <= stored

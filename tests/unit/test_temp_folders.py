@@ -97,7 +97,7 @@ def _arguments(args: list[str]) -> dict[str, Path]:
 def _fake_entry(monkeypatch: pytest.MonkeyPatch, temp_root: Path, work) -> None:
     """The runner's launch replaced by `work(given arguments)`, after checking where the child's temp files go."""
 
-    def launch(spec, config, args, rdzv=None, processes=None, log_file=None, env=None) -> None:
+    def launch(module, args, *launch_options, env=None, **more_options) -> None:
         given = _arguments([a for a in args if a not in ("--resume-from", "--phase")])
         remote = given.pop("checkpoint-uri", None)
         assert remote is None or str(remote).startswith("s3:/")
@@ -106,7 +106,8 @@ def _fake_entry(monkeypatch: pytest.MonkeyPatch, temp_root: Path, work) -> None:
         assert all(temp_root in path.parents for path in given.values())
         work(given)
 
-    monkeypatch.setattr(runner, "launch_entry", launch)
+    monkeypatch.setattr(runner, "run_torchrun", launch)
+    monkeypatch.setattr(runner, "run_module", launch)
 
 
 def _place(storage: Storage) -> Place:
