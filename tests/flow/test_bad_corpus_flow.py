@@ -1,5 +1,7 @@
-"""The whole flow on a corpus holding one of each bad input of issue 13: it completes, names every
-skipped file with its reason, and no planted secret reaches the run's storage, the console or a card."""
+"""The whole flow on a hostile corpus (issue 13's bad inputs and issue 31's hostile files, credential formats,
+indicators and encodings): it completes, names every skipped file with its reason, no planted secret reaches
+the run's storage, the console or a card, every planted indicator reaches the training data as it was, and the
+UTF-16 and Windows-1252 files are read as text."""
 
 from __future__ import annotations
 
@@ -14,8 +16,9 @@ from steps.formats.blocks import load_blocks
 from steps.formats.dataset import REPORT_FILE
 from steps.formats.tokenizer_folder import load_tokenizer
 from steps.runtime.storage import StoredDir, fetch
-from tests.support.bad_corpus import write_bad_corpus
 from tests.support.flow_runs import card_data, client_run, config_file, flow_home, runner
+from tests.support.hostile_corpus import LIMITS as ARCHIVE_LIMITS
+from tests.support.hostile_corpus import write_hostile_corpus
 
 LIMITS = {"max_file_bytes": 1 << 20, "max_document_bytes": 256 << 10}
 
@@ -38,8 +41,9 @@ def test_every_bad_input_is_skipped_and_named_and_no_secret_leaks(tmp_path: Path
     from metaflow.cards import get_cards
 
     home = flow_home(tmp_path / "flow")
-    bad = write_bad_corpus(tmp_path / "inputs" / "corpus", **LIMITS)  # outside `home`: only outputs are scanned
-    config = config_file(home, "bad-inputs", data={"corpus": str(tmp_path / "inputs" / "corpus"), **LIMITS})
+    bad = write_hostile_corpus(tmp_path / "inputs" / "corpus", **LIMITS)  # outside `home`: only outputs are scanned
+    data = {"corpus": str(tmp_path / "inputs" / "corpus"), **LIMITS, **ARCHIVE_LIMITS}
+    config = config_file(home, "bad-inputs", data=data)
     monkeypatch.chdir(home)  # the card client looks for .metaflow from the working folder
     with runner(home, config) as flow:
         result = flow.run(max_steps=10)
@@ -62,9 +66,14 @@ def test_every_bad_input_is_skipped_and_named_and_no_secret_leaks(tmp_path: Path
         assert fragment in records.get(doc_id, ""), (doc_id, records)
 
     tokenizer = load_tokenizer(fetch(StoredDir.from_dict(prepare.data.tokenizer), verify=True))
-    outputs = [console, card] + [
-        tokenizer.decode(load_blocks(dataset / side).reshape(-1).tolist()) for side in ("train", "validation")
-    ]
+    blocks = [load_blocks(dataset / side).reshape(-1).tolist() for side in ("train", "validation")]
+    trained_on = [tokenizer.decode(ids) for ids in blocks]
+    kept = [i for i in bad.indicators if not any(i in text for text in trained_on)]
+    assert not kept, f"planted indicators redacted or lost: {kept}"
+    unread = [p for p in bad.read_phrases if not any(p in text for text in trained_on)]
+    assert not unread, f"text in other encodings not read: {unread}"
+    assert prepare.data.prepare_summary["report"]["documents_by_encoding"].get("utf-16", 0) >= 1
+    outputs = [console, card, *trained_on]
     carded = [step for step in run if not step.id.startswith("prepare_")]  # prepare's foreach steps have no card
     outputs += [card_data(c.get()) for step in carded for c in get_cards(step.task)]
     outputs += [_readable(p) for p in home.rglob("*") if p.is_file()]
