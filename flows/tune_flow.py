@@ -22,6 +22,7 @@ from flows import cards  # noqa: E402
 from flows.compute_mutator import ComputeFromConfig  # noqa: E402
 from flows.live_card import LiveStatusCard, LiveTrainCard  # noqa: E402
 from flows.run_files import base_model_copy, resumed_checkpoints, run_storage  # noqa: E402
+from flows.run_tags import tag_run  # noqa: E402
 from steps.config import TuneConfig, parse_config_text  # noqa: E402
 from steps.dispatch.decorators import train_tasks  # noqa: E402
 from steps.dispatch.job_names import training_job_name  # noqa: E402
@@ -66,6 +67,7 @@ class TuneFlow(FlowSpec):
         overrides["train.max_steps"] = self.max_steps or None
         resolved = TuneConfig.model_validate(self.config.to_dict()).with_overrides(**overrides)
         self.run_config = resolved.model_dump()
+        tag_run(resolved)  # model:, corpus:, config: tags, which the Metaflow UI filters runs by
         current.card.extend(cards.config_card(resolved))
         self.prepare_shards = list(range(resolved.compute.prepare.workers))
         # One worker: prepare does everything in one step, without the fan-out's five extra tasks.
@@ -201,6 +203,7 @@ class TuneFlow(FlowSpec):
     @card
     @step
     def end(self):
+        tag_run(self.tune_config)  # again: `resume` clones start, whose tags went on the run it resumes
         self.references = {
             "dataset": self.dataset,
             "tokenizer": self.tokenizer,

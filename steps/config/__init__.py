@@ -4,7 +4,8 @@ Every field has a default and a short docstring. `parse_config_text` is what the
 flow hands to Metaflow's `Config(parser=...)`, so a bad file fails before any
 step runs; `load_config` reads the same schema from a path for the stage
 entrypoints, which run without Metaflow. The sections live beside this file:
-`stages.py` (data, model, train, deepspeed, convert, evaluate) and `compute.py`.
+`stages.py` (data, model, train, deepspeed, convert, evaluate), `compute.py` and
+`run.py` (the config's name, for the run's tags).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pydantic import ValidationError, model_validator
 
 from steps.config.base import ConfigError, Section
 from steps.config.compute import ComputeConfig, ComputeTarget, StepCompute
+from steps.config.run import RunConfig
 from steps.config.stages import (
     DEFAULT_CORPUS,
     ConvertConfig,
@@ -39,6 +41,7 @@ __all__ = [
     "DeepSpeedConfig",
     "EvaluateConfig",
     "ModelConfig",
+    "RunConfig",
     "StepCompute",
     "TrainConfig",
     "TuneConfig",
@@ -58,6 +61,7 @@ class TuneConfig(Section):
     convert: ConvertConfig = ConvertConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     compute: ComputeConfig = ComputeConfig()
+    run: RunConfig = RunConfig()
 
     @model_validator(mode="after")
     def _multi_node_fits_compute(self) -> TuneConfig:
