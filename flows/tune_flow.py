@@ -33,6 +33,10 @@ from steps.results import TrainSummary  # noqa: E402
 from steps.runtime.launch import Rendezvous, free_port  # noqa: E402
 from steps.runtime.storage import StoredDir  # noqa: E402
 
+CARD_TYPE = "blank"
+"""Cards hold our components only. Metaflow's default type adds the task's metadata and every artifact's repr, which
+the UI shows in its own views, and its last render needs the client to see the task finished, which a metadata
+service without the single-artifact route never shows: metaflow-local-service made it an error card (docs/ui.md)."""
 LIVE_CARD_INTERVAL_S = 5
 """Metaflow's limit on refreshes of the live cards (train, evaluate): a failure waits it out to show FAILED."""
 LIVE_CARD_EVERY_S = 30
@@ -60,7 +64,7 @@ class TuneFlow(FlowSpec):
         """The `run_config` artifact (the config file with the command line's overrides), typed."""
         return TuneConfig.model_validate(self.run_config)
 
-    @card
+    @card(type=CARD_TYPE)
     @step
     def start(self):
         overrides = {"data.corpus": self.corpus, "model.base_model": self.base_model}
@@ -113,7 +117,7 @@ class TuneFlow(FlowSpec):
         self.encoded = [i.encoded for i in sorted(inputs, key=lambda i: i.shard)]
         self.next(self.prepare)
 
-    @card
+    @card(type=CARD_TYPE)
     @step
     def prepare(self):
         if self.prepare_path == "sharded":
@@ -129,7 +133,7 @@ class TuneFlow(FlowSpec):
         current.card.extend(cards.prepare_card(result, workers=len(self.prepare_shards)))
         self.next(self.train, num_parallel=train_tasks(self.tune_config))
 
-    @card(refresh_interval=LIVE_CARD_INTERVAL_S)
+    @card(type=CARD_TYPE, refresh_interval=LIVE_CARD_INTERVAL_S)
     @parallel
     @step
     def train(self):
@@ -156,7 +160,7 @@ class TuneFlow(FlowSpec):
             current.card.extend(cards.train_card(result))
         self.next(self.convert)
 
-    @card
+    @card(type=CARD_TYPE)
     @step
     def convert(self, inputs):
         self.base_model_copy = getattr(inputs[0], "base_model_copy", None)  # older runs have none
@@ -176,7 +180,7 @@ class TuneFlow(FlowSpec):
         current.card.extend(cards.convert_card(result))
         self.next(self.evaluate)
 
-    @card(refresh_interval=LIVE_CARD_INTERVAL_S)
+    @card(type=CARD_TYPE, refresh_interval=LIVE_CARD_INTERVAL_S)
     @step
     def evaluate(self):
         model, dataset = StoredDir.from_dict(self.model), StoredDir.from_dict(self.dataset)
@@ -200,7 +204,7 @@ class TuneFlow(FlowSpec):
         current.card.extend(cards.evaluate_card(result))
         self.next(self.end)
 
-    @card
+    @card(type=CARD_TYPE)
     @step
     def end(self):
         tag_run(self.tune_config)  # again: `resume` clones start, whose tags went on the run it resumes

@@ -48,11 +48,15 @@ def final_weights(checkpoints: Path, step: int) -> dict[str, torch.Tensor]:
     return get_fp32_state_dict_from_zero_checkpoint(str(checkpoints), tag=tag_for(step))
 
 
-def uninterrupted_weights(run, tmp_path: Path) -> dict[str, torch.Tensor]:
-    """Train the run's settings on the run's own dataset (and base model) without interruption, under torchrun."""
+def uninterrupted_training(run, tmp_path: Path) -> Path:
+    """Train the run's settings on the run's own dataset (and base model) without interruption, under torchrun, on
+    one machine with as many ranks as the run had on all its nodes; the training's output folder."""
     settings = TuneConfig.model_validate(run["start"].task.data.run_config)
+    world_size = settings.train.num_nodes * settings.train.nproc_per_node
     # One checkpoint, at the end: nothing saved on the way can have a hand in the reference's weights.
-    settings = settings.with_overrides(**{"train.checkpoint_every": settings.train.max_steps})
+    settings = settings.with_overrides(
+        **{"train.checkpoint_every": settings.train.max_steps, "train.num_nodes": 1, "train.nproc_per_node": world_size}
+    )
     end = run["end"].task.data.references
     out = tmp_path / "uninterrupted"
     args = ["--config", str(write_config(settings, tmp_path / "settings.json")), "--out", str(out)]
@@ -63,5 +67,11 @@ def uninterrupted_weights(run, tmp_path: Path) -> dict[str, torch.Tensor]:
         base = str(Path(end["dataset"]["uri"]).parents[1] / BASE_MODEL)
     if base:
         args += ["--base-model", base]
-    run_torchrun("steps.train", args, nproc_per_node=settings.train.nproc_per_node)
-    return final_weights(out / "checkpoints", settings.train.max_steps)
+    run_torchrun("steps.train", args, nproc_per_node=world_size)
+    return out
+
+
+def uninterrupted_weights(run, tmp_path: Path) -> dict[str, torch.Tensor]:
+    """The weights `uninterrupted_training` ends with."""
+    steps = TuneConfig.model_validate(run["start"].task.data.run_config).train.max_steps
+    return final_weights(uninterrupted_training(run, tmp_path) / "checkpoints", steps)

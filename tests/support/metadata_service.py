@@ -47,15 +47,20 @@ class MetadataService:
 
     @contextmanager
     def client(self) -> Iterator[None]:
-        """The Metaflow client in this process reads this service; the provider it had is restored after."""
-        from metaflow import get_metadata, metadata
+        """The Metaflow client in this process reads this service; the provider it had is restored after.
 
-        before = get_metadata()
+        Restored as the object it was, not through `metadata(...)`: that would point the local provider at
+        whichever .metaflow folder its description named, under the other flow tests' feet.
+        """
+        import metaflow.client.core as client
+        from metaflow import metadata
+
+        before = client.current_metadata
         metadata(f"service@{self.url}")
         try:
             yield
         finally:
-            metadata(before)
+            client.current_metadata = before
 
 
 def _listening(port: int) -> bool:
