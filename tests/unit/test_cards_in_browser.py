@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from flows import cards
+from flows.live_card import LiveTrainCard
 from tests.support import card_results as results
 from tests.support.browser import WINDOW, card_html, chromium, open_in_chromium
 
@@ -57,3 +58,11 @@ def test_the_evaluate_card_shows_only_the_decoding_settings_in_effect() -> None:
     text = open_in_chromium(BROWSER, card_html(components)).text
     assert "decoding greedy" in text
     assert "num_beams" not in text and "temperature" not in text
+
+
+def test_a_chart_counts_as_drawn_once_it_has_marks() -> None:
+    # The flow tier's card checks count the charts each card drew: an empty chart still draws axes and a title.
+    live = LiveTrainCard(total_steps=10, refresh_interval_s=5)
+    assert open_in_chromium(BROWSER, card_html(live.components)).figures == []
+    live.update(results.train_result().metrics)
+    assert open_in_chromium(BROWSER, card_html(live.components)).figures == [title for _, title in live.CHARTS]
