@@ -12,7 +12,7 @@ is a stub, the test says so and checks what the real UI would show through the p
   that never runs (the real service stores the name); the node's own record is at its own id's routes.
 
 One service for the module, two scenarios: the debug flow end to end (under local metadata before; now the same
-assertions under the service, and the UI's), and a run whose training rank is killed on its second node, `resume`d.
+assertions under the service, and the UI's), and a run on two nodes whose training ranks are killed, `resume`d.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import torch
 from steps.runtime.storage import StoredDir, fetch
 from tests.support.browser import chromium, open_in_chromium
 from tests.support.card_server import card_server
-from tests.support.flow_resume import final_weights, run_killing_rank_1, uninterrupted_training
+from tests.support.flow_resume import final_weights, run_killing_ranks, uninterrupted_training
 from tests.support.flow_runs import card_data, client_run, config_file, flow_home, runner
 from tests.support.metadata_service import MetadataService, metadata_service
 
@@ -174,18 +174,18 @@ def test_every_steps_card_through_the_card_server_over_http(
 
 @pytest.fixture(scope="module")
 def resumed(home: Path, service: MetadataService) -> tuple[str, str]:
-    """A run on 2 nodes of 1 rank and 2 prepare workers whose node 1 rank is SIGKILLed once the checkpoint of step 4
-    is complete, and the run `resume` made of it: their run ids."""
+    """A run on 2 nodes of 1 rank and 2 prepare workers whose ranks are SIGKILLed, node 1's first, once the
+    checkpoint of step 4 is complete (as when the machines are taken back), and the run `resume` made of it: their
+    run ids."""
     config = config_file(
         home,
         "resume",
-        # A node lost: node 0's rank waits in a collective until failure_timeout_s, which is cut to a minute.
-        train={"num_nodes": 2, "nproc_per_node": 1, "max_steps": RESUME_STEPS, "checkpoint_every": KILLED_AFTER}
-        | {"failure_timeout_s": 60},
+        train={"num_nodes": 2, "nproc_per_node": 1, "max_steps": RESUME_STEPS, "checkpoint_every": KILLED_AFTER},
         evaluate={"engines": ["hf"], "perplexity_blocks": 2, "probes": 0},
         compute={"prepare": {"workers": 2}},
     )
-    failed = run_killing_rank_1(home, config, after_step=KILLED_AFTER, env=service.env)
+    # Node 0 too: left alone it would wait for node 1's rank in a collective for train.failure_timeout_s.
+    failed = run_killing_ranks(home, config, after_step=KILLED_AFTER, ranks=(1, 0), env=service.env)
     assert failed["status"] == "failed", failed["output"][-3000:]
     failed_id = failed["pathspec"].split("/")[1]
     with runner(home, None, env=service.env) as flow:

@@ -5,6 +5,8 @@ Shared by the `@retry` test of the built-in debug model and the `resume` test of
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 from pathlib import Path
 
@@ -17,12 +19,19 @@ from steps.formats.model_folder import BASE_MODEL
 from steps.formats.train_folder import tag_for
 from steps.runtime.launch import run_torchrun
 from steps.runtime.storage import StoredDir, fetch
-from tests.support.faults import kill_rank_after_checkpoint
+from tests.support.faults import kill_rank_after_checkpoint, training_rank
 from tests.support.flow_runs import runner
 
 
 def run_killing_rank_1(home: Path, config: Path, after_step: int, **options) -> dict:
     """Run the flow and SIGKILL training rank 1 once the checkpoint of `after_step` is complete."""
+    return run_killing_ranks(home, config, after_step, (1,), **options)
+
+
+def run_killing_ranks(home: Path, config: Path, after_step: int, ranks: tuple[int, ...], **options) -> dict:
+    """Run the flow and SIGKILL these training ranks, in this order, once the checkpoint of `after_step` is
+    complete. (A node whose ranks are all gone ends its torchrun at once; one that waits for a lost node's ranks
+    fails only after train.failure_timeout_s.)"""
     outcome: dict = {}
 
     def run() -> None:
@@ -35,10 +44,15 @@ def run_killing_rank_1(home: Path, config: Path, after_step: int, **options) -> 
     checkpoint = f"{home}/.metaflow/TuneFlow/*/files/train/checkpoints/{tag_for(after_step)}/checkpoint.json"
     for _ in range(180):  # up to 15 minutes, but not a moment longer once the run has ended without the checkpoint
         try:
-            kill_rank_after_checkpoint(checkpoint, timeout_s=5)
+            kill_rank_after_checkpoint(checkpoint, rank=ranks[0], timeout_s=5)
             break
         except TimeoutError:
             assert thread.is_alive(), f"the run ended before the checkpoint of step {after_step}: {outcome}"
+    for rank in ranks[1:]:
+        try:
+            os.kill(training_rank(rank).pid, signal.SIGKILL)
+        except (LookupError, ProcessLookupError):
+            pass  # it had ended already, its peer gone
     thread.join(timeout=900)
     assert not thread.is_alive(), "the flow hung after a rank was killed"
     return outcome
