@@ -15,6 +15,7 @@ from flows import cards
 from flows.compute_mutator import ComputeFromConfig
 from flows.live_card import LiveStatusCard, LiveTrainCard
 from flows.metaflow_user import ensure_metaflow_user
+from flows.run_tags import tag_run
 from flows.step_place import keep, step_place
 from steps.config import TuneConfig, parse_config_text
 from steps.dispatch.decorators import train_tasks
@@ -22,6 +23,10 @@ from steps.dispatch.runner import run_stage
 from steps.project_files import DEFAULT_CONFIG
 from steps.stages import CONVERT, EVALUATE, PREPARE, PREPARE_DECIDE, PREPARE_ENCODE, PREPARE_PACK, PREPARE_READ, TRAIN
 
+CARD_TYPE = "blank"
+"""Cards hold our components only. Metaflow's default type adds the task's metadata and every artifact's repr, which
+the UI shows in its own views, and its last render needs the client to see the task finished, which a metadata
+service without the single-artifact route never shows: metaflow-local-service made it an error card (docs/ui.md)."""
 LIVE_CARD_INTERVAL_S = 5
 """Metaflow's limit on refreshes of the live cards (train, evaluate): a failure waits it out to show FAILED."""
 LIVE_CARD_EVERY_S = 30
@@ -49,13 +54,14 @@ class TuneFlow(FlowSpec):
         """The `run_config` artifact (the config file with the command line's overrides), typed."""
         return TuneConfig.model_validate(self.run_config)
 
-    @card
+    @card(type=CARD_TYPE)
     @step
     def start(self):
         overrides = {"data.corpus": self.corpus, "model.base_model": self.base_model_source}
         overrides["train.max_steps"] = self.max_steps or None
         resolved = TuneConfig.model_validate(self.config.to_dict()).with_overrides(**overrides)
         self.run_config = resolved.model_dump()
+        tag_run(resolved)  # model:, corpus:, config: tags, which the Metaflow UI filters runs by
         current.card.extend(cards.config_card(resolved))
         self.prepare_shards = list(range(resolved.compute.prepare.workers))
         # One worker: prepare does everything in one step, without the fan-out's five extra tasks.
@@ -70,7 +76,7 @@ class TuneFlow(FlowSpec):
     @step
     def prepare_read(self):
         self.shard = self.input
-        keep(self, run_stage(PREPARE_READ, self.tune_config, step_place(self), params={"shard": self.shard}))
+        keep(self, run_stage(PREPARE_READ, self.tune_config, step_place(), params={"shard": self.shard}))
         self.next(self.prepare_reads)
 
     @step
@@ -82,14 +88,14 @@ class TuneFlow(FlowSpec):
 
     @step
     def prepare_decide(self):
-        keep(self, run_stage(PREPARE_DECIDE, self.tune_config, step_place(self), {"read": self.reads}))
+        keep(self, run_stage(PREPARE_DECIDE, self.tune_config, step_place(), {"read": self.reads}))
         self.next(self.prepare_encode, foreach="prepare_shards")
 
     @step
     def prepare_encode(self):
         self.shard = self.input
         inputs = {"read": self.reads[self.shard], "decisions": self.decisions, "tokenizer": self.tokenizer}
-        keep(self, run_stage(PREPARE_ENCODE, self.tune_config, step_place(self), inputs, {"shard": self.shard}))
+        keep(self, run_stage(PREPARE_ENCODE, self.tune_config, step_place(), inputs, {"shard": self.shard}))
         self.next(self.prepare_gather)
 
     @step
@@ -99,20 +105,20 @@ class TuneFlow(FlowSpec):
         self.encoded = [i.encoded for i in sorted(inputs, key=lambda i: i.shard)]
         self.next(self.prepare)
 
-    @card
+    @card(type=CARD_TYPE)
     @step
     def prepare(self):
         if self.prepare_path == "sharded":
             inputs = {"encoded": self.encoded, "decisions": self.decisions}
             inputs |= {"tokenizer": self.tokenizer, "base_model": self.base_model}
-            result = run_stage(PREPARE_PACK, self.tune_config, step_place(self), inputs)
+            result = run_stage(PREPARE_PACK, self.tune_config, step_place(), inputs)
         else:
-            result = run_stage(PREPARE, self.tune_config, step_place(self))
+            result = run_stage(PREPARE, self.tune_config, step_place())
         keep(self, result)
         current.card.extend(cards.prepare_card(result, workers=len(self.prepare_shards)))
         self.next(self.train, num_parallel=train_tasks(self.tune_config))
 
-    @card(refresh_interval=LIVE_CARD_INTERVAL_S)
+    @card(type=CARD_TYPE, refresh_interval=LIVE_CARD_INTERVAL_S)
     @parallel
     @step
     def train(self):
@@ -120,7 +126,7 @@ class TuneFlow(FlowSpec):
         inputs = {"dataset": self.dataset, "tokenizer": self.tokenizer, "base_model": self.base_model}
         self.train_node = current.parallel.node_index
         with live.shown_on(current.card):
-            place = step_place(self, current.parallel)
+            place = step_place(current.parallel)
             result = run_stage(TRAIN, self.tune_config, place, inputs, on_progress=live.refresh_with)
         if result is not None:  # the node that holds the result: node 0, or the task that ran the SageMaker job
             keep(self, result)
@@ -128,7 +134,7 @@ class TuneFlow(FlowSpec):
             current.card.extend(cards.train_card(result))
         self.next(self.convert)
 
-    @card
+    @card(type=CARD_TYPE)
     @step
     def convert(self, inputs):
         self.merge_artifacts(inputs, include=["run_config", "dataset", "tokenizer", "base_model", "prepare_summary"])
@@ -136,25 +142,26 @@ class TuneFlow(FlowSpec):
         self.checkpoint, self.train_summary = node_0.checkpoint, node_0.train_summary
         self.train_metrics, self.train_job = node_0.train_metrics, node_0.train_job
         inputs = {"checkpoint": self.checkpoint, "tokenizer": self.tokenizer}
-        result = run_stage(CONVERT, self.tune_config, step_place(self), inputs)
+        result = run_stage(CONVERT, self.tune_config, step_place(), inputs)
         keep(self, result)
         current.card.extend(cards.convert_card(result))
         self.next(self.evaluate)
 
-    @card(refresh_interval=LIVE_CARD_INTERVAL_S)
+    @card(type=CARD_TYPE, refresh_interval=LIVE_CARD_INTERVAL_S)
     @step
     def evaluate(self):
         live = LiveStatusCard("evaluate", LIVE_CARD_INTERVAL_S, LIVE_CARD_EVERY_S)
         inputs = {"model": self.model, "dataset": self.dataset, "base_model": self.base_model}
         with live.shown_on(current.card):
-            result = run_stage(EVALUATE, self.tune_config, step_place(self), inputs, on_progress=live.show)
+            result = run_stage(EVALUATE, self.tune_config, step_place(), inputs, on_progress=live.show)
         keep(self, result)
         current.card.extend(cards.evaluate_card(result))
         self.next(self.end)
 
-    @card
+    @card(type=CARD_TYPE)
     @step
     def end(self):
+        tag_run(self.tune_config)  # again: `resume` clones start, whose tags went on the run it resumes
         stored = {"dataset": self.dataset, "tokenizer": self.tokenizer, "base_model": self.base_model}
         stored |= {"checkpoint": self.checkpoint, "model": self.model, "evaluation": self.evaluation}
         self.references = {name: ref for name, ref in stored.items() if ref is not None}

@@ -4,7 +4,8 @@ Every field has a default and a short docstring. `parse_config_text` is what the
 flow hands to Metaflow's `Config(parser=...)`, so a bad file fails before any
 step runs; `load_config` reads the same schema from a path for the stage
 entrypoints, which run without Metaflow. The sections live beside this file:
-`stages.py` (data, model, train, deepspeed, convert, evaluate) and `compute.py`.
+`stages.py` (data, model, train, deepspeed, convert, evaluate), `compute.py` and
+`run.py` (the config's name, for the run's tags).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from steps.config.compute import (
     SageMakerCompute,
     StepCompute,
 )
+from steps.config.run import RunConfig
 from steps.config.stages import (
     DEFAULT_CORPUS,
     ConvertConfig,
@@ -52,6 +54,7 @@ __all__ = [
     "LocalCompute",
     "ModelConfig",
     "SageMakerCompute",
+    "RunConfig",
     "StepCompute",
     "TrainConfig",
     "TuneConfig",
@@ -71,6 +74,7 @@ class TuneConfig(Section):
     convert: ConvertConfig = ConvertConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
     compute: ComputeConfig = ComputeConfig()
+    run: RunConfig = RunConfig()
 
     @model_validator(mode="after")
     def _multi_node_fits_compute(self) -> TuneConfig:

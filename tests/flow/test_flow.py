@@ -1,4 +1,7 @@
-"""The whole flow through metaflow.Runner, read back with the Metaflow client."""
+"""The whole flow through metaflow.Runner, read back with the Metaflow client.
+
+The debug pipeline end to end runs under a metadata service, with what the Metaflow UI shows of it:
+tests/flow/test_ui_service.py."""
 
 from __future__ import annotations
 
@@ -6,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -16,7 +18,7 @@ from steps.formats.dataset import DATASET_SUMMARY_FILE, PROMPTS_FILE, REPORT_FIL
 from steps.prepare.shard_plan import plan_shards
 from steps.project_files import FLOW_FILE
 from steps.runtime.storage import StoredDir, fetch
-from tests.support.flow_runs import card_data, client_run, config_file, run_flow, runner
+from tests.support.flow_runs import client_run, config_file, runner
 from tests.support.flow_runs import flow_home as make_home
 from tests.support.prepare_faults import killing_prepare_shard
 
@@ -41,44 +43,6 @@ def test_invalid_config_fails_before_any_step(flow_home: Path) -> None:
     assert "deepspeed.zero_stage" in proc.stdout + proc.stderr
     assert "Task is starting" not in proc.stdout + proc.stderr
     assert not list((flow_home / ".metaflow").glob("TuneFlow/*/start"))
-
-
-def test_pipeline_end_to_end(flow_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from metaflow.cards import get_cards
-
-    monkeypatch.chdir(flow_home)  # the card client looks for .metaflow from the working folder
-    pathspec = run_flow(flow_home, config_file(flow_home, "debug"), max_steps=30)
-    run = client_run(flow_home, pathspec)
-    assert run.successful
-    end = run["end"].task.data
-
-    for name, ref in end.references.items():
-        folder = fetch(StoredDir.from_dict(ref), verify=True)  # files exist and hashes match
-        assert folder.is_dir(), name
-    assert (Path(end.references["model"]["uri"]) / "model.safetensors").is_file()
-
-    summary = end.eval_summary
-    prompts = summary["prompts"]
-    assert prompts == 5
-    assert Counter((r["index"], r["engine"]) for r in end.eval_table) == Counter(
-        {(i, e): 1 for i in range(prompts) for e in ("hf", "deepspeed", "zero")}
-    )
-    assert all(r["generation"] and r["prompt"] for r in end.eval_table)
-    assert summary["perplexity"]["tuned"] <= 0.5 * summary["perplexity"]["untuned"]
-    assert summary["engines_agree"] is True
-    # The domain probes ran on both models, and tuning raised the likelihood of the true answers.
-    probes = summary["probes"]
-    assert probes["tuned"]["all"]["probes"] == 2 * 16  # debug.yaml: evaluate.probes
-    assert probes["tuned"]["all"]["answer_logprob_per_token"] > probes["untuned"]["all"]["answer_logprob_per_token"]
-    assert end.train_summary["steps"] == 30  # the --max-steps override reached training
-    assert end.conversion["logits_match"] is True
-
-    texts = {
-        step: card_data(get_cards(run[step].task)[0].get())
-        for step in ("prepare", "train", "convert", "evaluate", "end")
-    }
-    assert "Sample blocks" in texts["prepare"] and "Training loss" in texts["train"]
-    assert "max_logit_difference" in texts["convert"] and "Generations" in texts["evaluate"]
 
 
 @pytest.mark.slow

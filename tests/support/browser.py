@@ -57,6 +57,21 @@ class Rendered:
     client_width: int
     text: str
     """The page's visible text once its script has run (tags removed)."""
+    figures: list[str]
+    """The titles of the Vega charts the page drew with marks (bars, lines, points) in them."""
+
+
+def _drawn_figures(dom: str) -> list[str]:
+    """Titles of the charts vega-embed drew: each is an SVG in a `vega-embed` element, its data marks paths in
+    groups of role `mark`; a chart with no data draws its axes and title around empty groups."""
+    titles = []
+    for chart in dom.split('<div class="vega-embed"')[1:]:
+        svg = chart[: chart.find("</svg>")]
+        title = re.search(r"aria-label=\"Title text '(.*?)'\"", svg)
+        drawn = re.search(r'class="mark-\w+ role-mark[^"]*"[^>]*><path[^>]* d="M', svg)  # a mark group with a mark
+        if title and drawn:
+            titles.append(unescape(title[1]))
+    return titles
 
 
 def _browser(binary: str, profile: Path, *args: str, height: int = WINDOW[1]) -> subprocess.CompletedProcess:
@@ -94,4 +109,4 @@ def open_in_chromium(binary: str, html: str, screenshot: Path | None = None) -> 
     body = dom[dom.rfind("<main") : dom.rfind("</main>")]  # the card's content, not the page's scripts
     body = re.sub(r"<svg.*?</svg>|<style.*?</style>", " ", body, flags=re.S)
     text = " ".join(unescape(re.sub(r"<[^>]+>", " ", body)).split())
-    return Rendered(int(measured[1]), int(measured[2]), text)
+    return Rendered(int(measured[1]), int(measured[2]), text, _drawn_figures(dom))

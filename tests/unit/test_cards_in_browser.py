@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from flows import cards
+from flows.live_card import LiveTrainCard
 from tests.support import card_results as results
 from tests.support.browser import WINDOW, card_html, open_in_chromium, required_chromium
 
@@ -69,3 +70,11 @@ def test_without_chromium_the_card_tests_skip_on_a_laptop_and_fail_in_ci(monkeyp
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception):
         required_chromium()
+
+
+def test_a_chart_counts_as_drawn_once_it_has_marks(browser: str) -> None:
+    # The flow tier's card checks count the charts each card drew: an empty chart still draws axes and a title.
+    live = LiveTrainCard(total_steps=10, refresh_interval_s=5)
+    assert open_in_chromium(browser, card_html(live.components)).figures == []
+    live.update(results.train_result().train_metrics)
+    assert open_in_chromium(browser, card_html(live.components)).figures == [title for _, title in live.CHARTS]

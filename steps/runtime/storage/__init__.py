@@ -2,7 +2,7 @@
 
 `open_storage(uri)` is the one place that tells the kinds apart; everything else
 uses the `Storage` it returns. A run's files live under
-`<datastore root>/<flow>/<run id>/files` (flows/run_files.py), where every
+`<datastore root>/<flow>/<run id>/files` (flows/step_place.py), where every
 published folder carries a `_manifest.json`, and what travels between steps is
 a `StoredDir` (URI plus manifest hash) that `fetch` turns back into a local folder.
 """
