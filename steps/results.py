@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_serializer
 
 from steps.config import DataConfig
 from steps.runtime.storage.manifest import StoredDir
@@ -91,6 +91,33 @@ class PrepareSummary(Record):
     sample_blocks: list[str]
     """A few training blocks decoded back to text, for people to read."""
 
+    def headline(self) -> dict[str, Any]:
+        """What a person opens first in the Metaflow UI: counts by name, one level deep, small enough for the UI to
+        show (it shows an artifact's value below 4 KB). The whole summary is the dataset's summary.json and the card."""
+        report = self.report
+        return {
+            "corpus": self.corpus,
+            "documents_kept": report.kept_documents,
+            "documents_dropped": dict(report.dropped),
+            "duplicates_exact": report.duplicates.exact,
+            "duplicates_near": report.duplicates.near,
+            "documents_redacted": report.redacted_documents,
+            "redactions": dict(report.redactions),
+            "files_skipped": report.skipped_file_count,
+            "documents_by_encoding": dict(report.documents_by_encoding),
+            **{f"{what}_{side}": getattr(getattr(self, what), side) for what in SPLIT_COUNTS for side in SIDES},
+            "block_size": self.block_size,
+            "vocab_size": self.vocab_size,
+            "separator": self.separator,
+            "separator_id": self.separator_id,
+            "prompts": self.prompts,
+            "base_model_note": self.base_model_note,
+            "details": "the dataset's summary.json (references.dataset) and the prepare card",
+        }
+
+
+SPLIT_COUNTS, SIDES = ("documents", "tokens", "blocks"), ("train", "validation")
+
 
 class PrepareResult(Record):
     dataset: StoredDir
@@ -99,6 +126,11 @@ class PrepareResult(Record):
     """The base model as this run stored it (a Hugging Face folder, a copy of an s3:// prefix or a GGUF file
     dequantized), which train and evaluate load; None when training starts from `model`'s architecture."""
     prepare_summary: PrepareSummary
+
+    @model_serializer(mode="wrap")
+    def _as_artifacts(self, handler) -> dict[str, Any]:
+        # The artifact is the headline; the card takes the whole typed summary from this result.
+        return handler(self) | {"prepare_summary": self.prepare_summary.headline()}
 
 
 class ShardRead(Record):
@@ -207,8 +239,9 @@ class ConversionRecord(Record):
     max_logit_difference: float
     tolerance: float
     logits_match: bool
-    files: list[str]
-    tensor_checks: list[TensorCheck]
+    files: list[str] = []
+    tensor_checks: list[TensorCheck] = []
+    """One row per tensor: in conversion.json and on the card, not in the flow's artifact (it grows with the model)."""
 
 
 class ConvertResult(Record):
@@ -216,6 +249,11 @@ class ConvertResult(Record):
     conversion: ConversionRecord
     convert_job: SageMakerJobRecord | None = None
     """The SageMaker job that ran the stage (compute.<step>.target: sagemaker); None elsewhere."""
+
+    @model_serializer(mode="wrap")
+    def _as_artifacts(self, handler) -> dict[str, Any]:
+        # The per-tensor rows and file list stay in conversion.json and on the card.
+        return handler(self) | {"conversion": self.conversion.model_dump(exclude={"tensor_checks", "files"})}
 
 
 # evaluate

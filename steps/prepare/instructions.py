@@ -24,7 +24,6 @@ from steps.formats.instruction_dataset import Question
 from steps.prepare.clean import normalise
 from steps.prepare.corpus import (
     LINK_REASON,
-    READ_ERRORS,
     CorpusError,
     corpus_sources,
     file_name,
@@ -76,7 +75,9 @@ def read_instruction_files(spec: str, data: DataConfig, report: CorpusReport) ->
         for path in files:
             try:
                 sources = _sources(root, path)
-            except READ_ERRORS as exc:
+            except CorpusError:
+                raise
+            except Exception as exc:  # any reader's failure skips its file, named by type (as the corpus's readers)
                 _skip_file(report, file_name(root, path), error_reason(exc), data.strict)
                 continue
             for source in sources:
@@ -108,7 +109,7 @@ def _conversations_of(source: Source, limits, report: CorpusReport, strict: bool
             yield Conversation(conversation_id, item.messages, label)
     except CorpusError:
         raise
-    except READ_ERRORS as exc:
+    except Exception as exc:  # as the corpus's readers: one file never stops the others
         _skip_file(report, source.name, error_reason(exc), strict)
 
 

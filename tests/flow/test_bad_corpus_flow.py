@@ -72,7 +72,7 @@ def test_every_bad_input_is_skipped_and_named_and_no_secret_leaks(tmp_path: Path
     assert not kept, f"planted indicators redacted or lost: {kept}"
     unread = [p for p in bad.read_phrases if not any(p in text for text in trained_on)]
     assert not unread, f"text in other encodings not read: {unread}"
-    assert prepare.data.prepare_summary["report"]["documents_by_encoding"].get("utf-16", 0) >= 1
+    assert prepare.data.prepare_summary["documents_by_encoding"].get("utf-16", 0) >= 1
     outputs = [console, card, *trained_on]
     carded = [step for step in run if not step.id.startswith("prepare_")]  # prepare's foreach steps have no card
     outputs += [card_data(c.get()) for step in carded for c in get_cards(step.task)]

@@ -17,7 +17,9 @@ assertions under the service, and the UI's), and a run on two nodes whose traini
 
 from __future__ import annotations
 
+import gzip
 import json
+import pickle
 from pathlib import Path
 
 import pytest
@@ -125,6 +127,13 @@ def test_the_debug_pipeline_end_to_end_under_the_service(home: Path, service: Me
         assert probes["tuned"]["all"]["answer_logprob_per_token"] > probes["untuned"]["all"]["answer_logprob_per_token"]
         assert end.train_summary["steps"] == 30  # the --max-steps override reached training
         assert end.conversion["logits_match"] is True
+        # The artifacts a person opens first are small enough for the UI to show their value (it shows one whose
+        # stored form, pickled and gzipped as Metaflow stores it, is under 4 KB), and one level of names deep at most.
+        shown = {"prepare_summary": run["prepare"].task.data.prepare_summary, "references": end.references}
+        shown |= {"train_summary": end.train_summary, "conversion": end.conversion, "eval_summary": summary}
+        for name, value in shown.items():
+            assert len(gzip.compress(pickle.dumps(value))) < 4096, name
+        assert not any(isinstance(v, dict | list) for v in {**end.train_summary, **end.conversion}.values())
 
         # What the real UI backend does for a task's cards (its GetCards cache action): get_cards on the client.
         texts = {step: card_data(get_cards(run[step].task)[0].get()) for step in ARTIFACTS}

@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 from steps.formats.tokenizer_folder import bound_word_length, load_tokenizer, word_bound_limit
 from steps.prepare.tokenizer_training import MAX_WORD_CHARS, load_base_tokenizer, train_bpe_tokenizer
 from steps.project_files import REPO_ROOT
-from tests.support.smollm2 import DequantizedSmolLM2, needs_smollm2
+from tests.support.smollm2 import needs_smollm2
 
 _rng = random.Random(31)
 _WORDS = ["".join(_rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(_rng.randint(2, 9))) for _ in range(300)]
@@ -134,9 +134,9 @@ def test_a_base_models_tokenizer_gets_the_bound_and_keeps_its_ids(tmp_path: Path
 
 @pytest.mark.slow
 @needs_smollm2
-def test_smollm2s_tokenizer_gives_the_same_ids_for_ordinary_text(smollm2: DequantizedSmolLM2, tmp_path: Path) -> None:
-    load_base_tokenizer(smollm2.published).save_pretrained(str(tmp_path / "prepared"))
-    prepared, original = load_tokenizer(tmp_path / "prepared"), AutoTokenizer.from_pretrained(smollm2.published)
+def test_smollm2s_tokenizer_gives_the_same_ids_for_ordinary_text(smollm2: Path, tmp_path: Path) -> None:
+    load_base_tokenizer(smollm2).save_pretrained(str(tmp_path / "prepared"))
+    prepared, original = load_tokenizer(tmp_path / "prepared"), AutoTokenizer.from_pretrained(smollm2)
     assert prepared(ORDINARY)["input_ids"] == original(ORDINARY)["input_ids"]
     for name, run in LONG_RUNS.items():
         assert _longest_piece(prepared, run) <= MAX_WORD_CHARS + 1, name
