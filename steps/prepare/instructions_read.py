@@ -123,7 +123,7 @@ def _records_of_lines(source: Source, limits: Limits) -> Iterator[tuple[str, obj
 
 
 def _records_of_array(source: Source, limits: Limits) -> Iterator[tuple[str, object] | RecordSkip]:
-    text = decode_text(read_bounded(source, limits.max_file_bytes, "max_file_bytes"))
+    text, _ = decode_text(read_bounded(source, limits.max_file_bytes, "max_file_bytes"))
     try:
         loaded = json.loads(text)
     except json.JSONDecodeError as exc:
