@@ -99,7 +99,10 @@ def run_stage(
         (scratch / "tmp").mkdir()
         # Every temporary file of the entry point (a downloaded corpus among them) stays in the stage's scratch.
         env = {"TMPDIR": str(scratch / "tmp")}
-        following = _following(spec, storage, folder, out, on_progress if place.node.node_rank == 0 else None)
+        # Node 0 follows the live file: only its ranks write one.
+        following = contextlib.nullcontext()
+        if place.node.node_rank == 0:
+            following = _following(spec, storage, folder, out, on_progress)
         with _explained(spec, out, params), _nodes(spec, config, place, folder, out) as node, following:
             if spec.launch == "torchrun":
                 timeout = spec.failure_timeout_s(config)
