@@ -234,7 +234,7 @@ def test_the_ui_shows_the_killed_run_failed_and_the_resumed_runs_clones_nodes_an
     assert train[phantom]["status"] == "running" and metadata("train", phantom).get("attempt") is None
     assert _listed_run(service, run_id)["status"] == "running"
     node_1 = _task_route(run_id, "train", f"{control}_node_1")
-    assert {"dataset", "rendezvous_port"} <= {a["name"] for a in service.api(f"{node_1}/artifacts")}
+    assert {"dataset", "train_node"} <= {a["name"] for a in service.api(f"{node_1}/artifacts")}
     assert {m["field_name"]: m["value"] for m in service.api(f"{node_1}/metadata")}["attempt_ok"] == "True"
     control_route = _task_route(run_id, "train", control)
     assert {"train_summary", "checkpoint"} <= {a["name"] for a in service.api(f"{control_route}/artifacts")}
