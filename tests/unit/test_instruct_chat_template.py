@@ -80,7 +80,7 @@ def test_located_turns_equal_the_generation_marks() -> None:
 
 
 def test_smollm2_labels_only_assistant_turns(smollm2) -> None:
-    tokenizer = load_tokenizer(smollm2.published)
+    tokenizer = load_tokenizer(smollm2)
     assert not marks_assistant_turns(tokenizer)  # the located-turns path
     assert_only_assistant_tokens_carry_loss(tokenizer, CONVERSATION)
     # Its template adds a default system prompt to a conversation without one: never labelled either.
