@@ -202,10 +202,14 @@ def test_sagemaker_needs_s3_run_storage(debug_config, tmp_path) -> None:
 def test_the_job_metrics_read_the_progress_line_training_prints() -> None:
     record = {"step": 10, "loss": 5.1234, "lr": 2e-3, "grad_norm": 0.9, "tokens_per_s": 1234.4}
     record |= {"tflops": 0.05, "mfu": None, "memory_gib": 0.8}
-    line = progress_line(record, total_steps=40, eta_s=62)
-    values = {m["Name"]: float(re.search(m["Regex"], line).group(1)) for m in SAGEMAKER_METRIC_DEFINITIONS}
-    assert values == {"train:loss": 5.1234, "train:tokens_per_s": 1234.0}
-    assert line.endswith("eta 0:01:02")
+    # Instruction tuning's scoring steps add the held-out scores; the training loss stays the first "loss".
+    scored = record | {"held_out_loss": 4.25, "held_out_choice_accuracy": 0.375}
+    lines = [progress_line(r, total_steps=40, eta_s=62) for r in (record, scored)]
+    found = [{m["Name"]: re.search(m["Regex"], line) for m in SAGEMAKER_METRIC_DEFINITIONS} for line in lines]
+    values = [{name: float(match.group(1)) for name, match in one.items() if match} for one in found]
+    assert values[0] == {"train:loss": 5.1234, "train:tokens_per_s": 1234.0}
+    assert values[1] == {**values[0], "train:held_out_choice_accuracy": 0.375}
+    assert all(line.endswith("eta 0:01:02") for line in lines)
 
 
 def test_each_step_gets_its_hosts_its_inputs_and_only_training_checkpoints(aws_env, debug_config) -> None:
