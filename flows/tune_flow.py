@@ -202,7 +202,8 @@ class TuneFlow(FlowSpec):
     @card
     @step
     def instruct_convert(self, inputs):
-        self.merge_artifacts(inputs, include=PREPARED + (PRETRAINED if self.tune_config.pretrains else []))
+        pretrained = TuneConfig.model_validate(inputs[0].run_config).pretrains  # a join reads its inputs' artifacts
+        self.merge_artifacts(inputs, include=PREPARED + (PRETRAINED if pretrained else []))
         node_0 = next(i for i in inputs if i.instruct_node == 0)
         self.instruct_checkpoint, self.instruct_summary = node_0.instruct_checkpoint, node_0.instruct_summary
         self.instruct_metrics, self.instruct_job = node_0.instruct_metrics, node_0.instruct_job

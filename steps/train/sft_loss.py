@@ -30,17 +30,13 @@ def labelled_positions_loss(
 ) -> torch.Tensor:
     """Summed cross-entropy of the labelled next tokens over `num_items_in_batch` (default: their count).
 
-    An empty selection (a micro-batch without labels) gives a zero that still reaches every parameter, so that
-    DeepSpeed's backward and gradient reduction run on every rank alike.
+    A micro-batch without labels gives a zero loss (not 0 / 0) whose graph still reaches every parameter through
+    the empty selection, so that DeepSpeed's backward and gradient reduction run on every rank alike.
     """
     targets = labels[:, 1:]
     keep = targets != IGNORE_INDEX
-    picked = hidden[:, :-1][keep]
-    logits = model.get_output_embeddings()(picked).float()
-    if len(picked):
-        summed = F.cross_entropy(logits, targets[keep], reduction="sum")
-    else:
-        summed = (logits.sum() + hidden.sum()) * 0.0
+    logits = model.get_output_embeddings()(hidden[:, :-1][keep]).float()
+    summed = F.cross_entropy(logits, targets[keep], reduction="sum")
     denominator = num_items_in_batch if num_items_in_batch is not None else max(int(keep.sum()), 1)
     return summed / denominator
 

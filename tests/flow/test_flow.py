@@ -43,42 +43,85 @@ def test_invalid_config_fails_before_any_step(flow_home: Path) -> None:
     assert not list((flow_home / ".metaflow").glob("TuneFlow/*/start"))
 
 
+INSTRUCT = {
+    "instructions": "cwe",
+    "max_steps": 12,
+    "micro_batch_size": 4,
+    "checkpoint_every": 6,
+    "eval_every": 6,
+    "eval_questions": 12,
+    "max_new_tokens": 12,
+}
+"""Instruction tuning on the debug model: the CWE questions and answers, full fine-tuning, a few steps."""
+
+
 def test_pipeline_end_to_end(flow_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Continued pretraining, then instruction tuning on the CWE questions: every stage, the three models side by
+    side in evaluate, the engines agreeing on answers too, the cards, and the converted model chatting."""
     from metaflow.cards import get_cards
 
     monkeypatch.chdir(flow_home)  # the card client looks for .metaflow from the working folder
-    pathspec = run_flow(flow_home, config_file(flow_home, "debug"), max_steps=30)
+    pathspec = run_flow(flow_home, config_file(flow_home, "debug", instruct=INSTRUCT), max_steps=30)
     run = client_run(flow_home, pathspec)
     assert run.successful
     end = run["end"].task.data
 
+    assert set(end.references) >= {"model", "instructions", "instruct_checkpoint", "instructed_model"}
     for name, ref in end.references.items():
         folder = fetch(StoredDir.from_dict(ref), verify=True)  # files exist and hashes match
         assert folder.is_dir(), name
     assert (Path(end.references["model"]["uri"]) / "model.safetensors").is_file()
 
     summary = end.eval_summary
-    prompts = summary["prompts"]
-    assert prompts == 5
+    prompts, questions = summary["prompts"], summary["questions"]
+    assert prompts == 5 and questions == INSTRUCT["eval_questions"]
+    # Every engine generated every prompt and answered every held-out question once, and they agree on all of it.
     assert Counter((r["index"], r["engine"]) for r in end.eval_table) == Counter(
-        {(i, e): 1 for i in range(prompts) for e in ("hf", "deepspeed", "zero")}
+        {(i, e): 1 for i in range(prompts + questions) for e in ("hf", "deepspeed", "zero")}
     )
-    assert all(r["generation"] and r["prompt"] for r in end.eval_table)
-    assert summary["perplexity"]["tuned"] <= 0.5 * summary["perplexity"]["untuned"]
+    assert Counter(r["source"] for r in end.eval_table)["question"] == 3 * questions
+    assert all(r["prompt"] for r in end.eval_table)
     assert summary["engines_agree"] is True
+    # The three models of the run side by side; the held-out perplexity fell with pretraining.
+    models = summary["by_model"]
+    assert list(models) == ["base", "pretrained", "instructed"]
+    assert all(m["answers"]["all"]["questions"] == questions for m in models.values())
+    assert models["pretrained"]["perplexity"] <= 0.5 * models["base"]["perplexity"]
+    assert summary["perplexity"]["tuned"] == models["instructed"]["perplexity"]
+    assert summary["perplexity"]["untuned"] == models["base"]["perplexity"]
     # The domain probes ran on both models, and tuning raised the likelihood of the true answers.
     probes = summary["probes"]
     assert probes["tuned"]["all"]["probes"] == 2 * 16  # debug.yaml: evaluate.probes
     assert probes["tuned"]["all"]["answer_logprob_per_token"] > probes["untuned"]["all"]["answer_logprob_per_token"]
     assert end.train_summary["steps"] == 30  # the --max-steps override reached training
-    assert end.conversion["logits_match"] is True
+    assert end.conversion["logits_match"] is True and end.instruct_conversion["logits_match"] is True
+    sft = end.instruct_summary
+    assert sft["objective"] == "sft" and sft["steps"] == INSTRUCT["max_steps"]
+    # Instruction tuning started from the continued-pretrained model, and scored held-out data as it went.
+    assert sft["init_sha256"] != end.train_summary["init_sha256"]
+    scored = [m for m in end.instruct_metrics if m["held_out_choice_accuracy"] is not None]
+    assert [m["step"] for m in scored] == [6, 12] and all(m["held_out_loss"] > 0 for m in scored)
 
     texts = {
         step: card_data(get_cards(run[step].task)[0].get())
-        for step in ("prepare", "train", "convert", "evaluate", "end")
+        for step in ("prepare", "train", "convert", "instruct", "instruct_convert", "evaluate", "end")
     }
     assert "Sample blocks" in texts["prepare"] and "Training loss" in texts["train"]
+    assert "Instruction data" in texts["prepare"]
+    assert "Held-out questions: multiple-choice accuracy" in texts["instruct"]
     assert "max_logit_difference" in texts["convert"] and "Generations" in texts["evaluate"]
+    assert "after instruction tuning" in texts["evaluate"] and "Sample conversations" in texts["evaluate"]
+    assert "instruction tuning: 12 steps" in texts["end"]
+
+    # The converted model chats through transformers' pipeline with the chat template it was tuned with, and
+    # stops at the end of its turn. In a fresh process: transformers' lazy imports clash with Metaflow's here.
+    chat = (
+        "import sys; from transformers import pipeline; "
+        "out = pipeline('text-generation', model=sys.argv[1])([{'role': 'user', 'content': 'What is CWE-79?'}]); "
+        "turns = out[0]['generated_text']; assert turns[-1]['role'] == 'assistant', turns; print(turns[-1])"
+    )
+    done = subprocess.run([sys.executable, "-c", chat, end.references["instructed_model"]["uri"]], capture_output=True)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 @pytest.mark.slow

@@ -19,8 +19,9 @@ from tests.support.faults import kill_rank_after_checkpoint
 from tests.support.flow_runs import runner
 
 
-def run_killing_rank_1(home: Path, config: Path, after_step: int, **options) -> dict:
-    """Run the flow and SIGKILL training rank 1 once the checkpoint of `after_step` is complete."""
+def run_killing_rank_1(home: Path, config: Path, after_step: int, stage: str = "train", **options) -> dict:
+    """Run the flow and SIGKILL training rank 1 once the checkpoint of `after_step` is complete; `stage`: the
+    folder of the training stage whose checkpoints are watched (`train`, or `instruct/train`)."""
     outcome: dict = {}
 
     def run() -> None:
@@ -30,7 +31,7 @@ def run_killing_rank_1(home: Path, config: Path, after_step: int, **options) -> 
 
     thread = threading.Thread(target=run)
     thread.start()
-    checkpoint = f"{home}/.metaflow/TuneFlow/*/files/train/checkpoints/{tag_for(after_step)}/checkpoint.json"
+    checkpoint = f"{home}/.metaflow/TuneFlow/*/files/{stage}/checkpoints/{tag_for(after_step)}/checkpoint.json"
     for _ in range(180):  # up to 15 minutes, but not a moment longer once the run has ended without the checkpoint
         try:
             kill_rank_after_checkpoint(checkpoint, timeout_s=5)

@@ -34,7 +34,7 @@ from steps.runtime.distributed import DistContext
 from steps.runtime.storage import StorageError, fetch, file_sha256, open_storage
 from steps.runtime.storage.manifest import file_entry
 from steps.stages import TRAIN
-from steps.train.checkpoints import CheckpointManager, CheckpointPlace, TrainingPosition
+from steps.train.checkpoints import CheckpointError, CheckpointManager, CheckpointPlace, TrainingPosition
 from tests.support.card_results import train_summary
 from tests.support.zero_files import write_zero_checkpoint
 
@@ -48,7 +48,7 @@ class FakeEngine:
     def __init__(self, value: float, crash_after: str | None = None) -> None:
         self.value, self.crash_after, self.loads = value, crash_after, 0
         config = SimpleNamespace(save_pretrained=lambda d: (Path(d) / "config.json").write_text("{}"))
-        self.module = SimpleNamespace(config=config)
+        self.module = SimpleNamespace(config=config, parameters=lambda: iter(()))
 
     def save_checkpoint(self, save_dir: str, tag: str, client_state: dict, save_latest: bool) -> None:
         folder = Path(save_dir) / tag
@@ -123,14 +123,14 @@ def test_resume_refuses_a_changed_file_before_unpickling_it(
     engine, found = FakeEngine(0.0), resumed.find()
     unpickled.clear()
     with pytest.raises(StorageError, match=f"changed {damaged}"):
-        resumed.load(engine, found, tmp_path / "metrics.jsonl", universal=False)
+        resumed.load(engine, found, tmp_path / "metrics.jsonl", universal=False, init_sha256="0" * 64)
     assert engine.loads == 0 and unpickled == []
 
 
 def test_resume_loads_an_intact_checkpoint(checkpoint_root: str, tmp_path: Path) -> None:
     save(checkpoint_root, tmp_path / "staging", FakeEngine(1.0), 10)
     engine, store = FakeEngine(0.0), manager(checkpoint_root, tmp_path / "staging")
-    store.load(engine, store.find(), tmp_path / "metrics.jsonl", universal=False)
+    store.load(engine, store.find(), tmp_path / "metrics.jsonl", universal=False, init_sha256="0" * 64)
     assert engine.loads == 1
 
 
@@ -225,7 +225,7 @@ def test_resume_refuses_a_record_that_names_a_file_outside_the_checkpoint(aws_en
     boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"planted")
     resumed = manager(root, tmp_path / "work" / "staging")
     with pytest.raises(StorageError, match="leads outside"):
-        resumed.load(FakeEngine(0.0), resumed.find(), tmp_path / "metrics.jsonl", universal=False)
+        resumed.load(FakeEngine(0.0), resumed.find(), tmp_path / "metrics.jsonl", universal=False, init_sha256="0" * 64)
     assert not list(tmp_path.rglob("escaped.pt"))
 
 
@@ -269,7 +269,8 @@ def test_a_universal_checkpoint_is_made_anew_never_taken_from_the_staging_folder
     """A universal checkpoint already in the staging folder (a crashed earlier attempt, or planted) is removed and
     converted again from the verified checkpoint: its pickles are loaded with weights_only=False."""
     save(str(tmp_path / "checkpoints"), tmp_path / "staging", FakeEngine(1.0), 10)
-    manager = CheckpointManager(CheckpointPlace(str(tmp_path / "checkpoints"), tmp_path / "staging"), TrainConfig(), CTX)
+    place = CheckpointPlace(str(tmp_path / "checkpoints"), tmp_path / "staging")
+    manager = CheckpointManager(place, TrainConfig(), CTX)
     planted = tmp_path / "staging" / "universal" / tag_for(10)
     planted.mkdir(parents=True)
     (planted / "mp_rank_00_model_states.pt").write_bytes(b"planted")
@@ -284,3 +285,14 @@ def test_a_universal_checkpoint_is_made_anew_never_taken_from_the_staging_folder
     monkeypatch.setattr("steps.train.checkpoints.subprocess.run", ds_to_universal)
     manager._to_universal(tmp_path / "checkpoints", manager.find())
     assert len(converted) == 1 and not (planted / "mp_rank_00_model_states.pt").exists()
+
+
+def test_resume_refuses_a_checkpoint_of_training_that_started_from_other_weights(tmp_path: Path) -> None:
+    """LoRA adapters continued on another base (or a run resumed with another model) would be nonsense: the
+    checkpoint's record holds the fingerprint of the weights its training started from."""
+    root = str(tmp_path / "checkpoints")
+    save(root, tmp_path / "staging", FakeEngine(1.0), 10)
+    resumed, engine = manager(root, tmp_path / "staging-2"), FakeEngine(0.0)
+    with pytest.raises(CheckpointError, match=r"started from other weights \(fingerprint 000000000000, this run's: "):
+        resumed.load(engine, resumed.find(), tmp_path / "metrics.jsonl", universal=False, init_sha256="1" * 64)
+    assert engine.loads == 0

@@ -99,7 +99,7 @@ def test_missing_deepspeed_json_names_the_field() -> None:
 def test_skipping_pretraining_needs_instructions_and_a_base_model() -> None:
     with pytest.raises(ConfigError, match="train.max_steps is 0 and instruct.instructions is empty"):
         validate_config({"train": {"max_steps": 0}})
-    with pytest.raises(ConfigError, match="instruction tuning would start from untrained weights; give model.base_model"):
+    with pytest.raises(ConfigError, match="would start from untrained weights; give model.base_model"):
         validate_config({"train": {"max_steps": 0}, "instruct": {"instructions": "cwe"}})
     config = validate_config(
         {"train": {"max_steps": 0}, "instruct": {"instructions": "cwe"}, "model": {"base_model": "/models/llama"}}
