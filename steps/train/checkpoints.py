@@ -75,6 +75,19 @@ class TrainingPosition:
     blocks_seen: int
 
 
+def seed_rng_states(seed: int, rank: int) -> None:
+    """Seed every random state a rank's training draws from (LoRA's dropout masks) from the seed and the rank.
+
+    Left as the process found them, the first draws depended on what had run before in it, which is not the same
+    from one run to the next (two identical LoRA runs differed from their second step on): a resumed run, whose
+    states come back from its checkpoint, could not end where an uninterrupted one does.
+    """
+    value = seed * 10_000 + rank  # each rank its own dropout masks
+    random.seed(value)
+    np.random.seed(value % 2**32)
+    torch.manual_seed(value)
+
+
 def rng_states() -> dict[str, Any]:
     return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
 

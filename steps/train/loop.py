@@ -24,7 +24,13 @@ from steps.formats.tokenizer_folder import load_tokenizer
 from steps.formats.train_folder import METRICS_FILE, TRAIN_SUMMARY_FILE, VERIFY_LOGITS_FILE
 from steps.results import TrainSummary
 from steps.runtime.distributed import DistContext, all_reduce_sum, init_distributed, shutdown
-from steps.train.checkpoints import CheckpointManager, CheckpointPlace, TrainingPosition, check_weights
+from steps.train.checkpoints import (
+    CheckpointManager,
+    CheckpointPlace,
+    TrainingPosition,
+    check_weights,
+    seed_rng_states,
+)
 from steps.train.deepspeed_config import build_deepspeed_config, offloads_optimizer
 from steps.train.metrics import MetricsLog, Tracker, flops_per_token, memory_gib, peak_tflops
 from steps.train.objective import ObjectiveName, instruction_tuning, pretraining
@@ -80,6 +86,7 @@ def run_training(
     optimizer = build_optimizer(model, config, offloads_optimizer(ds_config))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(config))
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, lr_scheduler=scheduler, config=ds_config)
+    seed_rng_states(config.train.seed, ctx.rank)  # a checkpoint's states replace these when training resumes
 
     metrics_file = out_dir / METRICS_FILE
     start_step, tokens_seen = 0, 0
