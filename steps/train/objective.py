@@ -25,7 +25,7 @@ from steps.train.sft_loss import score_labelled_positions_only
 from steps.train.training_data import BlockData, ConversationData
 
 ObjectiveName = Literal["pretrain", "sft"]
-HELD_OUT_CONVERSATIONS = 64
+HELD_OUT_CONVERSATIONS = 32
 """Held-out conversations whose loss the live card shows (the first of the validation split)."""
 
 
