@@ -186,9 +186,7 @@ class TuneFlow(FlowSpec):
     def instruct(self):
         config = self.tune_config
         live = LiveTrainCard(config.instruct.max_steps, LIVE_CARD_INTERVAL_S, LIVE_CARD_EVERY_S, "instruct")
-        # Instruction tuning starts from the continued-pretrained model, or from the base model without one.
-        start = self.model if config.pretrains else self.base_model
-        inputs = {"instructions": self.instructions, "tokenizer": self.tokenizer, "base_model": start}
+        inputs = {"instructions": self.instructions, "tokenizer": self.tokenizer, "base_model": self.tuning_start}
         self.instruct_node = current.parallel.node_index
         with live.shown_on(current.card):
             place = step_place(self, current.parallel)
@@ -207,8 +205,7 @@ class TuneFlow(FlowSpec):
         node_0 = next(i for i in inputs if i.instruct_node == 0)
         self.instruct_checkpoint, self.instruct_summary = node_0.instruct_checkpoint, node_0.instruct_summary
         self.instruct_metrics, self.instruct_job = node_0.instruct_metrics, node_0.instruct_job
-        start = self.model if self.tune_config.pretrains else self.base_model
-        inputs = {"checkpoint": self.instruct_checkpoint, "tokenizer": self.tokenizer, "base_model": start}
+        inputs = {"checkpoint": self.instruct_checkpoint, "tokenizer": self.tokenizer, "base_model": self.tuning_start}
         result = run_stage(INSTRUCT_CONVERT, self.tune_config, step_place(self), inputs)
         keep(self, result)
         current.card.extend(cards.convert_card(result))
@@ -242,6 +239,12 @@ class TuneFlow(FlowSpec):
         pretrained = (self.conversion, self.train_summary) if self.tune_config.pretrains else (None, None)
         instructed = (self.instruct_summary, self.instruct_conversion) if self.tune_config.instruct.enabled else None
         current.card.extend(cards.end_card(self.references, self.eval_summary, *pretrained, instructed))
+
+    @property
+    def tuning_start(self):
+        """What instruction tuning starts from (and a LoRA run's adapters go on): the continued-pretrained model,
+        or the base model when pretraining was skipped."""
+        return self.model if self.tune_config.pretrains else self.base_model
 
     @property
     def final_model(self):
