@@ -134,8 +134,10 @@ def main() -> None:
         cwe_seconds[label] = min(runs)
     changed = [doc_id for doc_id, text in documents if old.redact(text) != redact(text)]
     cwe_mib = sum(len(text.encode()) for _, text in documents) / MIB
-    print(f"CWE catalogue: {len(documents)} documents, {cwe_mib:.2f} MiB; old {cwe_seconds['old']:.3f} s, "
-          f"new {cwe_seconds['new']:.3f} s; documents whose redaction changed: {changed}")
+    print(
+        f"CWE catalogue: {len(documents)} documents, {cwe_mib:.2f} MiB; old {cwe_seconds['old']:.3f} s, "
+        f"new {cwe_seconds['new']:.3f} s; documents whose redaction changed: {changed}"
+    )
     print(f"load average at end: {os.getloadavg()}", flush=True)
     ratios = {name: round(values[-1] / max(values[0], 1e-9), 3) for name, values in new_per_mib.items()}
     print(

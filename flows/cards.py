@@ -17,6 +17,9 @@ from steps.results import (
     ConvertResult,
     EvalSummary,
     EvaluateResult,
+    InstructConvertResult,
+    InstructionSummary,
+    InstructResult,
     PrepareResult,
     TrainResult,
     TrainSummary,
@@ -112,15 +115,41 @@ def prepare_card(result: PrepareResult, workers: int = 1) -> list:
             # The reason first: a long path scrolls inside the table's box and would hide a column after it.
             Table([[f.reason, f.path] for f in report.skipped_files], headers=["why", "skipped file"]),
         ]
+    if result.instruction_summary is not None:
+        parts += instructions_part(result.instruction_summary)
     stored = {"dataset": result.dataset, "tokenizer": result.tokenizer, "base_model": result.base_model}
+    stored["instructions"] = result.instructions
     parts.append(refs_table({name: ref for name, ref in stored.items() if ref is not None}))
     return parts
 
 
-def train_card(result: TrainResult) -> list:
-    """What the final train card adds below the live plots."""
-    s = result.train_summary
+def instructions_part(s: InstructionSummary) -> list:
+    """What prepare made of the instruction data: conversations, tokens that carry loss, drops, questions."""
+    report = s.report
+    rows = [["source", s.source], ["chat template", s.chat_template], ["end-of-turn token id", s.end_of_turn_id]]
+    for split in ("train", "validation"):
+        counts = [getattr(part, split) for part in (s.conversations, s.tokens, s.label_tokens)]
+        rows.append([f"{split}: conversations / tokens / answer tokens", " / ".join(str(c) for c in counts)])
+    rows += [["longest conversation (tokens)", s.longest], ["held-out questions", s.questions]]
+    if s.held_out_subjects:
+        rows.append(["held-out weaknesses (never in the training conversations)", len(s.held_out_subjects)])
+    rows += [[f"dropped: {reason}", count] for reason, count in sorted(report.dropped.items())]
+    rows.append(["conversations with redactions", report.redacted_documents])
+    parts = [Markdown("## Instruction data (every drop and redaction is in instructions/report.jsonl)"), Table(rows)]
+    if report.skipped_files:
+        parts.append(Table([[f.reason, f.path] for f in report.skipped_files], headers=["why", "skipped file"]))
+    return parts
+
+
+def train_card(result: TrainResult | InstructResult) -> list:
+    """What the final card of a training step (train, instruct) adds below the live plots."""
+    if isinstance(result, InstructResult):
+        s, refs = result.instruct_summary, {"instruct_checkpoint": result.instruct_checkpoint}
+    else:
+        s, refs = result.train_summary, {"checkpoint": result.checkpoint}
     keys = (
+        "objective",
+        "method",
         "steps",
         "resumed_from_step",
         "resumed_from",
@@ -129,15 +158,19 @@ def train_card(result: TrainResult) -> list:
         "world_size",
         "zero_stage",
         "parameters",
+        "trainable_parameters",
         "flops_per_token",
         "peak_tflops",
         "elapsed_s",
     )
-    return [_fields_table(s, keys, ""), refs_table({"checkpoint": result.checkpoint})]
+    return [_fields_table(s, keys, ""), refs_table(refs)]
 
 
-def convert_card(result: ConvertResult) -> list:
-    v = result.conversion
+def convert_card(result: ConvertResult | InstructConvertResult) -> list:
+    if isinstance(result, InstructConvertResult):
+        v, refs, title = result.instruct_conversion, {"instructed_model": result.instructed_model}, "instruct_convert"
+    else:
+        v, refs, title = result.conversion, {"model": result.model}, "convert"
     keys = (
         "checkpoint",
         "step",
@@ -152,17 +185,25 @@ def convert_card(result: ConvertResult) -> list:
         "max_logit_difference",
         "tolerance",
         "logits_match",
+        "lora_merged",
+        "adapter",
     )
     checks = Table(
         [[r.name, str(r.shape), f"{r.norm:.4g}"] for r in v.tensor_checks[:200]],
         headers=["tensor (non-empty, expected shape, non-zero norm)", "shape", "norm"],
     )
+    note = ""
+    if v.adapter:
+        note = (
+            f"\n\nLoRA adapters merged into the weights; the adapter itself is in `{v.adapter}/` of the model folder, "
+            "in PEFT's format (`PeftModel.from_pretrained(start_model, <model>/adapter)`)."
+        )
     return [
-        Markdown("# convert"),
+        Markdown(f"# {title}{note}"),
         _fields_table(v, keys, "verification"),
         Markdown("## Tensors"),
         checks,
-        refs_table({"model": result.model}),
+        refs_table(refs),
     ]
 
 
@@ -207,6 +248,7 @@ def evaluate_card(result: EvaluateResult) -> list:
     probe_samples = sorted(completed, key=lambda r: not r.exact_match)
     parts = [
         Markdown(f"# evaluate\n{s.prompts} prompts {s.prompt_sources}; generation: {settings}"),
+        *stages_part(s),
         Markdown("## Before and after tuning"),
         Table(before_after, headers=["metric", "before (untuned)", "after (tuned)"]),
         Markdown(f"## Engines\nToken-for-token agreement with `{s.agreement_with}`: {agreement}"),
@@ -227,6 +269,7 @@ def evaluate_card(result: EvaluateResult) -> list:
             headers=["#", "engine", "generation", "tokens", "latency (s)"],
         ),
     ]
+    parts += conversations_part(result)
     if probe_samples:
         parts += [
             Markdown(
@@ -242,21 +285,99 @@ def evaluate_card(result: EvaluateResult) -> list:
     return parts
 
 
-def end_card(references: dict[str, dict], eval_summary: dict, conversion: dict, train_summary: dict) -> list:
-    """The run's summary from the artifacts the end step holds (plain data, validated here)."""
+STAGE_TITLES = {
+    "base": "base model",
+    "pretrained": "after continued pretraining",
+    "instructed": "after instruction tuning",
+}
+ANSWER_METRICS = ("contains_reference", "exact_match", "choice_accuracy", "stopped")
+
+
+def stages_part(s: EvalSummary) -> list:
+    """With instruction tuning: each model of the run in a column (base, continued-pretrained, instructed)."""
+    if not s.by_model:
+        return []
+    names = list(s.by_model)
+    rows = [["held-out perplexity", *(f"{s.by_model[n].perplexity:.2f}" for n in names)]]
+    if all(s.by_model[n].general_perplexity is not None for n in names):
+        rows.append(
+            [f"general-text perplexity ({s.general_text})", *(f"{s.by_model[n].general_perplexity:.2f}" for n in names)]
+        )
+    groups = sorted({g for n in names for g in s.by_model[n].answers}, key=lambda g: (g != "all", g))
+    for group in groups:
+        for metric in ANSWER_METRICS:
+            values = [s.by_model[n].answers.get(group) for n in names]
+            shown = [_fmt(getattr(v, metric)) if v is not None else "n/a" for v in values]
+            count = next((v.questions for v in values if v is not None), 0)
+            rows.append([f"questions {group} ({count}): {metric}", *shown])
+    return [
+        Markdown(
+            f"## The run's models on {s.questions} held-out questions\nAsked through the chat template; "
+            "`contains_reference`: the answer holds the reference's fact (name or ID) as a whole word; "
+            "`stopped`: the answer ended its turn within instruct.max_new_tokens."
+        ),
+        Table(rows, headers=["metric", *(STAGE_TITLES.get(n, n) for n in names)]),
+    ]
+
+
+def conversations_part(result: EvaluateResult, per_engine: int = 4) -> list:
+    """Sample conversations: the tuned model's answers to held-out questions from each engine."""
+    asked = [r for r in result.eval_table if r.source == "question"]
+    if not asked:
+        return []
+    rows = []
+    for engine in result.eval_summary.engines:
+        rows += [[engine, r.prompt, r.generation, r.reference] for r in asked if r.engine == engine][:per_engine]
+    parts = [
+        Markdown("## Sample conversations (the tuned model, each engine)"),
+        Table(rows, headers=["engine", "question", "answer", "reference"]),
+    ]
+    compared = [r for r in result.answers if r.model != "instructed"][: 2 * per_engine]
+    if compared:
+        parts += [
+            Markdown("## The same questions asked of the models before instruction tuning"),
+            Table(
+                [[r.model, r.question, r.answer, str(r.contains_reference)] for r in compared],
+                headers=["model", "question", "answer", "holds the fact"],
+            ),
+        ]
+    return parts
+
+
+def end_card(
+    references: dict[str, dict],
+    eval_summary: dict,
+    conversion: dict | None,
+    train_summary: dict | None,
+    instructed: tuple[dict, dict] | None = None,
+) -> list:
+    """The run's summary from the artifacts the end step holds (plain data, validated here); `instructed`: the
+    instruction tuning's summary and conversion record, when it ran (`conversion` and `train_summary` are
+    continued pretraining's, None when it was skipped)."""
     evaluation = EvalSummary.model_validate(eval_summary)
-    verification = ConversionRecord.model_validate(conversion)
-    trained = TrainSummary.model_validate(train_summary)
     ppl = evaluation.perplexity
-    lines = [
-        "# Run summary",
-        f"- trained {trained.steps} steps on {trained.world_size} ranks "
-        f"(ZeRO-{trained.zero_stage}), final loss {trained.final_loss:.3f}",
-        f"- conversion verified: logits within {verification.tolerance} "
-        f"(max difference {verification.max_logit_difference:.2g})",
+    lines = ["# Run summary"]
+    trainings = [("continued pretraining", train_summary, conversion)]
+    trainings += [("instruction tuning", *instructed)] if instructed else []
+    for what, summary, record in trainings:
+        if summary is None:
+            continue
+        trained, verification = TrainSummary.model_validate(summary), ConversionRecord.model_validate(record)
+        method = " with LoRA" if trained.method == "lora" else ""
+        lines += [
+            f"- {what}{method}: {trained.steps} steps on {trained.world_size} ranks "
+            f"(ZeRO-{trained.zero_stage}), final loss {trained.final_loss:.3f}",
+            f"- its conversion verified: logits within {verification.tolerance} "
+            f"(max difference {verification.max_logit_difference:.2g})",
+        ]
+    lines += [
         f"- held-out perplexity {ppl.untuned:.1f} → {ppl.tuned:.1f}",
         f"- engines {', '.join(evaluation.engines)} agree token for token: {evaluation.engines_agree}",
     ]
+    if evaluation.by_model:
+        answered = {STAGE_TITLES.get(name, name): s.answers.get("all") for name, s in evaluation.by_model.items()}
+        shown = ", ".join(f"{name} {_fmt(a.contains_reference if a else None)}" for name, a in answered.items())
+        lines.append(f"- held-out questions answered with the right fact: {shown}")
     before, after = evaluation.probes.untuned.get("all"), evaluation.probes.tuned.get("all")
     if before and after:
         lines += [

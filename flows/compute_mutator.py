@@ -12,9 +12,13 @@ from metaflow import FlowMutator
 from steps.config import TuneConfig
 from steps.dispatch.decorators import flow_decorators
 
-SECTION_STEPS = {"prepare": ("prepare_read", "prepare_decide", "prepare_encode", "prepare")}
-# (prepare_reads and prepare_gather only collect references: they run where the flow runs.)
-"""Flow steps that run where one `compute.<section>` says: prepare's foreach tasks and joins."""
+SECTION_STEPS = {
+    "prepare": ("prepare_read", "prepare_decide", "prepare_encode", "prepare"),
+    "convert": ("convert", "instruct_convert"),
+}
+# (prepare_reads and prepare_gather only collect references, the launch steps only start @parallel tasks:
+# they run where the flow runs.)
+"""Flow steps that run where one `compute.<section>` says: prepare's foreach tasks and joins, both conversions."""
 
 
 class ComputeFromConfig(FlowMutator):

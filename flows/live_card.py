@@ -1,4 +1,5 @@
-"""The train step's live card: status line and plots, refreshed while training runs, left marked FAILED if it fails."""
+"""The training steps' live card (train, instruct): status line and plots, refreshed while training runs, left
+marked FAILED if it fails; the evaluate step's status line."""
 
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ def _line_spec(records: Sequence[TrainMetric], field: str, title: str) -> dict:
 
 
 class LiveTrainCard:
-    """The train card while training runs: status line, loss and throughput plots, refreshed in place.
+    """A training step's card while it runs (train, instruct): status line, loss and throughput plots, refreshed in
+    place; instruction tuning adds the held-out loss and answer accuracy as they are scored.
 
     `components` go on the card when the step starts; `update` takes the metrics so far. The card is
     refreshed with them at most once per `update_every_s`: each refresh is a Metaflow process that
@@ -46,13 +48,20 @@ class LiveTrainCard:
         ("tokens_per_s", "Throughput (tokens/s)"),
         ("tflops", "Achieved TFLOP/s per device"),
     )
+    HELD_OUT_CHARTS = (
+        ("held_out_loss", "Held-out conversations: loss"),
+        ("held_out_choice_accuracy", "Held-out questions: multiple-choice accuracy"),
+    )
 
-    def __init__(self, total_steps: int, refresh_interval_s: float, update_every_s: float = 0.0) -> None:
-        self.total, self.refresh_interval_s = total_steps, refresh_interval_s
+    def __init__(
+        self, total_steps: int, refresh_interval_s: float, update_every_s: float = 0.0, step: str = "train"
+    ) -> None:
+        self.total, self.refresh_interval_s, self.step = total_steps, refresh_interval_s, step
         self._due = ProgressClock(update_every_s, at_once=True).due
         self._card = None
-        self.status = Markdown("# train\nWaiting for the first metrics...")
-        self.charts = {field: VegaChart(_line_spec([], field, title)) for field, title in self.CHARTS}
+        self.status = Markdown(f"# {step}\nWaiting for the first metrics...")
+        charts = self.CHARTS + (self.HELD_OUT_CHARTS if step == "instruct" else ())
+        self.charts = {field: VegaChart(_line_spec([], field, title)) for field, title in charts}
 
     @property
     def components(self) -> list:
@@ -63,13 +72,21 @@ class LiveTrainCard:
             return
         last = records[-1]
         mfu = f", MFU {last.mfu:.1%}" if last.mfu is not None else ""
+        scored = [r for r in records if r.held_out_choice_accuracy is not None or r.held_out_loss is not None]
+        held_out = ""
+        if scored:
+            loss, accuracy = scored[-1].held_out_loss, scored[-1].held_out_choice_accuracy
+            loss_shown = f"{loss:.4f}" if loss is not None else "n/a"
+            accuracy_shown = f"{accuracy:.1%}" if accuracy is not None else "n/a"
+            held_out = f"; held out at step {scored[-1].step}: loss {loss_shown}, answers right {accuracy_shown}"
         self.status.update(
-            f"# train\nStep **{last.step} / {self.total}**: loss {last.loss:.4f}, "
+            f"# {self.step}\nStep **{last.step} / {self.total}**: loss {last.loss:.4f}, "
             f"{last.tokens_per_s:.0f} tokens/s, {last.tflops:.2f} TFLOP/s per device{mfu}, "
-            f"memory {last.memory_gib:.2f} GiB"
+            f"memory {last.memory_gib:.2f} GiB{held_out}"
         )
-        for field, title in self.CHARTS:
-            self.charts[field].update(_line_spec(records, field, title))
+        for field, title in self.CHARTS + self.HELD_OUT_CHARTS:
+            if field in self.charts:
+                self.charts[field].update(_line_spec(records, field, title))
 
     @contextlib.contextmanager
     def shown_on(self, card):
@@ -94,7 +111,7 @@ class LiveTrainCard:
 
     def failed(self, error: BaseException) -> None:
         first_line = shown_message(error).splitlines()[0]
-        self.status.update(f"# train: FAILED\n`{first_line}`\n\nThe plots show the metrics up to the failure.")
+        self.status.update(f"# {self.step}: FAILED\n`{first_line}`\n\nThe plots show the metrics up to the failure.")
 
 
 class LiveStatusCard:

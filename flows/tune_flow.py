@@ -1,7 +1,14 @@
-"""TuneFlow: continue-pretrain an LLM on a security corpus, convert it, evaluate it.
+"""TuneFlow: continue-pretrain an LLM on a security corpus, instruction-tune it, convert it, evaluate it.
 
     python flows/tune_flow.py run
     python flows/tune_flow.py --config config configs/default.yaml run --max-steps 300
+    python flows/tune_flow.py --config config configs/smollm2_instruct.yaml run
+
+    start → prepare → [train → convert] → [instruct → instruct_convert] → evaluate → end
+
+Continued pretraining is skipped when train.max_steps is 0, instruction tuning when
+instruct.instructions is empty (the default); switches choose the path, and the launch_* steps
+start the @parallel training tasks (a switch cannot start them itself).
 
 The flow only wires: each step runs one stage's spec (`steps/stages.py`) with the runner,
 on the stored folders it names as inputs, keeps the result's fields as artifacts and puts
@@ -21,7 +28,18 @@ from steps.config import TuneConfig, parse_config_text
 from steps.dispatch.decorators import train_tasks
 from steps.dispatch.runner import run_stage
 from steps.project_files import DEFAULT_CONFIG
-from steps.stages import CONVERT, EVALUATE, PREPARE, PREPARE_DECIDE, PREPARE_ENCODE, PREPARE_PACK, PREPARE_READ, TRAIN
+from steps.stages import (
+    CONVERT,
+    EVALUATE,
+    INSTRUCT,
+    INSTRUCT_CONVERT,
+    PREPARE,
+    PREPARE_DECIDE,
+    PREPARE_ENCODE,
+    PREPARE_PACK,
+    PREPARE_READ,
+    TRAIN,
+)
 
 CARD_TYPE = "blank"
 """Cards hold our components only. Metaflow's default type adds the task's metadata and every artifact's repr, which
@@ -32,6 +50,11 @@ LIVE_CARD_INTERVAL_S = 5
 LIVE_CARD_EVERY_S = 30
 """Seconds between the live cards' refreshes while a stage runs. Each is a process that renders the card, and
 on a small machine it takes its cores from the ranks (bench/live_card_cost.py measures what it costs)."""
+PREPARED = ["run_config", "dataset", "tokenizer", "base_model", "prepare_summary"]
+PREPARED += ["instructions", "instruction_summary"]
+"""Artifacts of prepare that joins after it hand on."""
+PRETRAINED = ["checkpoint", "train_summary", "train_metrics", "train_job", "model", "conversion", "convert_job"]
+"""Artifacts of continued pretraining that instruction tuning's join hands on (when pretraining ran)."""
 
 
 @ComputeFromConfig("config")  # compute.<step> → @batch / @kubernetes / @secrets
@@ -116,6 +139,12 @@ class TuneFlow(FlowSpec):
             result = run_stage(PREPARE, self.tune_config, step_place())
         keep(self, result)
         current.card.extend(cards.prepare_card(result, workers=len(self.prepare_shards)))
+        self.first_training = "train" if self.tune_config.pretrains else "instruct"
+        self.next({"train": self.launch_train, "instruct": self.launch_instruct}, condition="first_training")
+
+    @step
+    def launch_train(self):
+        # A switch's branch cannot start a @parallel step itself, so this step does.
         self.next(self.train, num_parallel=train_tasks(self.tune_config))
 
     @card(type=CARD_TYPE, refresh_interval=LIVE_CARD_INTERVAL_S)
@@ -137,7 +166,7 @@ class TuneFlow(FlowSpec):
     @card(type=CARD_TYPE)
     @step
     def convert(self, inputs):
-        self.merge_artifacts(inputs, include=["run_config", "dataset", "tokenizer", "base_model", "prepare_summary"])
+        self.merge_artifacts(inputs, include=PREPARED)
         node_0 = next(i for i in inputs if i.train_node == 0)
         self.checkpoint, self.train_summary = node_0.checkpoint, node_0.train_summary
         self.train_metrics, self.train_job = node_0.train_metrics, node_0.train_job
@@ -145,15 +174,59 @@ class TuneFlow(FlowSpec):
         result = run_stage(CONVERT, self.tune_config, step_place(), inputs)
         keep(self, result)
         current.card.extend(cards.convert_card(result))
+        self.next(self.instruct_or_evaluate)
+
+    @step
+    def instruct_or_evaluate(self):
+        # A join (convert) cannot be a switch itself, so this step is.
+        self.after_pretraining = "instruct" if self.tune_config.instruct.enabled else "evaluate"
+        self.next({"instruct": self.launch_instruct, "evaluate": self.evaluate}, condition="after_pretraining")
+
+    @step
+    def launch_instruct(self):
+        self.next(self.instruct, num_parallel=train_tasks(self.tune_config, "instruct"))
+
+    @card(type=CARD_TYPE, refresh_interval=LIVE_CARD_INTERVAL_S)
+    @parallel
+    @step
+    def instruct(self):
+        config = self.tune_config
+        live = LiveTrainCard(config.instruct.max_steps, LIVE_CARD_INTERVAL_S, LIVE_CARD_EVERY_S, "instruct")
+        inputs = {"instructions": self.instructions, "tokenizer": self.tokenizer, "base_model": self.tuning_start}
+        self.instruct_node = current.parallel.node_index
+        with live.shown_on(current.card):
+            place = step_place(current.parallel)
+            result = run_stage(INSTRUCT, config, place, inputs, on_progress=live.refresh_with)
+        if result is not None:
+            keep(self, result)
+            live.update(result.instruct_metrics)
+            current.card.extend(cards.train_card(result))
+        self.next(self.instruct_convert)
+
+    @card(type=CARD_TYPE)
+    @step
+    def instruct_convert(self, inputs):
+        pretrained = TuneConfig.model_validate(inputs[0].run_config).pretrains  # a join reads its inputs' artifacts
+        self.merge_artifacts(inputs, include=PREPARED + (PRETRAINED if pretrained else []))
+        node_0 = next(i for i in inputs if i.instruct_node == 0)
+        self.instruct_checkpoint, self.instruct_summary = node_0.instruct_checkpoint, node_0.instruct_summary
+        self.instruct_metrics, self.instruct_job = node_0.instruct_metrics, node_0.instruct_job
+        inputs = {"checkpoint": self.instruct_checkpoint, "tokenizer": self.tokenizer, "base_model": self.tuning_start}
+        result = run_stage(INSTRUCT_CONVERT, self.tune_config, step_place(), inputs)
+        keep(self, result)
+        current.card.extend(cards.convert_card(result))
         self.next(self.evaluate)
 
     @card(type=CARD_TYPE, refresh_interval=LIVE_CARD_INTERVAL_S)
     @step
     def evaluate(self):
+        config = self.tune_config
         live = LiveStatusCard("evaluate", LIVE_CARD_INTERVAL_S, LIVE_CARD_EVERY_S)
-        inputs = {"model": self.model, "dataset": self.dataset, "base_model": self.base_model}
+        inputs = {"dataset": self.dataset, "base_model": self.base_model, "model": self.final_model}
+        if config.instruct.enabled:
+            inputs |= {"instructions": self.instructions, "pretrained_model": self.model if config.pretrains else None}
         with live.shown_on(current.card):
-            result = run_stage(EVALUATE, self.tune_config, step_place(), inputs, on_progress=live.show)
+            result = run_stage(EVALUATE, config, step_place(), inputs, on_progress=live.show)
         keep(self, result)
         current.card.extend(cards.evaluate_card(result))
         self.next(self.end)
@@ -163,9 +236,27 @@ class TuneFlow(FlowSpec):
     def end(self):
         tag_run(self.tune_config)  # again: `resume` clones start, whose tags went on the run it resumes
         stored = {"dataset": self.dataset, "tokenizer": self.tokenizer, "base_model": self.base_model}
-        stored |= {"checkpoint": self.checkpoint, "model": self.model, "evaluation": self.evaluation}
+        if self.tune_config.pretrains:
+            stored |= {"checkpoint": self.checkpoint, "model": self.model}
+        if self.tune_config.instruct.enabled:
+            stored |= {"instructions": self.instructions, "instruct_checkpoint": self.instruct_checkpoint}
+            stored["instructed_model"] = self.instructed_model
+        stored["evaluation"] = self.evaluation
         self.references = {name: ref for name, ref in stored.items() if ref is not None}
-        current.card.extend(cards.end_card(self.references, self.eval_summary, self.conversion, self.train_summary))
+        pretrained = (self.conversion, self.train_summary) if self.tune_config.pretrains else (None, None)
+        instructed = (self.instruct_summary, self.instruct_conversion) if self.tune_config.instruct.enabled else None
+        current.card.extend(cards.end_card(self.references, self.eval_summary, *pretrained, instructed))
+
+    @property
+    def tuning_start(self):
+        """What instruction tuning starts from (and a LoRA run's adapters go on): the continued-pretrained model,
+        or the base model when pretraining was skipped."""
+        return self.model if self.tune_config.pretrains else self.base_model
+
+    @property
+    def final_model(self):
+        """The model the run ends with: instruction-tuned when it was, else continued-pretrained."""
+        return self.instructed_model if self.tune_config.instruct.enabled else self.model
 
 
 if __name__ == "__main__":

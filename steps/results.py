@@ -119,6 +119,26 @@ class PrepareSummary(Record):
 SPLIT_COUNTS, SIDES = ("documents", "tokens", "blocks"), ("train", "validation")
 
 
+class InstructionSummary(Record):
+    source: str
+    """instruct.instructions as configured (`cwe`, a folder, glob or s3:// prefix)."""
+    report: CorpusReportSummary
+    """What reading kept, dropped and redacted; `kept_documents` counts conversations."""
+    conversations: SplitCounts
+    tokens: SplitCounts
+    """All tokens of the stored conversations, template included."""
+    label_tokens: SplitCounts
+    """Tokens that carry loss (assistant turns and their end-of-turn tokens)."""
+    longest: int
+    """Tokens of the longest stored conversation (at most instruct.seq_length)."""
+    questions: int
+    held_out_subjects: list[str]
+    """CWE keys of the held-out weaknesses (empty for files, which are split by conversation)."""
+    chat_template: str
+    """`own` (the tokenizer's), `chatml` (given to a tokenizer without one) or `file` (instruct.chat_template)."""
+    end_of_turn_id: int
+
+
 class PrepareResult(Record):
     dataset: StoredDir
     tokenizer: StoredDir
@@ -126,6 +146,9 @@ class PrepareResult(Record):
     """The base model as this run stored it (a Hugging Face folder, a copy of an s3:// prefix or a GGUF file
     dequantized), which train and evaluate load; None when training starts from `model`'s architecture."""
     prepare_summary: PrepareSummary
+    instructions: StoredDir | None = None
+    """The instruction dataset folder (`steps.formats.instruction_dataset`); None without instruct.instructions."""
+    instruction_summary: InstructionSummary | None = None
 
     @model_serializer(mode="wrap")
     def _as_artifacts(self, handler) -> dict[str, Any]:
@@ -170,9 +193,17 @@ class TrainMetric(Record):
     mfu: float | None
     memory_gib: float
     time: float
+    held_out_loss: float | None = None
+    """Instruction tuning, every instruct.eval_every steps: the loss on held-out conversations."""
+    held_out_choice_accuracy: float | None = None
+    """Instruction tuning, every instruct.eval_every steps: held-out questions answered right by likelihood."""
 
 
 class TrainSummary(Record):
+    objective: str = "pretrain"
+    """`pretrain` (continued pretraining on packed blocks) or `sft` (instruction tuning on conversations)."""
+    method: str = "full"
+    """`full` (every weight trains) or `lora` (adapters on frozen weights)."""
     final_checkpoint: str
     steps: int
     resumed_from_step: int
@@ -182,6 +213,8 @@ class TrainSummary(Record):
     world_size: int
     zero_stage: int
     parameters: int
+    trainable_parameters: int | None = None
+    """Parameters the optimizer steps (all of them, or LoRA's adapters)."""
     flops_per_token: float
     peak_tflops: float | None
     init_sha256: str
@@ -213,6 +246,15 @@ class TrainResult(Record):
     """The SageMaker job that ran the stage (compute.<step>.target: sagemaker); None elsewhere."""
 
 
+class InstructResult(Record):
+    """Instruction tuning: the train folder, as `TrainResult`'s, under the names the flow keeps it by."""
+
+    instruct_checkpoint: StoredDir
+    instruct_summary: TrainSummary
+    instruct_metrics: list[TrainMetric]
+    instruct_job: SageMakerJobRecord | None = None
+
+
 # convert
 
 
@@ -239,6 +281,10 @@ class ConversionRecord(Record):
     max_logit_difference: float
     tolerance: float
     logits_match: bool
+    lora_merged: bool = False
+    """The checkpoint held LoRA adapters, merged here into the model they were trained on."""
+    adapter: str | None = None
+    """The subfolder holding the adapter in PEFT's format (`PeftModel.from_pretrained(base, <model>/adapter)`)."""
     files: list[str] = []
     tensor_checks: list[TensorCheck] = []
     """One row per tensor: in conversion.json and on the card, not in the flow's artifact (it grows with the model)."""
@@ -254,6 +300,20 @@ class ConvertResult(Record):
     def _as_artifacts(self, handler) -> dict[str, Any]:
         # The per-tensor rows and file list stay in conversion.json and on the card.
         return handler(self) | {"conversion": self.conversion.model_dump(exclude={"tensor_checks", "files"})}
+
+
+class InstructConvertResult(Record):
+    """The instruction-tuned model (LoRA merged, the PEFT adapter in its `adapter/` subfolder)."""
+
+    instructed_model: StoredDir
+    instruct_conversion: ConversionRecord
+    instruct_convert_job: SageMakerJobRecord | None = None
+
+    @model_serializer(mode="wrap")
+    def _as_artifacts(self, handler) -> dict[str, Any]:
+        # As ConvertResult: the per-tensor rows and file list stay in conversion.json and on the card.
+        conversion = self.instruct_conversion.model_dump(exclude={"tensor_checks", "files"})
+        return handler(self) | {"instruct_conversion": conversion}
 
 
 # evaluate
@@ -287,6 +347,30 @@ class EngineThroughput(Record):
     latency_s_p50: float
 
 
+class AnswerMetrics(Record):
+    """Held-out questions asked through the chat template (`steps.evaluate.answers`), for one group of them."""
+
+    questions: int
+    exact_match: float
+    contains_reference: float
+    """Share of answers holding the reference's fact (the name, the ID) as a whole word."""
+    choice_accuracy: float | None
+    """Share of questions whose reference answer is the most likely option; None without choices."""
+    stopped: float
+    """Share of answers that ended their turn within instruct.max_new_tokens."""
+
+
+class ModelScores(Record):
+    """One model of the run, scored as the others: the base, after continued pretraining, after instruction
+    tuning."""
+
+    perplexity: float
+    """Held-out corpus perplexity."""
+    general_perplexity: float | None
+    answers: dict[str, AnswerMetrics]
+    """By question kind and for `all`."""
+
+
 class EvalSummary(Record):
     prompts: int
     prompt_sources: dict[str, int]
@@ -308,6 +392,12 @@ class EvalSummary(Record):
     engine_notes: dict[str, list[str]]
     world_size: int
     device: str
+    questions: int = 0
+    """Held-out questions asked (instruction tuning); their answers are in generations.parquet with source
+    `question` and count in `agreement`."""
+    by_model: dict[str, ModelScores] | None = None
+    """With instruction tuning: `base`, `pretrained` (when continued pretraining ran) and `instructed`, in that
+    order; `perplexity.untuned`/`tuned` are the first and the last of them."""
 
 
 class GenerationRow(Record):
@@ -344,11 +434,30 @@ class ProbeRow(Record):
     exact_match: bool | None
 
 
+class AnswerRow(Record):
+    """One held-out question answered by one model (a row of answers.parquet)."""
+
+    model: str
+    question_id: str
+    kind: str
+    subject: str
+    question: str
+    reference: str
+    answer: str
+    stopped: bool
+    exact_match: bool
+    contains_reference: bool
+    picked: str | None
+    choice_correct: bool | None
+
+
 class EvaluateResult(Record):
     evaluation: StoredDir
     eval_summary: EvalSummary
     eval_table: list[GenerationRow]
     probes: list[ProbeRow] = Field(default=[], exclude=True)
     """For the card; every row is in the evaluation folder's probes.parquet."""
+    answers: list[AnswerRow] = Field(default=[], exclude=True)
+    """For the card; every row is in the evaluation folder's answers.parquet."""
     evaluate_job: SageMakerJobRecord | None = None
     """The SageMaker job that ran the stage (compute.<step>.target: sagemaker); None elsewhere."""

@@ -3,32 +3,45 @@
 A stage is its spec here and its work in `steps/<stage>/`; `steps.dispatch.runner.run_stage`
 runs any spec wherever `compute.<section>` says, and the flow's steps only name the spec and
 its inputs. Inputs and outputs are folders by name: `dataset`, `tokenizer`, `base_model`,
-`checkpoint` (the train folder), `model`; an output becomes the result's field of the same
-name and the input of that name in later stages.
+`checkpoint` (the train folder), `model`, `instructions`; an output becomes the result's field
+of the same name and, in the flow, the input later stages take it as (a stage's input names are
+its command line's options: instruction tuning takes the model it starts from as `base_model`).
 
-    spec            entry / phase     launch    inputs                          outputs (in the run's storage)
-    PREPARE         steps.prepare     process   -                               dataset, tokenizer, base_model
-    PREPARE_READ    --phase read      process   -                               read (prepare/read/<shard>)
-    PREPARE_DECIDE  --phase decide    process   read (every shard's)            decisions, tokenizer, base_model
-    PREPARE_ENCODE  --phase encode    process   read, decisions, tokenizer      encoded (prepare/encoded/<shard>)
-    PREPARE_PACK    --phase pack      process   encoded (all), decisions, tok.  dataset (+ the decide join's)
-    TRAIN           steps.train       torchrun  dataset, tokenizer, base_model  checkpoint (train/)
-    CONVERT         steps.convert     process   checkpoint, tokenizer           model (convert/model/)
-    EVALUATE        steps.evaluate    torchrun  model, dataset, base_model      evaluation (evaluate/)
+    spec              entry / phase     launch    inputs                              outputs (in the run's storage)
+    PREPARE           steps.prepare     process   -                                   dataset, tokenizer, base_model,
+                                                                                      instructions
+    PREPARE_READ      --phase read      process   -                                   read (prepare/read/<shard>)
+    PREPARE_DECIDE    --phase decide    process   read (every shard's)                decisions, tokenizer, base_model
+    PREPARE_ENCODE    --phase encode    process   read, decisions, tokenizer          encoded (prepare/encoded/<shard>)
+    PREPARE_PACK      --phase pack      process   encoded (all), decisions, tok.      dataset, instructions (+ decide's)
+    TRAIN             steps.train       torchrun  dataset, tokenizer, base_model      checkpoint (train/)
+    CONVERT           steps.convert     process   checkpoint, tokenizer               model (convert/model/)
+    INSTRUCT          --objective sft   torchrun  instructions, tokenizer, base_model instruct_checkpoint
+                                                  (the continued-pretrained model,    (instruct/train/)
+                                                  or the base model)
+    INSTRUCT_CONVERT  steps.convert     process   checkpoint, tokenizer, base_model   instructed_model
+                                                  (LoRA: the model it was trained on) (instruct/model/, adapter/)
+    EVALUATE          steps.evaluate    torchrun  model, dataset, base_model,         evaluation (evaluate/)
+                                                  pretrained_model, instructions
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from steps.config import TuneConfig
 from steps.evaluate.evaluation_folder import EVAL_SUMMARY_FILE, PROGRESS_FILE, read_tables
 from steps.evaluate.progress import read_progress_line
 from steps.formats.dataset import DATASET_SUMMARY_FILE
+from steps.formats.instruction_folder import read_summary
 from steps.formats.model_folder import CONVERSION_FILE
 from steps.formats.train_folder import METRICS_FILE, TRAIN_SUMMARY_FILE, read_metrics
 from steps.prepare.plan_file import failed_shard_headline
 from steps.results import (
     ConvertResult,
     EvaluateResult,
+    InstructConvertResult,
+    InstructResult,
     PrepareDecisions,
     PrepareResult,
     ShardEncoded,
@@ -38,7 +51,15 @@ from steps.results import (
 from steps.runtime.stage_spec import Live, Output, StageSpec
 
 _PREPARED = (Output("dataset", "dataset"), Output("tokenizer", "tokenizer"), Output("base_model", "base_model", True))
+_INSTRUCTIONS = Output("instructions", "instructions", True)
 _PREPARE_SUMMARY = ("prepare_summary", f"dataset/{DATASET_SUMMARY_FILE}")
+
+
+def _instruction_summary(out: Path) -> dict:
+    """The instruction dataset's summary, when prepare wrote one (instruct.instructions set)."""
+    folder = out / _INSTRUCTIONS.folder
+    return {"instruction_summary": read_summary(folder)} if folder.is_dir() else {}
+
 
 PREPARE = StageSpec(
     name="prepare",
@@ -47,8 +68,9 @@ PREPARE = StageSpec(
     compute="prepare",
     folder="prepare",
     result=PrepareResult,
-    outputs=_PREPARED,
+    outputs=(*_PREPARED, _INSTRUCTIONS),
     summary=_PREPARE_SUMMARY,
+    read_more=_instruction_summary,
 )
 PREPARE_READ = StageSpec(
     name="prepare_read",
@@ -91,8 +113,9 @@ PREPARE_PACK = StageSpec(
     folder="prepare",
     result=PrepareResult,
     inputs=("encoded", "decisions", "tokenizer"),
-    outputs=(Output("dataset", "dataset"),),
+    outputs=(Output("dataset", "dataset"), _INSTRUCTIONS),
     summary=_PREPARE_SUMMARY,
+    read_more=_instruction_summary,
     passes=("tokenizer", "base_model"),  # the decide join's, handed on in the one PrepareResult
     args=("--phase", "pack"),
 )
@@ -141,6 +164,41 @@ CONVERT = StageSpec(
     trusted_inputs=("checkpoint",),
     on_sagemaker=True,
 )
+INSTRUCT = StageSpec(
+    name="instruct",
+    module="steps.train",
+    launch="torchrun",
+    compute="instruct",
+    folder="instruct/train",
+    result=InstructResult,
+    inputs=("instructions", "tokenizer", "base_model"),
+    outputs=(Output("instruct_checkpoint"),),
+    summary=("instruct_summary", TRAIN_SUMMARY_FILE),
+    read_more=lambda out: {"instruct_metrics": read_metrics(out / METRICS_FILE)},
+    args=("--objective", "sft"),
+    processes=_train_processes,
+    hosts=lambda config: config.train.num_nodes,
+    hosts_field="train.num_nodes",
+    failure_timeout_s=lambda config: config.train.failure_timeout_s,
+    checkpoints=True,
+    live=Live(METRICS_FILE, read_metrics, publish=True),
+    on_sagemaker=True,
+)
+"""Instruction tuning: the one training loop (`steps.train`) with the SFT objective, on train's machines."""
+INSTRUCT_CONVERT = StageSpec(
+    name="instruct_convert",
+    module="steps.convert",
+    launch="process",
+    compute="convert",
+    folder="instruct/model",
+    result=InstructConvertResult,
+    inputs=("checkpoint", "tokenizer", "base_model"),
+    outputs=(Output("instructed_model"),),
+    summary=("instruct_conversion", CONVERSION_FILE),
+    trusted_inputs=("checkpoint",),
+    on_sagemaker=True,
+)
+"""The instruction-tuned checkpoint to a model folder; a LoRA checkpoint's adapters merged into `base_model`."""
 EVALUATE = StageSpec(
     name="evaluate",
     module="steps.evaluate",
@@ -148,7 +206,7 @@ EVALUATE = StageSpec(
     compute="evaluate",
     folder="evaluate",
     result=EvaluateResult,
-    inputs=("model", "dataset", "base_model"),
+    inputs=("model", "dataset", "base_model", "pretrained_model", "instructions"),
     outputs=(Output("evaluation"),),
     summary=("eval_summary", EVAL_SUMMARY_FILE),
     read_more=read_tables,
@@ -160,5 +218,5 @@ EVALUATE = StageSpec(
 )
 
 SPECS = {spec.name: spec for spec in (PREPARE, PREPARE_READ, PREPARE_DECIDE, PREPARE_ENCODE, PREPARE_PACK)}
-SPECS |= {spec.name: spec for spec in (TRAIN, CONVERT, EVALUATE)}
+SPECS |= {spec.name: spec for spec in (TRAIN, CONVERT, INSTRUCT, INSTRUCT_CONVERT, EVALUATE)}
 """By name, for the SageMaker container (`TUNE_STAGE`)."""

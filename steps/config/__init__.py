@@ -28,6 +28,7 @@ from steps.config.compute import (
     SageMakerCompute,
     StepCompute,
 )
+from steps.config.instruct import InstructConfig
 from steps.config.run import RunConfig
 from steps.config.stages import (
     DEFAULT_CORPUS,
@@ -50,6 +51,7 @@ __all__ = [
     "DataConfig",
     "DeepSpeedConfig",
     "EvaluateConfig",
+    "InstructConfig",
     "KubernetesCompute",
     "LocalCompute",
     "ModelConfig",
@@ -73,18 +75,39 @@ class TuneConfig(Section):
     deepspeed: DeepSpeedConfig = DeepSpeedConfig()
     convert: ConvertConfig = ConvertConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    instruct: InstructConfig = InstructConfig()
     compute: ComputeConfig = ComputeConfig()
     run: RunConfig = RunConfig()
 
     @model_validator(mode="after")
     def _multi_node_fits_compute(self) -> TuneConfig:
-        train = self.compute.train
-        if train.target in ("batch", "kubernetes") and train.gpus and train.gpus != self.train.nproc_per_node:
+        for name in ("train", "instruct"):  # instruction tuning runs on train's ranks per machine
+            placed = getattr(self.compute, name)
+            if placed.target in ("batch", "kubernetes") and placed.gpus and placed.gpus != self.train.nproc_per_node:
+                raise ValueError(
+                    f"compute.{name}.gpus ({placed.gpus}) must equal train.nproc_per_node "
+                    f"({self.train.nproc_per_node}): torchrun starts one process per GPU"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _something_to_tune(self) -> TuneConfig:
+        if self.train.max_steps == 0 and not self.instruct.enabled:
             raise ValueError(
-                f"compute.train.gpus ({train.gpus}) must equal train.nproc_per_node ({self.train.nproc_per_node}): "
-                "torchrun starts one process per GPU"
+                "train.max_steps is 0 and instruct.instructions is empty: the run would tune nothing; "
+                "give train.max_steps > 0, or instruction data in instruct.instructions"
+            )
+        if self.train.max_steps == 0 and self.model.base_model is None:
+            raise ValueError(
+                "train.max_steps is 0 (no continued pretraining) and model.base_model is empty: instruction tuning "
+                "would start from untrained weights; give model.base_model, or train.max_steps > 0"
             )
         return self
+
+    @property
+    def pretrains(self) -> bool:
+        """Whether the run continues pretraining (train.max_steps > 0) before any instruction tuning."""
+        return self.train.max_steps > 0
 
     @model_validator(mode="after")
     def _block_fits_positions(self) -> TuneConfig:

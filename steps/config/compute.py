@@ -16,7 +16,7 @@ from pydantic import Field, model_validator
 from steps.config.base import Section
 
 ComputeTarget = Literal["local", "batch", "kubernetes", "sagemaker"]
-SAGEMAKER_STEPS = ("train", "convert", "evaluate")
+SAGEMAKER_STEPS = ("train", "convert", "instruct", "evaluate")
 """Steps that can run as a SageMaker job (prepare reads local sources and stays on Metaflow's targets)."""
 
 
@@ -125,6 +125,9 @@ class ComputeConfig(Section):
     prepare: StepCompute = LocalCompute()
     train: StepCompute = LocalCompute()
     convert: StepCompute = LocalCompute()
+    """Also converts the instruction-tuned checkpoint (merging LoRA adapters)."""
+    instruct: StepCompute = LocalCompute()
+    """Instruction tuning (instruct.*): on train.num_nodes machines like train."""
     evaluate: StepCompute = LocalCompute()
 
     @model_validator(mode="before")
@@ -168,7 +171,8 @@ class ComputeConfig(Section):
             count = getattr(step, "instance_count", 1)
             if count != 1 and name != "evaluate":
                 # A train job's hosts are train.num_nodes; convert reads one checkpoint in a single process.
-                where = "a train job's hosts are train.num_nodes" if name == "train" else f"{name} runs on one host"
+                trains = name in ("train", "instruct")
+                where = f"the {name} job's hosts are train.num_nodes" if trains else f"{name} runs on one host"
                 problems.append(f"compute.{name}.instance_count: got {count}; {where}, remove it")
         if problems:
             raise ValueError("\n  ".join(problems))

@@ -1,7 +1,11 @@
 """The instruction-tuning section: what to fine-tune on, how (full or LoRA), and how answers are judged.
 
 Reading guards (data.max_document_bytes, data.max_file_bytes, data.strict) and e-mail redaction
-(data.redact_emails) are the corpus's own settings, applied to instruction files alike.
+(data.redact_emails) are the corpus's own settings, applied to instruction files alike. Instruction tuning
+runs through the one training loop with train's machines and precision: train.num_nodes,
+train.nproc_per_node, train.dtype, train.gradient_clipping, train.gradient_checkpointing,
+train.keep_checkpoints, train.log_every, train.failure_timeout_s and deepspeed.*; this section sets what
+differs (steps, batch, learning rate, checkpoints) and `compute.instruct` where it runs.
 """
 
 from __future__ import annotations
@@ -40,6 +44,11 @@ class InstructConfig(Section):
     layer but the output head."""
     max_steps: int = Field(200, ge=1)
     """Optimizer steps of instruction tuning."""
+    checkpoint_every: int = Field(50, ge=1)
+    """Save a checkpoint every this many steps (and at the end); train.keep_checkpoints of them are kept."""
+    eval_every: int = Field(50, ge=0)
+    """Every this many steps (and at the end), score the held-out conversations' loss and the held-out
+    questions' multiple-choice accuracy for the live card; 0 turns it off."""
     micro_batch_size: int = Field(8, ge=1)
     """Conversations per rank per forward pass (padded to the longest of them)."""
     gradient_accumulation_steps: int = Field(1, ge=1)

@@ -117,8 +117,8 @@ MIN_LR_FRACTION = 0.1
 
 
 class TrainConfig(Section):
-    max_steps: int = Field(150, ge=1)
-    """Optimizer steps."""
+    max_steps: int = Field(150, ge=0)
+    """Optimizer steps; 0 skips continued pretraining (instruction tuning then starts from model.base_model)."""
     micro_batch_size: int = Field(8, ge=1)
     """Blocks per rank per forward pass."""
     gradient_accumulation_steps: int = Field(1, ge=1)

@@ -7,6 +7,12 @@ describes, cast to `convert.dtype` and written as safetensors shards with an
 index, beside the config, tokenizer and generation config. The written folder
 is then read back, shard by shard, and its logits on a fixed held-out batch are
 compared with those the trained engine produced (`verify_logits.pt`).
+
+A LoRA checkpoint holds adapters only: they are merged into the model they were trained on
+(`steps.convert.lora_merge`), and the merged weights are written and verified the same way, with
+the adapter itself beside them in PEFT's format. An instruction-tuned model's generation config
+stops at the end of an assistant turn, so that `transformers.pipeline("text-generation")` chats
+with the folder as it is.
 """
 
 from __future__ import annotations
@@ -23,12 +29,20 @@ from safetensors.torch import save_file
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
 from steps.config import TuneConfig, parse_size
+from steps.convert.lora_merge import ADAPTER_FOLDER, holds_adapters, merged_lora_model
 from steps.convert.zero_reader import ZeroCheckpointReader
+from steps.formats.chat_template import chat_stop_ids
 from steps.formats.model import TORCH_DTYPES
 from steps.formats.model_folder import CONVERSION_FILE
 from steps.formats.tokenizer_folder import load_tokenizer
-from steps.formats.train_folder import CHECKPOINT_RECORD, CHECKPOINTS, VERIFY_LOGITS_FILE, verified_newest
-from steps.results import ConversionRecord, TensorCheck
+from steps.formats.train_folder import (
+    CHECKPOINT_RECORD,
+    CHECKPOINTS,
+    TRAIN_SUMMARY_FILE,
+    VERIFY_LOGITS_FILE,
+    verified_newest,
+)
+from steps.results import ConversionRecord, TensorCheck, TrainSummary
 
 LOGITS_TOLERANCE = {"fp32": 1e-4, "fp16": 2e-2, "bf16": 1e-1}
 """Largest allowed absolute logit difference from the trained engine, by written precision.
@@ -101,7 +115,11 @@ def _release_freed_memory() -> None:
 
 
 def write_shards(
-    reader: ZeroCheckpointReader, expected: dict[str, torch.Size], dtype: torch.dtype, max_bytes: int, out_dir: Path
+    reader: ZeroCheckpointReader | TensorsInMemory,
+    expected: dict[str, torch.Size],
+    dtype: torch.dtype,
+    max_bytes: int,
+    out_dir: Path,
 ) -> tuple[list[dict], int]:
     """Gather, check, cast and write one shard at a time; return the tensor rows and the bytes written."""
     names = {n: s for n, s in reader.shapes.items() if n in expected}
@@ -129,6 +147,38 @@ def write_shards(
     return rows, total
 
 
+class TensorsInMemory:
+    """A model's tensors read as `ZeroCheckpointReader`'s are (`shapes`, `gather`), tied aliases apart."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self._tensors: dict[str, torch.Tensor] = {}
+        first_of: dict[int, str] = {}
+        self.shared: dict[str, str] = {}
+        """Alias name → the tensor it shares storage with (tied weights)."""
+        for name, tensor in model.state_dict().items():
+            pointer = tensor.data_ptr()
+            if pointer in first_of:
+                self.shared[name] = first_of[pointer]
+                continue
+            first_of[pointer] = name
+            self._tensors[name] = tensor
+
+    @property
+    def shapes(self) -> dict[str, torch.Size]:
+        return {name: tensor.shape for name, tensor in self._tensors.items()}
+
+    def gather(self, names: list[str]):
+        for name in names:
+            tensor = self._tensors[name]
+            yield name, tensor.float() if tensor.is_floating_point() else tensor
+
+
+def instruction_tuned(train_dir: Path) -> bool:
+    """Whether the train folder is an instruction tuning's (its summary says so)."""
+    path = Path(train_dir) / TRAIN_SUMMARY_FILE
+    return path.is_file() and TrainSummary.model_validate_json(path.read_text()).objective == "sft"
+
+
 def load_written_model(out_dir: Path) -> torch.nn.Module:
     """The written folder as an fp32 model, loaded the way users load it."""
     return AutoModelForCausalLM.from_pretrained(str(out_dir), dtype=torch.float32).eval()
@@ -142,8 +192,13 @@ def logits_difference(model: torch.nn.Module, verify_file: Path) -> float:
     return float((logits - reference["logits"]).abs().max())
 
 
-def run_convert(config: TuneConfig, train_dir: Path, tokenizer_dir: Path, out_dir: Path) -> ConversionRecord:
-    """Write `out_dir` as a Hugging Face model folder and return the verification record."""
+def run_convert(
+    config: TuneConfig, train_dir: Path, tokenizer_dir: Path, out_dir: Path, base_model: Path | None = None
+) -> ConversionRecord:
+    """Write `out_dir` as a Hugging Face model folder and return the verification record.
+
+    `base_model`: the model a LoRA checkpoint's adapters were trained on (not read for other checkpoints).
+    """
     # Every file is checked against its record before anything of it is unpickled.
     found = verified_newest(train_dir)
     if found is None:
@@ -154,22 +209,32 @@ def run_convert(config: TuneConfig, train_dir: Path, tokenizer_dir: Path, out_di
     reader = ZeroCheckpointReader(folder)
     model_config = AutoConfig.from_pretrained(str(folder))
     expected = _expected_shapes(model_config)
-    tied = set(reader.shared) if getattr(model_config, "tie_word_embeddings", False) else set()
-    _check_keys(reader.shapes, expected, tied)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lora = holds_adapters(folder)
+    tensors: ZeroCheckpointReader | TensorsInMemory = reader
+    if lora:
+        source = config.model.base_model if not config.pretrains else "the continued-pretrained model (convert/model)"
+        merged = merged_lora_model(reader, folder, base_model, checkpoint_record.init_sha256, out_dir, source)
+        tensors = TensorsInMemory(merged)
+    tied = set(tensors.shared) if getattr(model_config, "tie_word_embeddings", False) else set()
+    _check_keys(tensors.shapes, expected, tied)
 
     precision = written_dtype(config)
-    out_dir.mkdir(parents=True, exist_ok=True)
     rows, total = write_shards(
-        reader, expected, TORCH_DTYPES[precision], parse_size(config.convert.max_shard_size), out_dir
+        tensors, expected, TORCH_DTYPES[precision], parse_size(config.convert.max_shard_size), out_dir
     )
+    del tensors
     model_config.dtype = TORCH_DTYPES[precision]
     model_config.save_pretrained(str(out_dir))
     tokenizer = load_tokenizer(tokenizer_dir)
     tokenizer.save_pretrained(str(out_dir))
+    chat = instruction_tuned(train_dir)
+    # A chat model stops at the end of its turn; a continued-pretrained one at the end of a document.
+    stops = chat_stop_ids(tokenizer) if chat else [tokenizer.eos_token_id]
     GenerationConfig(
         do_sample=False,
-        max_new_tokens=config.evaluate.max_new_tokens,
-        eos_token_id=[tokenizer.eos_token_id, *config.evaluate.extra_eos_ids],
+        max_new_tokens=config.instruct.max_new_tokens if chat else config.evaluate.max_new_tokens,
+        eos_token_id=list(dict.fromkeys([*stops, *config.evaluate.extra_eos_ids])),
         pad_token_id=tokenizer.pad_token_id,
     ).save_pretrained(str(out_dir))
 
@@ -190,6 +255,8 @@ def run_convert(config: TuneConfig, train_dir: Path, tokenizer_dir: Path, out_di
         max_logit_difference=difference,
         tolerance=tolerance,
         logits_match=difference <= tolerance,
+        lora_merged=lora,
+        adapter=ADAPTER_FOLDER if lora else None,
         files=sorted(p.name for p in out_dir.iterdir()),
         tensor_checks=[TensorCheck(**row) for row in rows],
     )

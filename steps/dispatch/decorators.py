@@ -42,6 +42,7 @@ def flow_decorators(config: TuneConfig) -> dict[str, list[tuple[str, dict[str, A
     return {name: step_decorators(getattr(config.compute, name)) for name in type(config.compute).model_fields}
 
 
-def train_tasks(config: TuneConfig) -> int:
-    """Metaflow tasks of the train step: one per node, or one that submits the whole SageMaker job."""
-    return 1 if config.compute.train.target == "sagemaker" else config.train.num_nodes
+def train_tasks(config: TuneConfig, step: str = "train") -> int:
+    """Metaflow tasks of a training step (train, instruct): one per node, or one that submits the whole SageMaker
+    job."""
+    return 1 if getattr(config.compute, step).target == "sagemaker" else config.train.num_nodes

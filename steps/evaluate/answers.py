@@ -24,7 +24,7 @@ from transformers import PreTrainedTokenizerBase
 
 from steps.evaluate.probe_scoring import TOKENS_PER_BATCH, score_sequences
 from steps.formats.chat_template import chat_stop_ids, prompt_ids, tokenize_conversation
-from steps.formats.instruction_dataset import Question
+from steps.formats.instruction_folder import Question
 
 _TRAILING_PUNCTUATION = ".!?;: "
 

@@ -14,6 +14,8 @@ GENERATIONS_FILE = "generations.parquet"
 """One row per prompt and engine (`steps.results.GenerationRow`)."""
 PROBES_FILE = "probes.parquet"
 """One row per probe and model (`steps.results.ProbeRow`); absent when no probes ran."""
+ANSWERS_FILE = "answers.parquet"
+"""One row per held-out question and model (`steps.results.AnswerRow`); absent without instruction tuning."""
 EVAL_SUMMARY_FILE = "eval_summary.json"
 """`steps.results.EvalSummary`."""
 PROGRESS_FILE = "progress.json"
@@ -21,9 +23,11 @@ PROGRESS_FILE = "progress.json"
 
 
 def read_tables(out: Path) -> dict[str, Any]:
-    """The generations and probes of a written evaluation folder, as the result's `eval_table` and `probes`."""
-    probes = out / PROBES_FILE
+    """The generations, probes and answers of a written evaluation folder, as the result's `eval_table`, `probes`
+    and `answers`."""
+    probes, answers = out / PROBES_FILE, out / ANSWERS_FILE
     return {
         "eval_table": pq.read_table(out / GENERATIONS_FILE).to_pylist(),
         "probes": pq.read_table(probes).to_pylist() if probes.is_file() else [],
+        "answers": pq.read_table(answers).to_pylist() if answers.is_file() else [],
     }

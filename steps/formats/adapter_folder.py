@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 from peft import LoraConfig, PeftModel, get_peft_model
+from peft.utils.constants import EMBEDDING_LAYER_NAMES
 from transformers import PreTrainedModel
 
 from steps.config.instruct import InstructConfig
@@ -35,6 +36,12 @@ def lora_config(instruct: InstructConfig) -> LoraConfig:
         bias="none",
         task_type="CAUSAL_LM",
     )
+
+
+def wrap_with_saved_config(model: PreTrainedModel, folder: Path) -> PeftModel:
+    """`model` with adapters as the `adapter_config.json` in `folder` describes them (a LoRA checkpoint's own):
+    their values are then loaded with `load_adapter_weights`."""
+    return get_peft_model(model, LoraConfig.from_pretrained(str(folder)))
 
 
 def wrap_with_lora(model: PreTrainedModel, instruct: InstructConfig) -> PeftModel:
@@ -89,7 +96,11 @@ def save_adapter(model: PeftModel, out_dir: Path, base_model: str | None = None)
     out_dir = Path(out_dir)
     if base_model is not None:
         model.peft_config["default"].base_model_name_or_path = base_model
-    model.save_pretrained(str(out_dir))
+    # PEFT's "auto" also saves the embeddings when it cannot rule out a resized vocabulary, which it tries to tell
+    # by looking base_model_name_or_path up on the Hugging Face Hub (a network call, and a warning for any local
+    # or s3:// name). The vocabulary never changes here; the embeddings are saved when adapters are on them.
+    adapted_embeddings = any(layer in name for name in adapter_names(model) for layer in EMBEDDING_LAYER_NAMES)
+    model.save_pretrained(str(out_dir), save_embedding_layers="auto" if adapted_embeddings else False)
     return out_dir
 
 

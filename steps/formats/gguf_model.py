@@ -70,4 +70,3 @@ def _each_made_once() -> Iterator[None]:
         yield
     finally:
         gguf.GGUFReader, gguf.get_tensor_name_map = reader, name_map
-

@@ -6,15 +6,15 @@
     <instructions>/questions.jsonl       held-out questions (`Question`): the prompt messages, the reference
                                          answer, and multiple-choice options where there are any
     <instructions>/report.jsonl          every skipped, dropped or redacted record and why (never its text)
-    <instructions>/summary.json          `InstructionSummary`
+    <instructions>/summary.json          `steps.results.InstructionSummary`
 
 Conversations are stored whole and unpadded; batching (`steps.train.sft_batches`) pads each batch to its
-longest conversation. `load_conversations` reads a split memory-mapped.
+longest conversation. `load_conversations` reads a split memory-mapped. The folder's other files (names,
+questions, summary) are `steps.formats.instruction_folder`'s, which loads no Arrow and no torch.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,77 +24,11 @@ import pyarrow as pa
 from datasets import Dataset, Features, Value, load_from_disk
 from datasets import Sequence as ListOf
 from datasets.arrow_writer import ArrowWriter
-from pydantic import BaseModel, ConfigDict
 
-from steps.results import CorpusReportSummary, SplitCounts
-
-SPLITS = ("train", "validation")
-QUESTIONS_FILE = "questions.jsonl"
-REPORT_FILE = "report.jsonl"
-SUMMARY_FILE = "summary.json"
 CONVERSATION_FEATURES = Features(
     {"conversation_id": Value("string"), "input_ids": ListOf(Value("int32")), "labels": ListOf(Value("int32"))}
 )
 _ROWS_PER_WRITE = 1024
-
-
-class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class Question(_Record):
-    """A held-out question: what the model is asked, and how its answer is judged."""
-
-    question_id: str
-    kind: str
-    """`id_to_name`, `name_to_id`, `description_to_weakness` (CWE), or `conversation` (a held-out one of a file)."""
-    subject: str
-    """What it asks about: a weakness key (`CWE-79`) or the conversation's id."""
-    messages: list[dict[str, str]]
-    """The conversation up to the question, ending with the user's turn."""
-    reference: str
-    """The reference answer (an assistant turn's text)."""
-    short_answer: str
-    """The fact an answer must contain to count as right (the name, the ID); the reference itself for files."""
-    choices: list[str] = []
-    """Whole answers scored by likelihood, the reference among them; empty when there is no multiple choice."""
-    answer_index: int | None = None
-    """The reference's place in `choices`."""
-
-
-class InstructionSummary(_Record):
-    source: str
-    """instruct.instructions as configured (`cwe`, a folder, glob or s3:// prefix)."""
-    report: CorpusReportSummary
-    """What reading kept, dropped and redacted; `kept_documents` counts conversations."""
-    conversations: SplitCounts
-    tokens: SplitCounts
-    """All tokens of the stored conversations, template included."""
-    label_tokens: SplitCounts
-    """Tokens that carry loss (assistant turns and their end-of-turn tokens)."""
-    longest: int
-    """Tokens of the longest stored conversation (at most instruct.seq_length)."""
-    questions: int
-    held_out_subjects: list[str]
-    """CWE keys of the held-out weaknesses (empty for files, which are split by conversation)."""
-    chat_template: str
-    """`own` (the tokenizer's), `chatml` (given to a tokenizer without one) or `file` (instruct.chat_template)."""
-    end_of_turn_id: int
-
-
-def write_questions(folder: Path, questions: Sequence[Question]) -> None:
-    with open(Path(folder) / QUESTIONS_FILE, "w") as handle:
-        for question in questions:
-            handle.write(question.model_dump_json() + "\n")
-
-
-def read_questions(folder: Path) -> list[Question]:
-    path = Path(folder) / QUESTIONS_FILE
-    return [Question.model_validate_json(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def read_summary(folder: Path) -> InstructionSummary:
-    return InstructionSummary.model_validate_json((Path(folder) / SUMMARY_FILE).read_text())
 
 
 class ConversationWriter:
@@ -188,7 +122,3 @@ def load_conversations(split_dir: str | Path) -> TokenizedSplit:
         input_ids=ids.values.to_numpy(zero_copy_only=False),
         labels=labels.values.to_numpy(zero_copy_only=False),
     )
-
-
-def write_summary(folder: Path, summary: InstructionSummary) -> None:
-    (Path(folder) / SUMMARY_FILE).write_text(json.dumps(summary.model_dump(), indent=1))

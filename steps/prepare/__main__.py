@@ -2,9 +2,10 @@
 
     python -m steps.prepare --config run.yaml --out DIR
 
-Writes `<out>/dataset/`, `<out>/tokenizer/` (see `steps.prepare.pipeline`) and, when
+Writes `<out>/dataset/`, `<out>/tokenizer/` (see `steps.prepare.pipeline`), when
 `model.base_model` names one, `<out>/base_model/`: the base model as the run stores it
-(`steps.prepare.base_model`), whose tokenizer it uses. Prints progress and what was read,
+(`steps.prepare.base_model`), whose tokenizer it uses, and when `instruct.instructions` names
+instruction data, `<out>/instructions/` (`steps.formats.instruction_dataset`). Prints progress and what was read,
 skipped, dropped, redacted, tokenized and packed. Settings that would only fail later
 (evaluate's files, no held-out prompt) fail here, with the field to change.
 
@@ -16,7 +17,7 @@ One phase at a time, as the flow's foreach workers run them over `compute.prepar
     python -m steps.prepare --config C --phase encode --shard K --read READ_K --decisions D/decisions \
         --tokenizer D/tokenizer --out ENC_K
     python -m steps.prepare --config C --phase pack --encoded ENC_0 ENC_1 ... --decisions D/decisions \
-        --tokenizer D/tokenizer --out DIR                                                # dataset/
+        --tokenizer D/tokenizer --out DIR                                                # dataset/, instructions/
 """
 
 from __future__ import annotations
@@ -66,22 +67,29 @@ def main(argv: list[str] | None = None) -> None:
         plan_and_read_shard(data, workers, args.shard, args.out)
         return
     from steps.prepare import pipeline  # noqa: PLC0415
+    from steps.prepare.instructions_write import write_instruction_folder  # noqa: PLC0415
 
     if args.phase in ("all", "decide"):
         base_model = store_base_model(config.model.base_model, args.out / "base_model")
+    instruct = config.instruct
     if args.phase == "decide":
-        pipeline.decide_phase(data, args.read, args.out / "decisions", args.out / "tokenizer", base_model)
+        decisions = args.out / "decisions"
+        pipeline.decide_phase(data, args.read, decisions, args.out / "tokenizer", base_model, instruct=instruct)
     elif args.phase == "encode":
         pipeline.encode_phase(data, args.shard, args.read[0], args.decisions, args.tokenizer, args.out)
     elif args.phase == "pack":
-        pipeline.pack_phase(data, args.decisions, args.tokenizer, args.encoded, args.out, require_prompts)
+        summary = pipeline.pack_phase(data, args.decisions, args.tokenizer, args.encoded, args.out, require_prompts)
+        if instruct.enabled:
+            write_instruction_folder(instruct, data, args.tokenizer, summary, args.out / "instructions")
     else:
-        summary = pipeline.run_prepare(data, args.out, base_model, require_prompts=require_prompts)
+        summary = pipeline.run_prepare(data, args.out, base_model, require_prompts=require_prompts, instruct=instruct)
         print(
             f"prepared {summary.report.kept_documents} documents: {summary.blocks.train} training and "
             f"{summary.blocks.validation} validation blocks of {summary.block_size} tokens in {args.out}",
             flush=True,
         )
+        if instruct.enabled:
+            write_instruction_folder(instruct, data, args.out / "tokenizer", summary, args.out / "instructions")
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from steps.config import DataConfig
 from steps.config.instruct import DEFAULT_INSTRUCTIONS, InstructConfig
 from steps.formats.cwe_catalogue import bundled_catalogue_path, read_weaknesses
 from steps.formats.dataset import document_id
-from steps.formats.instruction_dataset import Question
+from steps.formats.instruction_folder import Question
 from steps.prepare.clean import normalise
 from steps.prepare.corpus import (
     LINK_REASON,

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from steps.formats.cwe_catalogue import Weakness
-from steps.formats.instruction_dataset import Question
+from steps.formats.instruction_folder import Question
 from steps.prepare.split import is_validation
 
 QUESTIONS = {

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from steps.config import DataConfig
+from steps.config import DEFAULT_CORPUS, DataConfig
 from steps.config.instruct import InstructConfig
 from steps.formats.chat_template import (
     CHATML_TEMPLATE,
@@ -22,28 +22,25 @@ from steps.formats.chat_template import (
     tokenize_conversation,
     use_template_file,
 )
-from steps.formats.instruction_dataset import (
-    REPORT_FILE,
-    SPLITS,
-    ConversationWriter,
-    InstructionSummary,
-    Question,
-    write_questions,
-    write_summary,
-)
+from steps.formats.dataset import record_key
+from steps.formats.instruction_dataset import ConversationWriter
+from steps.formats.instruction_folder import REPORT_FILE, SPLITS, Question, write_questions, write_summary
+from steps.formats.tokenizer_folder import load_tokenizer
 from steps.prepare.corpus import CorpusError
 from steps.prepare.instructions import Conversation, load_instructions
 from steps.prepare.report import CorpusReport
-from steps.results import SplitCounts
+from steps.results import InstructionSummary, PrepareSummary, SplitCounts
 
 
-def set_up_template(tokenizer: PreTrainedTokenizerBase, instruct: InstructConfig) -> str:
+def set_up_template(tokenizer: PreTrainedTokenizerBase, instruct: InstructConfig, add_tokens: bool = False) -> str:
     """The template conversations go through: instruct.chat_template's file, the tokenizer's own, or ChatML
-    for a tokenizer without one (which must already hold its tokens: see `ensure_chat_template`)."""
+    for a tokenizer without one. `add_tokens`: ChatML's turn markers are added as special tokens where missing
+    (a tokenizer trained from scratch, before any model is sized to it); else they must be there already (see
+    `ensure_chat_template`)."""
     if instruct.chat_template:
         use_template_file(tokenizer, instruct.chat_template)
         return "file"
-    ensure_chat_template(tokenizer, add_tokens=False)
+    ensure_chat_template(tokenizer, add_tokens=add_tokens)
     return "chatml" if tokenizer.chat_template == CHATML_TEMPLATE else "own"
 
 
@@ -148,4 +145,26 @@ def prepare_instructions(
         end_of_turn_id=end_id,
     )
     write_summary(out_dir, summary)
+    return summary
+
+
+def write_instruction_folder(
+    instruct: InstructConfig, data: DataConfig, tokenizer_dir: Path, prepared: PrepareSummary, out_dir: Path
+) -> InstructionSummary:
+    """prepare's instruction dataset folder, beside the packed corpus it was prepared with (`prepared`).
+
+    The tokenizer is the run's, saved with its chat template by the decide phase. With the CWE corpus, the
+    weaknesses whose documents pretraining holds out are never held out here: every held-out question is about
+    a weakness whose document continued pretraining read (see `steps.prepare.instructions_cwe`).
+    """
+    corpus_held_out = [record_key(doc_id) for doc_id in prepared.validation_doc_ids]
+    not_held_out = frozenset(corpus_held_out) if data.corpus == DEFAULT_CORPUS else frozenset()
+    summary = prepare_instructions(instruct, data, load_tokenizer(tokenizer_dir), out_dir, not_held_out)
+    dropped = sum(summary.report.dropped.values())
+    print(
+        f"instructions: {summary.conversations.train} training and {summary.conversations.validation} held-out "
+        f"conversations ({summary.label_tokens.train:,} answer tokens to learn), {summary.questions} held-out "
+        f"questions, {dropped} dropped, chat template: {summary.chat_template}",
+        flush=True,
+    )
     return summary

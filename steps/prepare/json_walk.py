@@ -69,6 +69,7 @@ def _after_container(text: str, at: int) -> int:
             raise JSONDecodeError("Expecting value", text, len(text))
         _, at = scanstring(text, quote + 1)
 
+
 def _key(text: str, at: int) -> tuple[str, int]:
     if text[at : at + 1] != '"':
         raise JSONDecodeError("Expecting property name enclosed in double quotes", text, at)

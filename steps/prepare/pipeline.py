@@ -28,13 +28,14 @@ from pathlib import Path
 import numpy as np
 from datasets import disable_progress_bars, load_from_disk
 
-from steps.config import DataConfig
+from steps.config import DataConfig, InstructConfig
 from steps.formats.dataset import DATASET_SUMMARY_FILE, REPORT_FILE, SPLITS
 from steps.formats.gguf_source import read_gguf_note
 from steps.formats.model_folder import check_block_fits
 from steps.formats.tokenizer_folder import load_tokenizer
 from steps.prepare.console import say, split_summary
 from steps.prepare.corpus import CorpusError, reading_processes
+from steps.prepare.instructions_write import set_up_template
 from steps.prepare.local_reads import read_locally
 from steps.prepare.report import CorpusReport
 from steps.prepare.shard_decide import Decisions, decide, kept_texts
@@ -82,9 +83,11 @@ def decide_phase(
     tokenizer_dir: Path,
     base_model_dir: Path | None = None,
     progress_every_s: float = 10.0,
+    instruct: InstructConfig | None = None,
 ) -> None:
     """Phase 2, from the read phase's folders (every shard's `plan.json` and `rows.arrow`): `decisions_dir`
-    (report, split, what each shard keeps) and the tokenizer in `tokenizer_dir`."""
+    (report, split, what each shard keeps) and the tokenizer in `tokenizer_dir` (with its chat template when
+    `instruct` tunes on instructions)."""
     _setup(data)
     if base_model_dir is not None:
         check_block_fits(base_model_dir, data.block_size)
@@ -116,6 +119,9 @@ def decide_phase(
         # the same whatever the number of shards.
         train_texts = (text for _, text in kept_texts(read_dirs, decisions_dir, side=0))
         tokenizer = train_bpe_tokenizer(sample_training_texts(train_texts, budget, data.seed), data.vocab_size)
+    if instruct is not None and instruct.enabled:
+        # Before anything is encoded or a model sized to the tokenizer: ChatML's turn markers join a scratch vocabulary.
+        set_up_template(tokenizer, instruct, add_tokens=base_model_dir is None)
     document_separator(tokenizer, data.document_separator)  # a bad name fails before encoding
     tokenizer.save_pretrained(str(tokenizer_dir))
     timings["tokenizer"] = time.perf_counter() - started
@@ -208,6 +214,7 @@ def run_prepare(
     require_prompts: bool = True,
     progress_every_s: float = 10.0,
     shards: int | None = None,
+    instruct: InstructConfig | None = None,
 ) -> PrepareSummary:
     """Read, clean, tokenize, split and pack on this machine; return (and write into the dataset) the statistics
     the card shows. The corpus is read in `shards` shards (default: one per reading process, `data.num_proc`
@@ -227,7 +234,7 @@ def run_prepare(
     with stage_scratch("prepare-phases") as work:
         reads = [work / "read" / str(k) for k in range(shards)]
         read_locally(data, reads, processes, progress_every_s)
-        decide_phase(data, reads, work / "decisions", out_dir / "tokenizer", base, progress_every_s)
+        decide_phase(data, reads, work / "decisions", out_dir / "tokenizer", base, progress_every_s, instruct)
         encoded = [work / "encoded" / str(k) for k in range(shards)]
         for shard, folder in enumerate(encoded):
             encode_phase(data, shard, reads[shard], work / "decisions", out_dir / "tokenizer", folder)

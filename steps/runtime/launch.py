@@ -218,9 +218,7 @@ def run_torchrun(
         )
 
 
-def run_module(
-    module: str, args: Sequence[str], tail_lines: int = 40, env: Mapping[str, str] | None = None
-) -> None:
+def run_module(module: str, args: Sequence[str], tail_lines: int = 40, env: Mapping[str, str] | None = None) -> None:
     """Run `python -m module args` in a child process (a single-process stage), streaming its output."""
     outcome = _stream([sys.executable, "-m", module, *args], 1, None, tail_lines, env)
     if outcome.code != 0:

@@ -134,4 +134,3 @@ def entry_args(
         for root in checkpoints.resume_from:
             args += ["--resume-from", root]
     return args
-

@@ -1,8 +1,16 @@
-"""train: DeepSpeed ZeRO pretraining on packed blocks; runs in every torchrun rank, without Metaflow.
+"""train: DeepSpeed ZeRO training, continued pretraining or instruction tuning; runs in every torchrun rank,
+without Metaflow.
 
     python -m torch.distributed.run --nproc_per_node 2 -m steps.train \\
         --config run.json --dataset DIR --tokenizer DIR --out DIR [--base-model DIR] \\
         [--checkpoint-uri URI] [--checkpoint-staging DIR] [--resume-from URI ...]
+    python -m torch.distributed.run --nproc_per_node 2 -m steps.train --objective sft \\
+        --config run.json --instructions DIR --tokenizer DIR --base-model MODEL_DIR --out DIR ...
+
+`--objective pretrain` (the default) trains on the dataset folder's packed blocks, from
+`--base-model` or the model the config builds; `--objective sft` instruction-tunes (instruct.*,
+full or LoRA) on the instruction dataset folder, from `--base-model`: the continued-pretrained
+model folder, or the base model when pretraining was skipped.
 
 Checkpoints go to `--checkpoint-uri` (a folder or object-store prefix; default
 `<out>/checkpoints`). Training continues from the newest complete checkpoint there
@@ -23,7 +31,9 @@ from steps.train.loop import run_training
 
 
 def parser():
-    parser = entrypoint_parser(__doc__, ["config", "dataset", "tokenizer", "out"])
+    optional = ("base-model", "dataset", "instructions")
+    parser = entrypoint_parser(__doc__, ["config", "tokenizer", "out"], optional=optional)
+    parser.add_argument("--objective", choices=("pretrain", "sft"), default="pretrain")
     parser.add_argument("--checkpoint-uri", default=None, help="checkpoint root: a folder or s3:// prefix")
     parser.add_argument(
         "--checkpoint-staging",
@@ -41,13 +51,19 @@ def parser():
 @record
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    needs = "instructions" if args.objective == "sft" else "dataset"
+    data = getattr(args, needs)
+    if data is None:
+        raise SystemExit(f"--objective {args.objective} needs --{needs}")
+    if args.objective == "sft" and args.base_model is None:
+        raise SystemExit("--objective sft needs --base-model: the model instruction tuning starts from")
     args.out.mkdir(parents=True, exist_ok=True)
     place = CheckpointPlace(
         uri=args.checkpoint_uri or str(args.out / "checkpoints"),
         staging=args.checkpoint_staging,
         resume_from=tuple(args.resume_from),
     )
-    run_training(load_config(args.config), args.dataset, args.tokenizer, args.out, args.base_model, place)
+    run_training(load_config(args.config), args.objective, data, args.tokenizer, args.out, args.base_model, place)
 
 
 if __name__ == "__main__":

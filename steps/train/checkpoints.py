@@ -13,8 +13,13 @@ happens to them while training runs:
   first rank of every machine removes the same tags from its own local folder, so that hosts
   whose disks are not the root's (SageMaker's hosts 1…N−1, staging folders) never fill up;
 - **resuming**: the newest complete checkpoint of this run or, failing that, of the runs it
-  resumes; every file is checked against its record before any rank unpickles one, and a
-  checkpoint written by another world size or ZeRO stage goes through DeepSpeed's universal format.
+  resumes; every file is checked against its record before any rank unpickles one, the weights
+  it started from must be this run's (their fingerprint), and a checkpoint written by another
+  world size or ZeRO stage goes through DeepSpeed's universal format.
+
+A model with frozen parameters (LoRA adapters on a base model) is checkpointed without them: the
+adapters and their optimizer state, plus the adapter config (`adapter_config.json`), which convert
+reads to put the adapters back on the same starting weights.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from steps.formats.train_folder import (
 from steps.runtime.distributed import DistContext, all_gather_objects, all_reduce_sum, barrier
 from steps.runtime.storage import StorageError, open_storage
 from steps.runtime.storage.manifest import file_entry, local_target
+from steps.train.lora import CHECKPOINT_LOAD, CHECKPOINT_SAVE
 
 
 class CheckpointError(RuntimeError):
@@ -67,6 +73,19 @@ class TrainingPosition:
 
     tokens_seen: int
     blocks_seen: int
+
+
+def seed_rng_states(seed: int, rank: int) -> None:
+    """Seed every random state a rank's training draws from (LoRA's dropout masks) from the seed and the rank.
+
+    Left as the process found them, the first draws depended on what had run before in it, which is not the same
+    from one run to the next (two identical LoRA runs differed from their second step on): a resumed run, whose
+    states come back from its checkpoint, could not end where an uninterrupted one does.
+    """
+    value = seed * 10_000 + rank  # each rank its own dropout masks
+    random.seed(value)
+    np.random.seed(value % 2**32)
+    torch.manual_seed(value)
 
 
 def rng_states() -> dict[str, Any]:
@@ -100,6 +119,11 @@ def check_weights(engine, expected_shapes: dict[str, torch.Size], device: torch.
     if not norm > 0:
         raise CheckpointError("refusing to save: the gathered weights are all zero (an empty ZeRO-3 gather?)")
     return norm
+
+
+def trains_part(engine) -> bool:
+    """Whether some parameters are frozen (LoRA): they are then neither saved nor expected when loading."""
+    return any(not p.requires_grad for p in engine.module.parameters())
 
 
 def _machine_staging(given: Path | None, ctx: DistContext) -> tuple[Path, bool]:
@@ -148,10 +172,13 @@ class CheckpointManager:
             return f"{self.root}/{tag}"
         zero_stage = engine.zero_optimization_stage()
         state = {"init_sha256": init_sha256, "zero_stage": zero_stage, **vars(position)}
-        engine.save_checkpoint(str(self.local), tag=tag, client_state=state, save_latest=False)
+        partial = CHECKPOINT_SAVE if trains_part(engine) else {}
+        engine.save_checkpoint(str(self.local), tag=tag, client_state=state, save_latest=False, **partial)
         torch.save(rng_states(), folder / f"rng-rank{self.ctx.rank}.pt")
         if self.ctx.is_main:
             engine.module.config.save_pretrained(str(folder))
+            if hasattr(engine.module, "peft_config"):  # a PEFT model: how its adapters were made, for convert
+                engine.module.peft_config["default"].save_pretrained(str(folder))
             if metrics_file is not None and metrics_file.is_file():
                 shutil.copyfile(metrics_file, folder / METRICS_FILE)
         barrier()
@@ -264,19 +291,30 @@ class CheckpointManager:
         if problems:
             raise StorageError(problems[0])  # on every rank, so none waits in a collective for the others
 
-    def load(self, engine, found: FoundCheckpoint, metrics_file: Path, universal: bool) -> TrainingPosition:
+    def load(
+        self, engine, found: FoundCheckpoint, metrics_file: Path, universal: bool, init_sha256: str
+    ) -> TrainingPosition:
         """Model, optimizer, scheduler and this rank's RNG states; the metrics log up to that step.
 
         `universal`: the checkpoint is converted first and the engine was configured with
         `checkpoint.load_universal`; RNG states stay fresh, as ranks no longer map one to one.
+        `init_sha256`: the fingerprint of the weights this run starts from, which must be the checkpoint's
+        (adapters continued on other base weights, or a run resumed with another model, would be nonsense).
         """
+        if found.record.init_sha256 != init_sha256:
+            raise CheckpointError(
+                f"checkpoint {found.uri} continues training that started from other weights (fingerprint "
+                f"{found.record.init_sha256[:12]}, this run's: {init_sha256[:12]}): the base model or model.* "
+                "changed since it was saved; restore them, or delete the checkpoints to start afresh"
+            )
         tag = found.record.tag
         local_root = self._materialize(found)
         self._verify(local_root, found)
         saved_metrics = local_root / tag / METRICS_FILE
         if universal:
             local_root = self._to_universal(local_root, found)
-        load_path, _ = engine.load_checkpoint(str(local_root), tag=tag)
+        partial = CHECKPOINT_LOAD if trains_part(engine) else {}
+        load_path, _ = engine.load_checkpoint(str(local_root), tag=tag, **partial)
         if load_path is None:
             raise CheckpointError(f"DeepSpeed could not load {found.uri}; the folder is damaged, delete it to go back")
         rng_file = local_root / tag / f"rng-rank{self.ctx.rank}.pt"

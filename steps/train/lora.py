@@ -1,12 +1,14 @@
-"""LoRA training under DeepSpeed ZeRO: the wrapped model, its optimizer groups, and how its checkpoints go.
+"""LoRA training under DeepSpeed ZeRO: the wrapped model, and how its checkpoints go.
 
-Wrap before `deepspeed.initialize` (`lora_for_training`) and give the optimizer `trainable_groups`: ZeRO
-then partitions, all-reduces and steps the adapter parameters only. Of a ZeRO checkpoint of the wrapped
-model, `param_shapes` and the optimizer partitions hold the adapters alone; the frozen base weights are
-saved into `frozen_param_shapes` (ZeRO-3: every rank's share in `frozen_param_fragments`) unless
+Wrap before `deepspeed.initialize` (`lora_for_training`) and give the optimizer the trainable parameters
+only (`steps.train.optimization.parameter_groups`): ZeRO then partitions, all-reduces and steps the
+adapters alone. Of a ZeRO checkpoint of the wrapped model, `param_shapes` and the optimizer partitions
+hold the adapters alone; the frozen base weights are saved into `frozen_param_shapes` (ZeRO-3: every
+rank's share in `frozen_param_fragments`) unless
 `CHECKPOINT_SAVE` leaves them out. Left out, the checkpoint is the adapters and their optimizer state (a few
 MB instead of the model), `steps.convert.zero_reader` reads it as any ZeRO checkpoint (it refuses frozen
-parameters), and resuming needs the same base model wrapped alike, loaded with `CHECKPOINT_LOAD`.
+parameters), and resuming needs the same base model wrapped alike, loaded with `CHECKPOINT_LOAD`
+(`steps.train.checkpoints.CheckpointManager` does both for any model with frozen parameters).
 """
 
 from __future__ import annotations
@@ -35,16 +37,6 @@ def lora_for_training(model: PreTrainedModel, instruct: InstructConfig, seed: in
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(seed)
         return wrap_with_lora(model, instruct)
-
-
-def trainable_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """AdamW parameter groups of the trainable parameters only (matrices decayed, vectors not)."""
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    matrix = {n: len(getattr(p, "ds_shape", p.shape)) >= 2 for n, p in named}
-    return [
-        {"params": [p for n, p in named if matrix[n]], "weight_decay": weight_decay},
-        {"params": [p for n, p in named if not matrix[n]], "weight_decay": 0.0},
-    ]
 
 
 def trainable_parameters(model: torch.nn.Module) -> tuple[int, int]:

@@ -25,12 +25,23 @@ def lr_lambda(config: TuneConfig):
     return factor
 
 
-def build_optimizer(model: torch.nn.Module, config: TuneConfig, offloaded: bool) -> torch.optim.Optimizer:
+def parameter_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups of the trainable parameters (all of them, or LoRA's adapters): matrices decayed, vectors not.
+
+    Frozen parameters stay out: ZeRO then partitions, reduces and steps only what trains.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     # A ZeRO-3 partitioned parameter is a flat slice; its real rank is that of `ds_shape`.
-    matrix = {n: len(getattr(p, "ds_shape", p.shape)) >= 2 for n, p in model.named_parameters()}
-    decay = [p for n, p in model.named_parameters() if matrix[n]]
-    no_decay = [p for n, p in model.named_parameters() if not matrix[n]]  # norms and biases
-    groups = [{"params": decay, "weight_decay": config.train.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    matrix = {n: len(getattr(p, "ds_shape", p.shape)) >= 2 for n, p in named}
+    decay = [p for n, p in named if matrix[n]]
+    no_decay = [p for n, p in named if not matrix[n]]  # norms and biases
+    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    # ZeRO drops an empty group (LoRA's adapters are all matrices), and a schedule built over it would not fit.
+    return [group for group in groups if group["params"]]
+
+
+def build_optimizer(model: torch.nn.Module, config: TuneConfig, offloaded: bool) -> torch.optim.Optimizer:
+    groups = parameter_groups(model, config.train.weight_decay)
     if offloaded:
         # ZeRO-Offload steps the optimizer on the CPU; DeepSpeed's vectorised Adam is the one it supports there.
         return DeepSpeedCPUAdam(groups, lr=config.train.learning_rate, betas=(0.9, 0.95), adamw_mode=True)

@@ -11,8 +11,9 @@ is a stub, the test says so and checks what the real UI would show through the p
 - a `@parallel` node task: the service ignores the id Metaflow asks for (`<control>_node_1`) and lists a new one
   that never runs (the real service stores the name); the node's own record is at its own id's routes.
 
-One service for the module, two scenarios: the debug flow end to end (under local metadata before; now the same
-assertions under the service, and the UI's), and a run on two nodes whose training ranks are killed, `resume`d.
+One service for the module, two scenarios: the debug flow end to end, continued pretraining then instruction tuning
+on the CWE questions (the same assertions as under local metadata, and the UI's), and a run on two nodes whose
+training ranks are killed, `resume`d.
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from __future__ import annotations
 import gzip
 import json
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -35,11 +38,27 @@ from tests.support.metadata_service import MetadataService, metadata_service
 BROWSER = chromium()
 RUN_TAGS = {"model:from-scratch", "corpus:cwe", "config:debug"}
 """flows/run_tags.py's tags for configs/debug.yaml and the configs derived from it."""
+INSTRUCT = {
+    "instructions": "cwe",
+    "max_steps": 12,
+    "micro_batch_size": 4,
+    "checkpoint_every": 6,
+    "eval_every": 6,
+    "eval_questions": 12,
+    "max_new_tokens": 12,
+}
+"""Instruction tuning after the debug run's pretraining: the CWE questions and answers, full fine-tuning, a few
+steps (its LoRA path, on a base model alone, is tests/flow/test_instruct_flow.py's)."""
 ARTIFACTS = {
     "start": {"run_config"},
-    "prepare": {"run_config", "dataset", "tokenizer", "prepare_summary"},
+    "prepare": {"run_config", "dataset", "tokenizer", "prepare_summary", "instructions", "instruction_summary"},
     "train": {"dataset", "checkpoint", "train_summary", "train_metrics"},
     "convert": {"checkpoint", "train_summary", "model", "conversion"},
+    "launch_train": {"run_config"},
+    "instruct_or_evaluate": {"run_config", "after_pretraining"},
+    "launch_instruct": {"run_config"},
+    "instruct": {"instructions", "instruct_checkpoint", "instruct_summary", "instruct_metrics"},
+    "instruct_convert": {"instruct_checkpoint", "model", "instructed_model", "instruct_conversion"},
     "evaluate": {"conversion", "evaluation", "eval_summary", "eval_table"},
     "end": {"run_config", "dataset", "train_summary", "conversion", "eval_summary", "eval_table", "references"},
 }
@@ -48,6 +67,8 @@ PROGRESS = {
     "prepare": "prepare: train: ",
     "train": "step     30/30  loss ",
     "convert": '"logits_match":true',
+    "instruct": f"step     {INSTRUCT['max_steps']}/{INSTRUCT['max_steps']}  loss ",
+    "instruct_convert": '"lora_merged":false',
     "evaluate": "evaluate: perplexity (tuned model): ",
 }
 """A line each stage prints to its step's stdout while it works, which the UI's log view shows."""
@@ -56,6 +77,9 @@ FIGURES = {
     "prepare": ["Document length in characters", "Document length in tokens"],
     "train": ["Training loss", "Learning rate", "Throughput (tokens/s)", "Achieved TFLOP/s per device"],
     "convert": [],
+    "instruct": ["Training loss", "Learning rate", "Throughput (tokens/s)", "Achieved TFLOP/s per device"]
+    + ["Held-out conversations: loss", "Held-out questions: multiple-choice accuracy"],
+    "instruct_convert": [],
     "evaluate": ["Generation throughput (tokens/s)"],
     "end": [],
 }
@@ -63,7 +87,7 @@ FIGURES = {
 RESUME_STEPS = 8
 KILLED_AFTER = 4
 CLONED = ["start", "prepare_fan_out", "prepare_read", "prepare_reads", "prepare_decide", "prepare_encode"]
-CLONED += ["prepare_gather", "prepare"]
+CLONED += ["prepare_gather", "prepare", "launch_train"]
 """The resumed run's steps that ran in the first run: `resume` clones them."""
 
 
@@ -80,8 +104,8 @@ def service(home: Path):
 
 @pytest.fixture(scope="module")
 def debug_run(home: Path, service: MetadataService) -> str:
-    """The debug flow with 30 training steps, recorded in the service: its run id."""
-    with runner(home, config_file(home, "debug"), env=service.env) as flow:
+    """The debug flow with 30 training steps, then instruction tuning, recorded in the service: its run id."""
+    with runner(home, config_file(home, "debug", instruct=INSTRUCT), env=service.env) as flow:
         result = flow.run(max_steps=30)
         assert result.status == "successful", result.stdout[-3000:] + result.stderr[-3000:]
         return result.run.id
@@ -112,34 +136,64 @@ def test_the_debug_pipeline_end_to_end_under_the_service(home: Path, service: Me
         # The run's files are beside Metaflow's own artifacts, in the datastore the service recorded.
         assert end.references["model"]["uri"].startswith(f"{home}/.metaflow/TuneFlow/{debug_run}/files/")
 
+        assert set(end.references) >= {"model", "instructions", "instruct_checkpoint", "instructed_model"}
         summary = end.eval_summary
-        prompts = summary["prompts"]
-        assert prompts == 5
+        prompts, questions = summary["prompts"], summary["questions"]
+        assert prompts == 5 and questions == INSTRUCT["eval_questions"]
+        # Every engine generated every prompt and answered every held-out question once, and they agree on all of it.
         assert sorted((r["index"], r["engine"]) for r in end.eval_table) == sorted(
-            (i, e) for i in range(prompts) for e in ("hf", "deepspeed", "zero")
+            (i, e) for i in range(prompts + questions) for e in ("hf", "deepspeed", "zero")
         )
-        assert all(r["generation"] and r["prompt"] for r in end.eval_table)
-        assert summary["perplexity"]["tuned"] <= 0.5 * summary["perplexity"]["untuned"]
+        assert [r["source"] for r in end.eval_table].count("question") == 3 * questions
+        assert all(r["prompt"] for r in end.eval_table)
         assert summary["engines_agree"] is True
+        # The three models of the run side by side; the held-out perplexity fell with pretraining.
+        models = summary["by_model"]
+        assert list(models) == ["base", "pretrained", "instructed"]
+        assert all(m["answers"]["all"]["questions"] == questions for m in models.values())
+        assert models["pretrained"]["perplexity"] <= 0.5 * models["base"]["perplexity"]
+        assert summary["perplexity"]["tuned"] == models["instructed"]["perplexity"]
+        assert summary["perplexity"]["untuned"] == models["base"]["perplexity"]
         # The domain probes ran on both models, and tuning raised the likelihood of the true answers.
         probes = summary["probes"]
         assert probes["tuned"]["all"]["probes"] == 2 * 16  # debug.yaml: evaluate.probes
         assert probes["tuned"]["all"]["answer_logprob_per_token"] > probes["untuned"]["all"]["answer_logprob_per_token"]
         assert end.train_summary["steps"] == 30  # the --max-steps override reached training
-        assert end.conversion["logits_match"] is True
+        assert end.conversion["logits_match"] is True and end.instruct_conversion["logits_match"] is True
+        sft = end.instruct_summary
+        assert sft["objective"] == "sft" and sft["steps"] == INSTRUCT["max_steps"]
+        # Instruction tuning started from the continued-pretrained model, and scored held-out data as it went.
+        assert sft["init_sha256"] != end.train_summary["init_sha256"]
+        scored = [m for m in end.instruct_metrics if m["held_out_choice_accuracy"] is not None]
+        assert [m["step"] for m in scored] == [6, 12] and all(m["held_out_loss"] > 0 for m in scored)
         # The artifacts a person opens first are small enough for the UI to show their value (it shows one whose
         # stored form, pickled and gzipped as Metaflow stores it, is under 4 KB), and one level of names deep at most.
         shown = {"prepare_summary": run["prepare"].task.data.prepare_summary, "references": end.references}
         shown |= {"train_summary": end.train_summary, "conversion": end.conversion, "eval_summary": summary}
+        shown |= {"instruct_summary": sft, "instruct_conversion": end.instruct_conversion}
         for name, value in shown.items():
             assert len(gzip.compress(pickle.dumps(value))) < 4096, name
         assert not any(isinstance(v, dict | list) for v in {**end.train_summary, **end.conversion}.values())
 
         # What the real UI backend does for a task's cards (its GetCards cache action): get_cards on the client.
-        texts = {step: card_data(get_cards(run[step].task)[0].get()) for step in ARTIFACTS}
+        texts = {step: card_data(get_cards(run[step].task)[0].get()) for step in FIGURES}
     assert "Resolved configuration" in texts["start"] and "Sample blocks" in texts["prepare"]
     assert "Training loss" in texts["train"] and "max_logit_difference" in texts["convert"]
     assert "Generations" in texts["evaluate"] and "Run summary" in texts["end"]
+    assert "Instruction data" in texts["prepare"]
+    assert "Held-out questions: multiple-choice accuracy" in texts["instruct"]
+    assert "after instruction tuning" in texts["evaluate"] and "Sample conversations" in texts["evaluate"]
+    assert "instruction tuning: 12 steps" in texts["end"] and "max_logit_difference" in texts["instruct_convert"]
+
+    # The converted model chats through transformers' pipeline with the chat template it was tuned with, and
+    # stops at the end of its turn. In a fresh process: transformers' lazy imports clash with Metaflow's here.
+    chat = (
+        "import sys; from transformers import pipeline; "
+        "out = pipeline('text-generation', model=sys.argv[1])([{'role': 'user', 'content': 'What is CWE-79?'}]); "
+        "turns = out[0]['generated_text']; assert turns[-1]['role'] == 'assistant', turns; print(turns[-1])"
+    )
+    done = subprocess.run([sys.executable, "-c", chat, end.references["instructed_model"]["uri"]], capture_output=True)
+    assert done.returncode == 0, done.stderr[-2000:]
 
 
 def test_the_ui_lists_the_run_its_steps_tasks_artifacts_and_logs(service: MetadataService, debug_run: str) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from steps.config import DataConfig, EvaluateConfig
 from steps.evaluate.decoding import settings_in_effect
-from steps.results import ConvertResult, EvalSummary, EvaluateResult, PrepareResult, TrainResult
+from steps.results import ConvertResult, EvalSummary, EvaluateResult, InstructResult, PrepareResult, TrainResult
 from steps.runtime.storage import StoredDir
 
 LONG_LINE = "indicator=" + "9f86d081884c7d659a2feaa0c55ad015" * 8
@@ -145,4 +145,37 @@ def evaluate_result() -> EvaluateResult:
         eval_summary=EvalSummary.model_validate(eval_summary()),
         eval_table=table,
         probes=[probe],
+    )
+
+
+def instruct_result() -> InstructResult:
+    summary = {**train_summary(), "objective": "sft", "method": "lora", "steps": 80, "trainable_parameters": 921_600}
+    metric = train_result().train_metrics[0].model_dump()
+    metrics = [{**metric, "step": 20, "held_out_loss": 1.234, "held_out_choice_accuracy": 0.625}]
+    checkpoint = stored("instruct/train")
+    return InstructResult(instruct_checkpoint=checkpoint, instruct_summary=summary, instruct_metrics=metrics)
+
+
+def instructed_evaluate_result() -> EvaluateResult:
+    """An evaluation after instruction tuning: three models side by side, questions answered by every engine."""
+    answers = {"questions": 48, "exact_match": 0.0, "contains_reference": 0.125, "choice_accuracy": 0.5, "stopped": 1.0}
+    by_model = {
+        name: {"perplexity": ppl, "general_perplexity": 30.5, "answers": {"all": answers, "id_to_name": answers}}
+        for name, ppl in (("base", 19.87), ("pretrained", 11.02), ("instructed", 11.31))
+    }
+    summary = {**eval_summary(), "questions": 48, "by_model": by_model}
+    result = evaluate_result()
+    question = {"source": "question", "doc_id": "cwe#CWE-1004/id_to_name/0", "prompt": "What is CWE-1004?"}
+    question |= {"reference": "CWE-1004 is Sensitive Cookie Without 'HttpOnly' Flag.", "generation": LONG_LINE}
+    question |= {"tokens": 32, "token_ids": [5] * 32, "latency_s": 0.5}
+    table = [row.model_dump() for row in result.eval_table]
+    table += [{"index": 2, "engine": e, **question} for e in ("hf", "deepspeed", "zero")]
+    answer = {"question_id": "q", "kind": "id_to_name", "subject": "CWE-1004", "question": "What is CWE-1004?"}
+    answer |= {"reference": "r", "answer": "a cookie flag", "stopped": True, "exact_match": False}
+    answer |= {"contains_reference": False, "picked": "r", "choice_correct": True}
+    return EvaluateResult(
+        evaluation=stored("evaluate"),
+        eval_summary=EvalSummary.model_validate(summary),
+        eval_table=table,
+        answers=[{"model": "base", **answer}, {"model": "instructed", **answer}],
     )

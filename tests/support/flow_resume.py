@@ -21,15 +21,19 @@ from tests.support.faults import kill_rank_after_checkpoint, training_rank
 from tests.support.flow_runs import runner
 
 
-def run_killing_rank_1(home: Path, config: Path, after_step: int, **options) -> dict:
-    """Run the flow and SIGKILL training rank 1 once the checkpoint of `after_step` is complete."""
-    return run_killing_ranks(home, config, after_step, (1,), **options)
+def run_killing_rank_1(home: Path, config: Path, after_step: int, stage: str = "train", **options) -> dict:
+    """Run the flow and SIGKILL training rank 1 once the checkpoint of `after_step` is complete; `stage`: the
+    folder of the training stage whose checkpoints are watched (`train`, or `instruct/train`)."""
+    return run_killing_ranks(home, config, after_step, (1,), stage, **options)
 
 
-def run_killing_ranks(home: Path, config: Path, after_step: int, ranks: tuple[int, ...], **options) -> dict:
+def run_killing_ranks(
+    home: Path, config: Path, after_step: int, ranks: tuple[int, ...], stage: str = "train", **options
+) -> dict:
     """Run the flow and SIGKILL these training ranks, in this order, once the checkpoint of `after_step` is
-    complete. (A node whose ranks are all gone ends its torchrun at once; one that waits for a lost node's ranks
-    fails only after train.failure_timeout_s.)"""
+    complete (`stage`: the folder of the training stage whose checkpoints are watched, `train` or `instruct/train`).
+    (A node whose ranks are all gone ends its torchrun at once; one that waits for a lost node's ranks fails only
+    after train.failure_timeout_s.)"""
     outcome: dict = {}
 
     def run() -> None:
@@ -39,7 +43,7 @@ def run_killing_ranks(home: Path, config: Path, after_step: int, ranks: tuple[in
 
     thread = threading.Thread(target=run)
     thread.start()
-    checkpoint = f"{home}/.metaflow/TuneFlow/*/files/train/checkpoints/{tag_for(after_step)}/checkpoint.json"
+    checkpoint = f"{home}/.metaflow/TuneFlow/*/files/{stage}/checkpoints/{tag_for(after_step)}/checkpoint.json"
     for _ in range(180):  # up to 15 minutes, but not a moment longer once the run has ended without the checkpoint
         try:
             kill_rank_after_checkpoint(checkpoint, rank=ranks[0], timeout_s=5)

@@ -20,7 +20,8 @@ from steps.config.instruct import InstructConfig
 from steps.formats.instruction_dataset import load_conversations
 from steps.formats.model import load_pretrained
 from steps.runtime.distributed import init_distributed, shutdown
-from steps.train.lora import CHECKPOINT_LOAD, CHECKPOINT_SAVE, lora_for_training, trainable_groups
+from steps.train.lora import CHECKPOINT_LOAD, CHECKPOINT_SAVE, lora_for_training
+from steps.train.optimization import parameter_groups
 from steps.train.sft_batches import ConversationBatches
 
 LORA = InstructConfig(method="lora", lora_rank=4, lora_alpha=8.0, lora_dropout=0.0)
@@ -40,7 +41,7 @@ def main(stage: int, base_dir: Path, split_dir: Path, out: Path) -> None:
 
     def engine_for(seed: int):
         model = lora_for_training(load_pretrained(base_dir), LORA, seed)
-        optimizer = torch.optim.AdamW(trainable_groups(model, 0.0), lr=1e-2)
+        optimizer = torch.optim.AdamW(parameter_groups(model, 0.0), lr=1e-2)
         engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer, config=ds_config)
         return engine
 

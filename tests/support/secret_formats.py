@@ -113,9 +113,7 @@ EVERY_OCCURRENCE: dict[str, SecretSample] = {
     "json_two_passwords": SecretSample(
         '{"db": {"password": "a"}, "smtp": {"password": "Summer2023!"}}', ("Summer2023!",)
     ),
-    "env_two_passwords": SecretSample(
-        "DB_PASSWORD=x9 SMTP_PASSWORD=Summer2023! ./run.sh", ("x9", "Summer2023!")
-    ),
+    "env_two_passwords": SecretSample("DB_PASSWORD=x9 SMTP_PASSWORD=Summer2023! ./run.sh", ("x9", "Summer2023!")),
     "yaml_short_passwords": SecretSample("db:\n  password: hunter2\nsmtp:\n  pass: s3cret!\n", ("hunter2", "s3cret!")),
     "two_tokens_one_line": SecretSample(
         f"old {(a := 'ghp_' + _draw(_ALNUM, 36))} new {(b := 'ghp_' + _draw(_ALNUM, 36))}", (a, b)
@@ -156,13 +154,25 @@ THREAT_REPORT = "\n".join(
         "Certificate thumbprint: " + _draw(_HEX, 40),
         "The sample's PublicKeyToken=b03f5f7f11d50a3a and RSA public key modulus starts 00c3a1.",
         "Authorization: token based, rotated by the helpdesk.",
-        "$s1 = \"keylogger_stealer\" ascii wide",
+        '$s1 = "keylogger_stealer" ascii wide',
     ]
 )
 # The indicators above, each of which must appear verbatim in the redacted report.
 REPORT_INDICATORS = (
-    RC4_KEY, AES_KEY, XOR_KEY, MD5, SHA1, SHA256, IMPHASH, JA3, "185.220.101.47:443",
-    "hxxps://cdn.evil-updates[.]example/api/v2", "cdn.evil-updates.example", "305419896",
-    "bc1qxy2kgdygjrsqtzq2n0yrf2493p83kkfjhx0wlh", "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa",
-    "https://files.evil-updates.example/dl/update.bin?id=7731&arch=x64", "b03f5f7f11d50a3a",
+    RC4_KEY,
+    AES_KEY,
+    XOR_KEY,
+    MD5,
+    SHA1,
+    SHA256,
+    IMPHASH,
+    JA3,
+    "185.220.101.47:443",
+    "hxxps://cdn.evil-updates[.]example/api/v2",
+    "cdn.evil-updates.example",
+    "305419896",
+    "bc1qxy2kgdygjrsqtzq2n0yrf2493p83kkfjhx0wlh",
+    "1A1zP1eP5QGefi2DMPTfTL5SLmv7DivfNa",
+    "https://files.evil-updates.example/dl/update.bin?id=7731&arch=x64",
+    "b03f5f7f11d50a3a",
 )

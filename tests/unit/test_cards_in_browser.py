@@ -42,10 +42,26 @@ def _cards() -> dict[str, tuple[list, list[str]]]:
             cards.end_card(end_refs, results.eval_summary(), results.conversion(), results.train_summary()),
             ["4334.4 → 25.8", "probe choice_accuracy 0.265 → 0.483", "final loss 2.345"],
         ),
+        "instruct": (cards.train_card(results.instruct_result()), ["sft", "lora", "921600", "instruct/train"]),
+        "evaluate after instruction tuning": (
+            cards.evaluate_card(results.instructed_evaluate_result()),
+            ["after continued pretraining", "11.02", "questions all (48): contains_reference", "0.125"]
+            + ["Sample conversations", "What is CWE-1004?", results.LONG_LINE, "a cookie flag"],
+        ),
+        "end after instruction tuning": (
+            cards.end_card(
+                end_refs,
+                results.instructed_evaluate_result().eval_summary.model_dump(),
+                None,
+                None,
+                (results.instruct_result().instruct_summary.model_dump(), results.conversion()),
+            ),
+            ["instruction tuning with LoRA: 80 steps", "base model 0.125, after continued pretraining 0.125"],
+        ),
     }
 
 
-@pytest.mark.parametrize("step", ["prepare", "train", "convert", "evaluate", "end"])
+@pytest.mark.parametrize("step", ["prepare", "train", "convert", "evaluate", "end", "instruct"])
 def test_each_card_fits_the_window_and_shows_its_values(step: str, tmp_path: Path, browser: str) -> None:
     components, expected = _cards()[step]
     page = open_in_chromium(browser, card_html(components), screenshot=tmp_path / f"{step}.png")
@@ -53,6 +69,11 @@ def test_each_card_fits_the_window_and_shows_its_values(step: str, tmp_path: Pat
     missing = [value for value in expected if value not in page.text]
     assert not missing, f"{step} card does not show {missing}"
     assert (tmp_path / f"{step}.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("step", ["evaluate after instruction tuning", "end after instruction tuning"])
+def test_instruction_tuning_cards_fit_the_window_and_show_their_values(step: str, tmp_path: Path, browser: str) -> None:
+    test_each_card_fits_the_window_and_shows_its_values(step, tmp_path, browser)
 
 
 def test_the_evaluate_card_shows_only_the_decoding_settings_in_effect(browser: str) -> None:

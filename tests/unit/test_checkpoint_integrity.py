@@ -34,7 +34,7 @@ from steps.runtime.distributed import DistContext
 from steps.runtime.storage import StorageError, fetch, file_sha256, open_storage
 from steps.runtime.storage.manifest import file_entry
 from steps.stages import TRAIN
-from steps.train.checkpoints import CheckpointManager, CheckpointPlace, TrainingPosition
+from steps.train.checkpoints import CheckpointError, CheckpointManager, CheckpointPlace, TrainingPosition
 from tests.support.card_results import train_summary
 from tests.support.zero_files import write_zero_checkpoint
 
@@ -48,7 +48,7 @@ class FakeEngine:
     def __init__(self, value: float, crash_after: str | None = None) -> None:
         self.value, self.crash_after, self.loads = value, crash_after, 0
         config = SimpleNamespace(save_pretrained=lambda d: (Path(d) / "config.json").write_text("{}"))
-        self.module = SimpleNamespace(config=config)
+        self.module = SimpleNamespace(config=config, parameters=lambda: iter(()))
 
     def save_checkpoint(self, save_dir: str, tag: str, client_state: dict, save_latest: bool) -> None:
         folder = Path(save_dir) / tag
@@ -123,14 +123,14 @@ def test_resume_refuses_a_changed_file_before_unpickling_it(
     engine, found = FakeEngine(0.0), resumed.find()
     unpickled.clear()
     with pytest.raises(StorageError, match=f"changed {damaged}"):
-        resumed.load(engine, found, tmp_path / "metrics.jsonl", universal=False)
+        resumed.load(engine, found, tmp_path / "metrics.jsonl", universal=False, init_sha256="0" * 64)
     assert engine.loads == 0 and unpickled == []
 
 
 def test_resume_loads_an_intact_checkpoint(checkpoint_root: str, tmp_path: Path) -> None:
     save(checkpoint_root, tmp_path / "staging", FakeEngine(1.0), 10)
     engine, store = FakeEngine(0.0), manager_for(checkpoint_root, tmp_path / "staging")
-    store.load(engine, store.find(), tmp_path / "metrics.jsonl", universal=False)
+    store.load(engine, store.find(), tmp_path / "metrics.jsonl", universal=False, init_sha256="0" * 64)
     assert engine.loads == 1
 
 
@@ -167,7 +167,13 @@ def _train_folder(train: Path) -> Path:
     (folder / "config.json").write_text("{}")
     files = [file_entry(p, p.name) for p in sorted(folder.iterdir())]
     record = CheckpointRecord(
-        tag=folder.name, step=10, world_size=2, zero_stage=2, init_sha256="0" * 64, tokens_seen=0, blocks_seen=0,
+        tag=folder.name,
+        step=10,
+        world_size=2,
+        zero_stage=2,
+        init_sha256="0" * 64,
+        tokens_seen=0,
+        blocks_seen=0,
         files=files,
     )
     (folder / CHECKPOINT_RECORD).write_text(record.model_dump_json())
@@ -225,7 +231,7 @@ def test_resume_refuses_a_record_that_names_a_file_outside_the_checkpoint(aws_en
     boto3.client("s3").put_object(Bucket=bucket, Key=key, Body=b"planted")
     resumed = manager_for(root, tmp_path / "work" / "staging")
     with pytest.raises(StorageError, match="leads outside"):
-        resumed.load(FakeEngine(0.0), resumed.find(), tmp_path / "metrics.jsonl", universal=False)
+        resumed.load(FakeEngine(0.0), resumed.find(), tmp_path / "metrics.jsonl", universal=False, init_sha256="0" * 64)
     assert not list(tmp_path.rglob("escaped.pt"))
 
 
@@ -284,6 +290,17 @@ def test_a_universal_checkpoint_is_made_anew_never_taken_from_the_staging_folder
     monkeypatch.setattr("steps.train.checkpoints.subprocess.run", ds_to_universal)
     manager._to_universal(tmp_path / "checkpoints", manager.find())
     assert len(converted) == 1 and not (planted / "mp_rank_00_model_states.pt").exists()
+
+
+def test_resume_refuses_a_checkpoint_of_training_that_started_from_other_weights(tmp_path: Path) -> None:
+    """LoRA adapters continued on another base (or a run resumed with another model) would be nonsense: the
+    checkpoint's record holds the fingerprint of the weights its training started from."""
+    root = str(tmp_path / "checkpoints")
+    save(root, tmp_path / "staging", FakeEngine(1.0), 10)
+    resumed, engine = manager_for(root, tmp_path / "staging-2"), FakeEngine(0.0)
+    with pytest.raises(CheckpointError, match=r"started from other weights \(fingerprint 000000000000, this run's: "):
+        resumed.load(engine, resumed.find(), tmp_path / "metrics.jsonl", universal=False, init_sha256="1" * 64)
+    assert engine.loads == 0
 
 
 def test_a_fetched_train_folder_whose_manifest_does_not_list_the_checkpoint_is_refused(

@@ -28,7 +28,7 @@ def test_everything_is_local_by_default() -> None:
     [
         (
             {"prepare": {"target": "sagemaker", "image": IMAGE, "instance_type": "ml.m5.xlarge", "role_arn": ROLE}},
-            "compute.prepare.target: got 'sagemaker', only train, convert, evaluate run as SageMaker jobs",
+            "compute.prepare.target: got 'sagemaker', only train, convert, instruct, evaluate run as SageMaker jobs",
         ),
         ({"evaluate": {"target": "sagemaker", "image": IMAGE, "role_arn": ROLE}}, "compute.evaluate.instance_type"),
         ({"train": {"target": "batch"}}, "compute.train.image: required for target 'batch'"),
@@ -82,7 +82,7 @@ SAGEMAKER = {"target": "sagemaker", "image": IMAGE, "instance_type": "ml.g5.12xl
 @pytest.mark.parametrize(
     ("step", "compute", "expected"),
     [
-        ("train", {**SAGEMAKER, "instance_count": 2}, "compute.train.instance_count: got 2; a train job's hosts are"),
+        ("train", {**SAGEMAKER, "instance_count": 2}, "compute.train.instance_count: got 2; the train job's hosts are"),
         ("convert", {**SAGEMAKER, "instance_count": 2}, "compute.convert.instance_count: got 2; convert runs on one"),
         (
             "evaluate",

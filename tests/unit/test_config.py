@@ -38,11 +38,11 @@ def test_zero_stage_5_names_the_field_and_allowed_values() -> None:
 
 
 def test_all_problems_reported_at_once() -> None:
-    text = yaml.safe_dump({"train": {"max_steps": 0, "lerning_rate": 1.0}, "model": {"hidden_size": 250}})
+    text = yaml.safe_dump({"train": {"max_steps": -1, "lerning_rate": 1.0}, "model": {"hidden_size": 250}})
     with pytest.raises(ConfigError) as error:
         parse_config_text(text)
     message = str(error.value)
-    assert "train.max_steps: got 0" in message
+    assert "train.max_steps: got -1" in message
     assert "train.lerning_rate: unknown field" in message
     assert "model.hidden_size (250) must be divisible by model.num_heads (4)" in message
 
@@ -94,3 +94,25 @@ def test_missing_deepspeed_json_names_the_field() -> None:
     config = validate_config({"deepspeed": {"config_file": "configs/deepspeed/nope.json"}})
     with pytest.raises(ConfigError, match="deepspeed.config_file"):
         build_deepspeed_config(config, world_size=1)
+
+
+def test_skipping_pretraining_needs_instructions_and_a_base_model() -> None:
+    with pytest.raises(ConfigError, match="train.max_steps is 0 and instruct.instructions is empty"):
+        validate_config({"train": {"max_steps": 0}})
+    with pytest.raises(ConfigError, match="would start from untrained weights; give model.base_model"):
+        validate_config({"train": {"max_steps": 0}, "instruct": {"instructions": "cwe"}})
+    config = validate_config(
+        {"train": {"max_steps": 0}, "instruct": {"instructions": "cwe"}, "model": {"base_model": "/models/llama"}}
+    )
+    assert not config.pretrains and config.instruct.enabled
+    assert TuneConfig().pretrains and not TuneConfig().instruct.enabled  # the default run does not instruction-tune
+
+
+def test_instruction_tuning_is_placed_like_train() -> None:
+    sagemaker = {"target": "sagemaker", "image": "i", "instance_type": "ml.g5.xlarge", "role_arn": "arn:aws:iam::1:r"}
+    assert validate_config({"compute": {"instruct": sagemaker}}).compute.instruct.target == "sagemaker"
+    with pytest.raises(ConfigError, match="compute.instruct.instance_count: got 2; the instruct job's hosts are"):
+        validate_config({"compute": {"instruct": {**sagemaker, "instance_count": 2}}})
+    batch = {"target": "batch", "image": "i", "gpus": 4}
+    with pytest.raises(ConfigError, match=r"compute.instruct.gpus \(4\) must equal train.nproc_per_node \(2\)"):
+        validate_config({"compute": {"instruct": batch}})

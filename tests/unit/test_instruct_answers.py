@@ -17,7 +17,8 @@ from steps.evaluate.answers import (
     question_prompts,
 )
 from steps.formats.chat_template import chat_stop_ids, ensure_chat_template, tokenize_conversation
-from steps.formats.instruction_dataset import ConversationWriter, Question, load_conversations
+from steps.formats.instruction_dataset import ConversationWriter, load_conversations
+from steps.formats.instruction_folder import Question
 from steps.prepare.tokenizer_training import train_bpe_tokenizer
 from steps.train.sft_batches import ConversationBatches
 from tests.support.tiny_llama import save_tiny_tied_llama

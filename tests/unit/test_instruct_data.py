@@ -13,7 +13,8 @@ import pytest
 from steps.config import DataConfig
 from steps.config.instruct import InstructConfig
 from steps.formats.chat_template import ensure_chat_template
-from steps.formats.instruction_dataset import SPLITS, load_conversations, read_questions, read_summary
+from steps.formats.instruction_dataset import load_conversations
+from steps.formats.instruction_folder import SPLITS, read_questions, read_summary
 from steps.prepare.corpus import CorpusError
 from steps.prepare.instructions import content_key, load_instructions
 from steps.prepare.instructions_write import prepare_instructions

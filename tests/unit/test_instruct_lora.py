@@ -21,7 +21,8 @@ from steps.formats.adapter_folder import (
     save_adapter,
     wrap_with_lora,
 )
-from steps.train.lora import lora_for_training, trainable_groups, trainable_parameters
+from steps.train.lora import lora_for_training, trainable_parameters
+from steps.train.optimization import parameter_groups
 from tests.support.tiny_llama import save_tiny_tied_llama
 
 VOCAB = 97
@@ -41,7 +42,7 @@ def base(base_dir: Path) -> LlamaForCausalLM:
 def trained(base_dir: Path) -> torch.nn.Module:
     """Base + adapters after a few optimizer steps (B is no longer zero, so the adapters change the output)."""
     model = lora_for_training(base(base_dir), LORA, seed=1)
-    optimizer = torch.optim.AdamW(trainable_groups(model, 0.0), lr=5e-2)
+    optimizer = torch.optim.AdamW(parameter_groups(model, 0.0), lr=5e-2)
     model.train()
     for _ in range(3):
         model(input_ids=IDS, labels=IDS).loss.backward()
@@ -103,7 +104,7 @@ def test_all_linear_adapts_every_projection_and_freezes_the_base(base_dir: Path)
     assert adapted == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     trainable, total = trainable_parameters(model)
     assert 0 < trainable < total / 4
-    grouped = [p for group in trainable_groups(model, 0.1) for p in group["params"]]
+    grouped = [p for group in parameter_groups(model, 0.1) for p in group["params"]]
     assert len(grouped) == len(adapter_names(model)) and all(p.requires_grad for p in grouped)
     with pytest.raises(AdapterError, match=r"instruct.lora_target_modules = \['qkv_proj'\]"):
         wrap_with_lora(base(base_dir), InstructConfig(lora_target_modules=["qkv_proj"]))

@@ -30,7 +30,7 @@ from steps.dispatch.sagemaker_job import (
     wait_for_job,
 )
 from steps.runtime.storage import StoredDir, open_storage
-from steps.stages import CONVERT, EVALUATE, TRAIN
+from steps.stages import CONVERT, EVALUATE, INSTRUCT, INSTRUCT_CONVERT, TRAIN
 from steps.train.progress_line import SAGEMAKER_METRIC_DEFINITIONS, progress_line
 from tests.support.aws import IMAGE, ROLE, STOP_CALLS, sagemaker_training_job
 
@@ -225,10 +225,14 @@ def test_sagemaker_needs_s3_run_storage(debug_config, tmp_path) -> None:
 def test_the_job_metrics_read_the_progress_line_training_prints() -> None:
     record = {"step": 10, "loss": 5.1234, "lr": 2e-3, "grad_norm": 0.9, "tokens_per_s": 1234.4}
     record |= {"tflops": 0.05, "mfu": None, "memory_gib": 0.8}
-    line = progress_line(record, total_steps=40, eta_s=62)
-    values = {m["Name"]: float(re.search(m["Regex"], line).group(1)) for m in SAGEMAKER_METRIC_DEFINITIONS}
-    assert values == {"train:loss": 5.1234, "train:tokens_per_s": 1234.0}
-    assert line.endswith("eta 0:01:02")
+    # Instruction tuning's scoring steps add the held-out scores; the training loss stays the first "loss".
+    scored = record | {"held_out_loss": 4.25, "held_out_choice_accuracy": 0.375}
+    lines = [progress_line(r, total_steps=40, eta_s=62) for r in (record, scored)]
+    found = [{m["Name"]: re.search(m["Regex"], line) for m in SAGEMAKER_METRIC_DEFINITIONS} for line in lines]
+    values = [{name: float(match.group(1)) for name, match in one.items() if match} for one in found]
+    assert values[0] == {"train:loss": 5.1234, "train:tokens_per_s": 1234.0}
+    assert values[1] == {**values[0], "train:held_out_choice_accuracy": 0.375}
+    assert all(line.endswith("eta 0:01:02") for line in lines)
 
 
 def test_each_step_gets_its_hosts_its_inputs_and_only_training_checkpoints(aws_env, debug_config) -> None:
@@ -236,7 +240,7 @@ def test_each_step_gets_its_hosts_its_inputs_and_only_training_checkpoints(aws_e
     every job gets the inputs its stage names, the base model as prepare stored it (a GGUF file dequantized, never a
     local file a job cannot read), and the references of all of them, hashes included, in its config channel."""
     raw = _on_demand_sagemaker(debug_config)
-    for step in ("convert", "evaluate"):
+    for step in ("convert", "instruct", "evaluate"):
         raw["compute"][step] = dict(raw["compute"]["train"])
     raw["compute"]["evaluate"]["instance_count"] = 2
     raw["train"]["num_nodes"] = 3
@@ -245,20 +249,22 @@ def test_each_step_gets_its_hosts_its_inputs_and_only_training_checkpoints(aws_e
     boto3.client("s3").create_bucket(Bucket="runs-gguf")
     storage = open_storage("s3://runs-gguf/TuneFlow/3/files")
     folders = {}
-    for name in ("dataset", "tokenizer", "base_model", "checkpoint", "model"):
+    for name in ("dataset", "tokenizer", "base_model", "checkpoint", "model", "instructions"):
         folder = Path(tempfile.mkdtemp()) / name
         folder.mkdir()
         (folder / "config.json").write_text("{}")
         folders[name] = storage.publish(folder, f"stored/{name}")  # as prepare, train and convert published them
-    for spec in (TRAIN, CONVERT, EVALUATE):
+    hosts = {"train": 3, "convert": 1, "instruct": 3, "instruct_convert": 1, "evaluate": 2}
+    for spec in (TRAIN, CONVERT, INSTRUCT, INSTRUCT_CONVERT, EVALUATE):
         name = training_job_name("TuneFlow", "3", 0, spec.name)
-        channels = job_channels(spec, config, storage, name, folders)
-        checkpoints = storage.uri("train/checkpoints") if spec.checkpoints else None
+        given = {key: folders[key] for key in spec.inputs if key in folders}  # evaluate's pretrained_model: none
+        channels = job_channels(spec, config, storage, name, given)
+        checkpoints = storage.uri(f"{spec.folder}/checkpoints") if spec.checkpoints else None
         request = job_spec(spec, config, name, channels, storage.uri(OUTPUT_FOLDER), checkpoints)
-        assert ("checkpoint_config" in request) == (spec is TRAIN), spec.name
-        assert request["resource_config"].instance_count == {"train": 3, "convert": 1, "evaluate": 2}[spec.name]
-        assert set(channels) == {"code", "config", *spec.inputs}, spec.name
-        assert all(channels[key] == folders[key].uri for key in spec.inputs)
+        assert ("checkpoint_config" in request) == (spec in (TRAIN, INSTRUCT)), spec.name
+        assert request["resource_config"].instance_count == hosts[spec.name]
+        assert set(channels) == {"code", "config", *given}, spec.name
+        assert all(channels[key] == folders[key].uri for key in given)
         refs = json.loads(open_storage(channels["config"]).get_text("inputs.json"))
-        assert refs == {key: folders[key].to_dict() for key in spec.inputs}
+        assert refs == {key: ref.to_dict() for key, ref in given.items()}
         assert request["environment"]["TUNE_STAGE"] == spec.name

@@ -18,8 +18,14 @@ def _checkpoint(root: Path, step: int, world_size: int = 2, complete: bool = Tru
     (folder / "mp_rank_00_model_states.pt").write_bytes(b"weights")
     if complete:
         record = CheckpointRecord(
-            tag=folder.name, step=step, world_size=world_size, zero_stage=2, init_sha256="0" * 64, tokens_seen=step,
-            blocks_seen=step, files=[],
+            tag=folder.name,
+            step=step,
+            world_size=world_size,
+            zero_stage=2,
+            init_sha256="0" * 64,
+            tokens_seen=step,
+            blocks_seen=step,
+            files=[],
         )
         (folder / CHECKPOINT_RECORD).write_text(record.model_dump_json())
     return folder

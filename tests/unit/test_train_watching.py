@@ -124,6 +124,26 @@ def test_the_live_card_plots_the_metrics_so_far() -> None:
     assert card.refreshes == [False]
 
 
+def test_the_instruct_live_card_shows_the_held_out_scores_as_they_come() -> None:
+    live, card = LiveTrainCard(total_steps=20, refresh_interval_s=0, step="instruct"), _Card()
+    scored = {**_record(10), "held_out_loss": 1.5, "held_out_choice_accuracy": 0.625}
+    with live.shown_on(card):
+        live.refresh_with([TrainMetric(**_record(5)), TrainMetric(**scored), TrainMetric(**_record(15))])
+    text = _rendered(card).replace("\\", "")
+    assert "# instruct" in text and "Step **15 / 20**" in text
+    assert "held out at step 10: loss 1.5000, answers right 62.5%" in text
+    assert "Held-out questions: multiple-choice accuracy" in text and '"held_out_choice_accuracy": 0.625' in text
+    # The train step's card has no held-out charts: continued pretraining scores no questions.
+    assert "Held-out" not in _rendered(_shown(LiveTrainCard(total_steps=20, refresh_interval_s=0)))
+
+
+def _shown(live: LiveTrainCard) -> _Card:
+    card = _Card()
+    with live.shown_on(card):
+        live.refresh_with([TrainMetric(**_record(5))])
+    return card
+
+
 def test_live_cards_refresh_at_once_then_at_most_once_per_interval_and_a_failure_always() -> None:
     """Each refresh is a Metaflow process rendering the card, which on a small machine takes cores from the ranks."""
     live, card = LiveTrainCard(total_steps=20, refresh_interval_s=0, update_every_s=3600), _Card()
