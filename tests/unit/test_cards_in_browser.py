@@ -86,8 +86,15 @@ def test_the_evaluate_card_shows_only_the_decoding_settings_in_effect(browser: s
 def test_without_chromium_the_card_tests_skip_on_a_laptop_and_fail_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("tests.support.browser.shutil.which", lambda name: None)
     monkeypatch.setenv("CI", "true")
-    with pytest.raises(pytest.fail.Exception, match="no chromium on PATH in CI"):
+    # A skip must not pass for the failure here: it is what the guard prevents, and pytest.raises lets it through.
+    try:
         required_chromium()
+    except pytest.fail.Exception as failure:
+        assert "no chromium on PATH in CI" in str(failure)
+    except pytest.skip.Exception:
+        pytest.fail("under CI=true the card tests skipped without chromium instead of failing")
+    else:
+        pytest.fail("required_chromium returned without a chromium on PATH")
     monkeypatch.delenv("CI")
     with pytest.raises(pytest.skip.Exception):
         required_chromium()
