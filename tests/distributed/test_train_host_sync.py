@@ -63,7 +63,7 @@ def test_loss_is_read_from_the_device_only_on_logged_steps(monkeypatch, tmp_path
     out = tmp_path / "train"
     out.mkdir()
     plan = CheckpointPlace(uri=str(out / "checkpoints"), staging=tmp_path / "staging")
-    summary = run_training(config, dataset, tokenizer, out, None, plan)
+    summary = run_training(config, "pretrain", dataset, tokenizer, out, None, plan)
     logged = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in logged] == [3, 6]
     assert len(reads) == len(logged)  # 12 micro-steps, 2 reads: one per logged step

@@ -74,7 +74,8 @@ def test_every_bad_input_is_skipped_and_named_and_no_secret_leaks(tmp_path: Path
     assert not unread, f"text in other encodings not read: {unread}"
     assert prepare.data.prepare_summary["documents_by_encoding"].get("utf-16", 0) >= 1
     outputs = [console, card, *trained_on]
-    carded = [step for step in run if not step.id.startswith("prepare_")]  # prepare's foreach steps have no card
+    # Prepare's foreach steps and the switches' wiring steps (launch_*, instruct_or_evaluate) have no card.
+    carded = [step for step in run if not step.id.startswith(("prepare_", "launch_", "instruct_or_"))]
     outputs += [card_data(c.get()) for step in carded for c in get_cards(step.task)]
     outputs += [_readable(p) for p in home.rglob("*") if p.is_file()]
     leaked = [secret for secret in bad.secrets if any(secret in text for text in outputs)]
