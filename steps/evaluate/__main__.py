@@ -20,6 +20,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 
 from steps.config import load_config
 from steps.evaluate.evaluation import run_evaluation
+from steps.runtime.distributed import exit_now_that_the_work_is_done
 from steps.runtime.launch import entrypoint_parser
 
 
@@ -38,3 +39,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    exit_now_that_the_work_is_done()

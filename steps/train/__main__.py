@@ -25,6 +25,7 @@ from pathlib import Path
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from steps.config import load_config
+from steps.runtime.distributed import exit_now_that_the_work_is_done
 from steps.runtime.launch import entrypoint_parser
 from steps.train.checkpoints import CheckpointPlace
 from steps.train.loop import run_training
@@ -68,3 +69,4 @@ def main(argv: list[str] | None = None) -> None:
 
 if __name__ == "__main__":
     main()
+    exit_now_that_the_work_is_done()

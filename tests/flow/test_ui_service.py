@@ -318,4 +318,4 @@ def test_the_resumed_run_ends_with_the_model_of_an_uninterrupted_training(
     assert final.keys() == expected.keys()
     assert all(torch.equal(final[k], expected[k]) for k in expected), "resumed weights differ"
     loss = json.loads((reference / "train_summary.json").read_text())["final_loss"]
-    assert f"trained {RESUME_STEPS} steps on 2 ranks (ZeRO-2), final loss {loss:.3f}" in end_card
+    assert f"continued pretraining: {RESUME_STEPS} steps on 2 ranks (ZeRO-2), final loss {loss:.3f}" in end_card
