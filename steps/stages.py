@@ -131,25 +131,32 @@ def _evaluate_hosts(config: TuneConfig) -> int:
     return evaluate.instance_count if evaluate.target == "sagemaker" else 1
 
 
-TRAIN = StageSpec(
-    name="train",
-    module="steps.train",
-    launch="torchrun",
-    compute="train",
-    folder="train",
-    result=TrainResult,
-    inputs=("dataset", "tokenizer", "base_model"),
-    outputs=(Output("checkpoint"),),
-    summary=("train_summary", TRAIN_SUMMARY_FILE),
-    read_more=lambda out: {"train_metrics": read_metrics(out / METRICS_FILE)},
-    processes=_train_processes,
-    hosts=lambda config: config.train.num_nodes,
-    hosts_field="train.num_nodes",
-    failure_timeout_s=lambda config: config.train.failure_timeout_s,
-    checkpoints=True,
-    live=Live(METRICS_FILE, read_metrics, publish=True),
-    on_sagemaker=True,
-)
+def _training(name: str, folder: str, result: type, data: str, output: str, args: tuple[str, ...] = ()) -> StageSpec:
+    """A stage of the one training loop (`steps.train`), on train's machines: continued pretraining or, with
+    `--objective sft`, instruction tuning. Its checkpoint is its output, its metrics its live file."""
+    return StageSpec(
+        name=name,
+        module="steps.train",
+        launch="torchrun",
+        compute=name,
+        folder=folder,
+        result=result,
+        inputs=(data, "tokenizer", "base_model"),
+        outputs=(Output(output),),
+        summary=(name + "_summary", TRAIN_SUMMARY_FILE),
+        read_more=lambda out: {name + "_metrics": read_metrics(out / METRICS_FILE)},
+        args=args,
+        processes=_train_processes,
+        hosts=lambda config: config.train.num_nodes,
+        hosts_field="train.num_nodes",
+        failure_timeout_s=lambda config: config.train.failure_timeout_s,
+        checkpoints=True,
+        live=Live(METRICS_FILE, read_metrics, publish=True),
+        on_sagemaker=True,
+    )
+
+
+TRAIN = _training("train", "train", TrainResult, "dataset", "checkpoint")
 CONVERT = StageSpec(
     name="convert",
     module="steps.convert",
@@ -164,25 +171,8 @@ CONVERT = StageSpec(
     trusted_inputs=("checkpoint",),
     on_sagemaker=True,
 )
-INSTRUCT = StageSpec(
-    name="instruct",
-    module="steps.train",
-    launch="torchrun",
-    compute="instruct",
-    folder="instruct/train",
-    result=InstructResult,
-    inputs=("instructions", "tokenizer", "base_model"),
-    outputs=(Output("instruct_checkpoint"),),
-    summary=("instruct_summary", TRAIN_SUMMARY_FILE),
-    read_more=lambda out: {"instruct_metrics": read_metrics(out / METRICS_FILE)},
-    args=("--objective", "sft"),
-    processes=_train_processes,
-    hosts=lambda config: config.train.num_nodes,
-    hosts_field="train.num_nodes",
-    failure_timeout_s=lambda config: config.train.failure_timeout_s,
-    checkpoints=True,
-    live=Live(METRICS_FILE, read_metrics, publish=True),
-    on_sagemaker=True,
+INSTRUCT = _training(
+    "instruct", "instruct/train", InstructResult, "instructions", "instruct_checkpoint", ("--objective", "sft")
 )
 """Instruction tuning: the one training loop (`steps.train`) with the SFT objective, on train's machines."""
 INSTRUCT_CONVERT = StageSpec(
