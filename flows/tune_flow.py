@@ -22,6 +22,7 @@ from flows import cards
 from flows.compute_mutator import ComputeFromConfig
 from flows.live_card import LiveStatusCard, LiveTrainCard
 from flows.metaflow_user import ensure_metaflow_user
+from flows.node_python import run_nodes_with_this_python
 from flows.run_tags import tag_run
 from flows.step_place import keep, step_place
 from steps.config import TuneConfig, parse_config_text
@@ -261,4 +262,5 @@ class TuneFlow(FlowSpec):
 
 if __name__ == "__main__":
     ensure_metaflow_user()
+    run_nodes_with_this_python()
     TuneFlow()
