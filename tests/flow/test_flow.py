@@ -1,11 +1,10 @@
-"""The whole flow through metaflow.Runner, read back with the Metaflow client.
+"""The flow's command line refuses a bad config before any step runs.
 
-The debug pipeline end to end runs under a metadata service, with what the Metaflow UI shows of it:
-tests/flow/test_ui_service.py."""
+The debug pipeline end to end, and a run on two nodes and three prepare workers killed and resumed, run under a
+metadata service with what the Metaflow UI shows of them: tests/flow/test_ui_service.py."""
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -13,14 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from steps.config import TuneConfig
-from steps.formats.dataset import DATASET_SUMMARY_FILE, PROMPTS_FILE, REPORT_FILE
-from steps.prepare.shard_plan import plan_shards
 from steps.project_files import FLOW_FILE
-from steps.runtime.storage import StoredDir, fetch
-from tests.support.flow_runs import client_run, config_file, runner
+from tests.support.flow_runs import config_file
 from tests.support.flow_runs import flow_home as make_home
-from tests.support.prepare_faults import killing_prepare_shard
 
 
 @pytest.fixture(scope="module")
@@ -43,63 +37,3 @@ def test_invalid_config_fails_before_any_step(flow_home: Path) -> None:
     assert "deepspeed.zero_stage" in proc.stdout + proc.stderr
     assert "Task is starting" not in proc.stdout + proc.stderr
     assert not list((flow_home / ".metaflow").glob("TuneFlow/*/start"))
-
-
-@pytest.mark.slow
-def test_two_simulated_nodes_of_two_ranks_on_three_prepare_workers_resumed_after_a_killed_shard(
-    flow_home: Path, prepared: Path, debug_config: TuneConfig, tmp_path: Path
-) -> None:
-    config = config_file(
-        flow_home,
-        "two-nodes",
-        train={"num_nodes": 2, "nproc_per_node": 2, "max_steps": 8, "checkpoint_every": 4, "log_every": 4},
-        evaluate={"engines": ["hf"]},
-        compute={"prepare": {"workers": 3}},
-    )
-    # The first attempt: prepare shard 2's process is SIGKILLed (as by the OOM killer) once it has planned its
-    # files. One task at a time, so that shards 0 and 1 have finished: when a task fails, Metaflow stops the
-    # tasks still running, and `resume` runs those again too.
-    with runner(flow_home, config, env=killing_prepare_shard(tmp_path / "hooks", shard=2)) as flow:
-        failed = flow.run(max_workers=1)
-        output = failed.stdout + failed.stderr
-        assert failed.status == "failed", output[-3000:]
-    files = ", ".join(plan_shards(debug_config.data, 3).files_of(2))
-    assert f"LaunchError: prepare shard 2 failed; its files: {files}" in output, output[-3000:]
-    assert "steps.prepare exited with code -9 (SIGKILL)" in output, output[-3000:]
-    first = client_run(flow_home, failed.run.pathspec)
-    finished = {t.data.shard: t.pathspec for t in first["prepare_read"].tasks() if t.successful}
-    assert sorted(finished) == [0, 1]
-
-    with runner(flow_home, None) as flow:
-        resumed = flow.resume(origin_run_id=first.id)
-        assert resumed.status == "successful", resumed.stdout + resumed.stderr
-    run = client_run(flow_home, resumed.run.pathspec)
-    assert run.successful
-    # `resume` ran only the killed shard again; the others are the first attempt's tasks, cloned, and their
-    # files stay in the first run's storage.
-    assert {t.data.shard: t.origin_pathspec for t in run["prepare_read"].tasks()} == {**finished, 2: None}
-    reads = [read["uri"] for read in run["prepare_reads"].task.data.reads]
-    where = [
-        f"/{first.id}/files/prepare/read/0",
-        f"/{first.id}/files/prepare/read/1",
-        f"/{run.id}/files/prepare/read/2",
-    ]
-    assert [uri[-len(end) :] for uri, end in zip(reads, where, strict=True)] == where, reads
-    # prepare fanned out over 3 local foreach tasks twice, and made the single-worker dataset (`prepared`).
-    assert len(list(run["prepare_read"].tasks())) == len(list(run["prepare_encode"].tasks())) == 3
-    dataset = fetch(StoredDir.from_dict(run["prepare"].task.data.dataset), verify=True)
-    for name in ("train/data-00000-of-00001.arrow", "validation/data-00000-of-00001.arrow", REPORT_FILE, PROMPTS_FILE):
-        assert (dataset / name).read_bytes() == (prepared / "dataset" / name).read_bytes(), name
-    summaries = [json.loads((folder / DATASET_SUMMARY_FILE).read_text()) for folder in (dataset, prepared / "dataset")]
-    assert [{k: v for k, v in s.items() if k != "timings_s"} for s in summaries] == [
-        {k: v for k, v in summaries[1].items() if k != "timings_s"}
-    ] * 2
-    tasks = list(run["train"].tasks())
-    assert len(tasks) == 2
-    train_summary = run["convert"].task.data.train_summary
-    assert train_summary["world_size"] == 4 and train_summary["steps"] == 8
-    assert run["end"].task.data.conversion["logits_match"] is True
-    # Node 1's output reaches the control task's log, after node 0's own.
-    logs = [t.stdout for t in tasks]
-    assert sum("----- node 1 (exit code 0) -----" in log for log in logs) == 1
-    assert any("step      8/8" in log and "----- node 1" in log for log in logs)

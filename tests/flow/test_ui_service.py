@@ -12,8 +12,9 @@ is a stub, the test says so and checks what the real UI would show through the p
   that never runs (the real service stores the name); the node's own record is at its own id's routes.
 
 One service for the module, two scenarios: the debug flow end to end, continued pretraining then instruction tuning
-on the CWE questions (the same assertions as under local metadata, and the UI's), and a run on two nodes whose
-training ranks are killed, `resume`d.
+on the CWE questions (the same assertions as under local metadata, and the UI's), and a run on two nodes of two
+ranks and three prepare workers taken down twice, a prepare shard then the training ranks, and `resume`d each time
+(the flow's `resume` on several nodes and after a failed fan-out task; one node's is tests/flow/test_real_model.py's).
 """
 
 from __future__ import annotations
@@ -24,16 +25,21 @@ import pickle
 import subprocess
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
 
+from steps.config import TuneConfig
+from steps.formats.dataset import DATASET_SUMMARY_FILE, PROMPTS_FILE, REPORT_FILE
+from steps.prepare.shard_plan import plan_shards
 from steps.runtime.storage import StoredDir, fetch
 from tests.support.browser import chromium, open_in_chromium
 from tests.support.card_server import card_server
 from tests.support.flow_resume import final_weights, run_killing_ranks, uninterrupted_training
 from tests.support.flow_runs import card_data, client_run, config_file, flow_home, runner
 from tests.support.metadata_service import MetadataService, metadata_service
+from tests.support.prepare_faults import killing_prepare_shard
 
 BROWSER = chromium()
 RUN_TAGS = {"model:from-scratch", "corpus:cwe", "config:debug"}
@@ -117,6 +123,11 @@ def _tasks(service: MetadataService, run_id: str, step: str) -> list[dict]:
 
 def _task_route(run_id: str, step: str, task_id: str) -> str:
     return f"flows/TuneFlow/runs/{run_id}/steps/{step}/tasks/{task_id}"
+
+
+def _metadata(service: MetadataService, run_id: str, step: str, task_id: str) -> dict[str, str]:
+    """A task's metadata fields (where `resume` notes the task it cloned: origin-run-id, origin-task-id)."""
+    return {m["field_name"]: m["value"] for m in service.api(f"{_task_route(run_id, step, task_id)}/metadata")}
 
 
 def _listed_run(service: MetadataService, run_id: str) -> dict:
@@ -235,44 +246,109 @@ def test_every_steps_card_through_the_card_server_over_http(
         assert rendered.text, step
 
 
+class Resumed(NamedTuple):
+    """A run taken down twice and resumed each time: the three runs' ids."""
+
+    first: str
+    """Its prepare shard 2 was killed."""
+    first_output: str
+    failed: str
+    """The resume of `first`: it read shard 2 again, and its training ranks were killed."""
+    run: str
+    """The resume of `failed`, which succeeded."""
+
+
 @pytest.fixture(scope="module")
-def resumed(home: Path, service: MetadataService) -> tuple[str, str]:
-    """A run on 2 nodes of 1 rank and 2 prepare workers whose ranks are SIGKILLed, node 1's first, once the
-    checkpoint of step 4 is complete (as when the machines are taken back), and the run `resume` made of it: their
-    run ids."""
+def resumed(home: Path, service: MetadataService, tmp_path_factory) -> Resumed:
+    """A run on 2 nodes of 2 ranks and 3 prepare workers. Its prepare shard 2's process is SIGKILLed (as by the OOM
+    killer) once it has planned its files; the `resume` of that run reads shard 2 again and trains until the
+    checkpoint of step 4 is complete, when every rank is SIGKILLed, node 1's first (as when the machines are taken
+    back); the `resume` of that run succeeds."""
     config = config_file(
         home,
         "resume",
-        train={"num_nodes": 2, "nproc_per_node": 1, "max_steps": RESUME_STEPS, "checkpoint_every": KILLED_AFTER},
+        train={"num_nodes": 2, "nproc_per_node": 2, "max_steps": RESUME_STEPS, "checkpoint_every": KILLED_AFTER}
+        | {"log_every": KILLED_AFTER},
         evaluate={"engines": ["hf"], "perplexity_blocks": 2, "probes": 0},
-        compute={"prepare": {"workers": 2}},
+        compute={"prepare": {"workers": 3}},
     )
-    # Node 0 too: left alone it would wait for node 1's rank in a collective for train.failure_timeout_s.
-    failed = run_killing_ranks(home, config, after_step=KILLED_AFTER, ranks=(1, 0), env=service.env)
+    # One task at a time, so that shards 0 and 1 have finished: when a task fails, Metaflow stops the tasks still
+    # running, and `resume` runs those again too.
+    hooks = killing_prepare_shard(tmp_path_factory.mktemp("hooks"), shard=2)
+    with runner(home, config, env={**service.env, **hooks}) as flow:
+        first = flow.run(max_workers=1)
+        first_output = first.stdout + first.stderr
+        assert first.status == "failed", first_output[-3000:]
+        first_id = first.run.id
+    # Node 0's ranks too: left alone they would wait for node 1's in a collective for train.failure_timeout_s.
+    failed = run_killing_ranks(
+        home, None, after_step=KILLED_AFTER, ranks=(2, 3, 0, 1), resuming=first_id, env=service.env
+    )
     assert failed["status"] == "failed", failed["output"][-3000:]
     failed_id = failed["pathspec"].split("/")[1]
     with runner(home, None, env=service.env) as flow:
         result = flow.resume(origin_run_id=failed_id)
         assert result.status == "successful", result.stdout[-3000:] + result.stderr[-3000:]
-        return failed_id, result.run.id
+        return Resumed(first_id, first_output, failed_id, result.run.id)
+
+
+def test_a_killed_prepare_shard_is_named_and_resume_reads_only_it_again(
+    home: Path, service: MetadataService, resumed: Resumed, prepared: Path, debug_config: TuneConfig
+) -> None:
+    files = ", ".join(plan_shards(debug_config.data, 3).files_of(2))
+    assert f"LaunchError: prepare shard 2 failed; its files: {files}" in resumed.first_output
+    assert "steps.prepare exited with code -9 (SIGKILL)" in resumed.first_output
+    assert _listed_run(service, resumed.first)["status"] == "failed"
+    with service.client():
+        first = client_run(home, f"TuneFlow/{resumed.first}")
+        done = [t["task_id"] for t in _tasks(service, resumed.first, "prepare_read") if t["status"] == "completed"]
+        finished = {first["prepare_read"][t].data.shard: t for t in done}
+        assert sorted(finished) == [0, 1]
+        # `resume` ran only the killed shard again; the others are the first attempt's tasks, cloned, and their
+        # files stay in the first run's storage.
+        again = client_run(home, f"TuneFlow/{resumed.failed}")
+        origins = {}
+        for task in _tasks(service, resumed.failed, "prepare_read"):
+            record = _metadata(service, resumed.failed, "prepare_read", task["task_id"])
+            shard = again["prepare_read"][task["task_id"]].data.shard
+            assert record["origin-run-id"] == resumed.first  # on every task of a resumed run
+            origins[shard] = record.get("origin-task-id")  # on the tasks it cloned
+        assert origins == {**finished, 2: None}
+        reads = [read["uri"] for read in again["prepare_reads"].task.data.reads]
+        dataset = fetch(StoredDir.from_dict(again["prepare"].task.data.dataset), verify=True)
+    where = [
+        f"/{resumed.first}/files/prepare/read/0",
+        f"/{resumed.first}/files/prepare/read/1",
+        f"/{resumed.failed}/files/prepare/read/2",
+    ]
+    assert [uri[-len(end) :] for uri, end in zip(reads, where, strict=True)] == where, reads
+    # Three workers made the single-worker dataset (`prepared`), byte for byte.
+    for name in ("train/data-00000-of-00001.arrow", "validation/data-00000-of-00001.arrow", REPORT_FILE, PROMPTS_FILE):
+        assert (dataset / name).read_bytes() == (prepared / "dataset" / name).read_bytes(), name
+    summaries = [json.loads((folder / DATASET_SUMMARY_FILE).read_text()) for folder in (dataset, prepared / "dataset")]
+    assert [{k: v for k, v in s.items() if k != "timings_s"} for s in summaries] == [
+        {k: v for k, v in summaries[1].items() if k != "timings_s"}
+    ] * 2
 
 
 def test_the_ui_shows_the_killed_run_failed_and_the_resumed_runs_clones_nodes_and_new_training(
-    service: MetadataService, resumed: tuple[str, str]
+    service: MetadataService, resumed: Resumed
 ) -> None:
-    failed_id, run_id = resumed
+    failed_id, run_id = resumed.failed, resumed.run
     failed = _listed_run(service, failed_id)
-    assert failed["status"] == "failed" and RUN_TAGS <= set(failed["tags"])
+    # A resumed run is tagged by its end step (it cloned start): one that fails before end has no tags.
+    assert failed["status"] == "failed" and not set(failed["tags"]) & RUN_TAGS
+    assert RUN_TAGS <= set(_listed_run(service, resumed.first)["tags"])  # tagged by start, though it failed
     assert "failed" in [t["status"] for t in _tasks(service, failed_id, "train")]
     assert RUN_TAGS <= set(_listed_run(service, run_id)["tags"])  # tagged again by end: start was cloned
 
     def metadata(step: str, task_id: str) -> dict[str, str]:
-        return {m["field_name"]: m["value"] for m in service.api(f"{_task_route(run_id, step, task_id)}/metadata")}
+        return _metadata(service, run_id, step, task_id)
 
     for step in CLONED:
         tasks = _tasks(service, run_id, step)
         # The fan-out: one read and one encode task per prepare worker, each its own row in the UI.
-        assert len(tasks) == (2 if step in ("prepare_read", "prepare_encode") else 1), (step, tasks)
+        assert len(tasks) == (3 if step in ("prepare_read", "prepare_encode") else 1), (step, tasks)
         for task in tasks:
             assert task["status"] == "completed", (step, task)
             record = metadata(step, task["task_id"])
@@ -294,22 +370,25 @@ def test_the_ui_shows_the_killed_run_failed_and_the_resumed_runs_clones_nodes_an
     assert {"train_summary", "checkpoint"} <= {a["name"] for a in service.api(f"{control_route}/artifacts")}
     lines = [row["line"] for row in service.api(f"{control_route}/logs/out")]
     assert any(line.startswith("resuming from ") and f"/{failed_id}/files/train/" in line for line in lines), lines
-    assert any(line.startswith("----- node 1 (exit code 0)") for line in lines)  # node 1's output, replayed
+    # Node 1's output reaches the control task's log, after node 0's own.
+    node_1_at = next(i for i, line in enumerate(lines) if line.startswith("----- node 1 (exit code 0)"))
+    assert any(line.startswith(f"step      {RESUME_STEPS}/{RESUME_STEPS}") for line in lines[:node_1_at]), lines
     for step in ("convert", "evaluate", "end"):
         (task,) = _tasks(service, run_id, step)
         assert task["status"] == "completed" and "origin-task-id" not in metadata(step, task["task_id"])
 
 
 def test_the_resumed_run_ends_with_the_model_of_an_uninterrupted_training(
-    home: Path, service: MetadataService, resumed: tuple[str, str], tmp_path: Path
+    home: Path, service: MetadataService, resumed: Resumed, tmp_path: Path
 ) -> None:
     from metaflow.cards import get_cards
 
-    failed_id, run_id = resumed
+    failed_id, run_id = resumed.failed, resumed.run
     with service.client():
         run = client_run(home, f"TuneFlow/{run_id}")
         end = run["end"].task.data
-        assert end.train_summary["resumed_from_step"] == KILLED_AFTER
+        assert end.train_summary["resumed_from_step"] == KILLED_AFTER and end.train_summary["world_size"] == 4
+        assert end.conversion["logits_match"] is True
         assert f"/{failed_id}/files/train/checkpoints/" in end.train_summary["resumed_from"]
         end_card = card_data(get_cards(run["end"].task)[0].get())
         reference = uninterrupted_training(run, tmp_path)
@@ -318,4 +397,4 @@ def test_the_resumed_run_ends_with_the_model_of_an_uninterrupted_training(
     assert final.keys() == expected.keys()
     assert all(torch.equal(final[k], expected[k]) for k in expected), "resumed weights differ"
     loss = json.loads((reference / "train_summary.json").read_text())["final_loss"]
-    assert f"continued pretraining: {RESUME_STEPS} steps on 2 ranks (ZeRO-2), final loss {loss:.3f}" in end_card
+    assert f"continued pretraining: {RESUME_STEPS} steps on 4 ranks (ZeRO-2), final loss {loss:.3f}" in end_card

@@ -28,17 +28,23 @@ def run_killing_rank_1(home: Path, config: Path, after_step: int, stage: str = "
 
 
 def run_killing_ranks(
-    home: Path, config: Path, after_step: int, ranks: tuple[int, ...], stage: str = "train", **options
+    home: Path,
+    config: Path | None,
+    after_step: int,
+    ranks: tuple[int, ...],
+    stage: str = "train",
+    resuming: str | None = None,
+    **options,
 ) -> dict:
-    """Run the flow and SIGKILL these training ranks, in this order, once the checkpoint of `after_step` is
-    complete (`stage`: the folder of the training stage whose checkpoints are watched, `train` or `instruct/train`).
-    (A node whose ranks are all gone ends its torchrun at once; one that waits for a lost node's ranks fails only
-    after train.failure_timeout_s.)"""
+    """Run the flow (or `resume` the run whose id is `resuming`, with no config) and SIGKILL these training ranks,
+    in this order, once the checkpoint of `after_step` is complete (`stage`: the folder of the training stage whose
+    checkpoints are watched, `train` or `instruct/train`). (A node whose ranks are all gone ends its torchrun at
+    once; one that waits for a lost node's ranks fails only after train.failure_timeout_s.)"""
     outcome: dict = {}
 
     def run() -> None:
         with runner(home, config, **options) as flow:
-            result = flow.run()
+            result = flow.resume(origin_run_id=resuming) if resuming else flow.run()
             outcome.update(status=result.status, output=result.stdout + result.stderr, pathspec=result.run.pathspec)
 
     thread = threading.Thread(target=run)
