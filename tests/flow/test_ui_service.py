@@ -247,7 +247,7 @@ def test_every_steps_card_through_the_card_server_over_http(
 
 
 class Resumed(NamedTuple):
-    """A run taken down twice and resumed each time: the three runs' ids."""
+    """A run taken down twice and resumed each time: the three runs' ids, and what the first printed."""
 
     first: str
     """Its prepare shard 2 was killed."""
