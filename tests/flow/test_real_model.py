@@ -97,9 +97,9 @@ def test_a_killed_smollm2_gguf_run_resumes_from_its_checkpoint_and_evaluates(
     # (tests/distributed/test_base_model_path.py), and so do the flow's multi-node resume and `@retry` tests.
     # Here: the step trained after the resume moved the weights of the checkpoint it resumed from.
     final = final_weights(fetch(StoredDir.from_dict(end.checkpoint), verify=True) / "checkpoints", STEPS)
-    resumed_from = final_weights(Path(end.train_summary["resumed_from"]).parent, 2)
-    assert final.keys() == resumed_from.keys() and all(torch.isfinite(t).all() for t in final.values())
-    assert not all(torch.equal(final[k], resumed_from[k]) for k in final), "no step trained after the resume"
+    at_resume = final_weights(Path(end.train_summary["resumed_from"]).parent, end.train_summary["resumed_from_step"])
+    assert final.keys() == at_resume.keys() and all(torch.isfinite(t).all() for t in final.values())
+    assert not all(torch.equal(final[k], at_resume[k]) for k in final), "no step trained after the resume"
 
     assert end.conversion["logits_match"] is True
     # Tied as SmolLM2 is: the config says so and the files hold one table, which transformers' from_pretrained (the
